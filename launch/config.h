@@ -1,0 +1,63 @@
+// A run's whole configuration as typed structs, and its TOML front end (the only place that
+// reads TOML: DESIGN.md section 9).
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "model/config.h"
+#include "optim/config.h"
+#include "runtime/dtype.h"
+
+namespace zt::launch {
+
+struct ModelSection {
+  std::string preset = "gptj-tiny";
+  model::GptjConfig shape;  // the preset's shapes with any explicitly set key applied on top
+  bool activation_checkpointing = false;
+};
+
+struct TrainSection {
+  int64_t micro_batch_size = 8;
+  int64_t grad_accum_steps = 1;
+  int64_t seq_len = 64;
+  int64_t steps = 200;
+  int64_t seed = 1234;
+  int64_t log_every = 10;
+  std::string out_dir = "runs/tiny-cpu";
+  bool overwrite = false;  // allow replacing the outputs of an earlier run in out_dir
+  int64_t threads = 0;     // OpenMP threads; 0 = OpenMP's default (all cores, or OMP_NUM_THREADS)
+  DType precision = DType::kF32;  // storage dtype of the parameters the model reads
+};
+
+struct DataSection {
+  std::string source = "synthetic";
+};
+
+struct RunConfig {
+  ModelSection model;
+  optim::OptimizerConfig optimizer;
+  TrainSection train;
+  DataSection data;
+};
+
+// Parses TOML text (`source_name` names it in errors, e.g. the file path), applies `overrides`
+// ("section.key=value", as given to --set) in order, fills and validates a RunConfig.
+// Every problem is a zt::UserError that names the key, the value and what is allowed: an unknown
+// key also gives its line and the closest valid key.
+RunConfig parse_config(std::string_view toml_text, std::string_view source_name,
+                       const std::vector<std::string>& overrides);
+// Reads the file at `path` (empty path: defaults only) and calls parse_config.
+RunConfig load_config(const std::string& path, const std::vector<std::string>& overrides);
+
+// The resolved config as TOML, every key present, loadable by parse_config to the same result.
+std::string config_to_toml(const RunConfig& config);
+
+// The reference of every key (type, default, allowed values, meaning): plain text for
+// `zerotrain train --help`, Markdown for docs/config.md (a test keeps the file in sync).
+std::string config_reference_text();
+std::string config_reference_markdown();
+
+}  // namespace zt::launch

@@ -1,0 +1,36 @@
+// GPT-J shape configuration, the named presets, and the exact parameter count.
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <string_view>
+#include <vector>
+
+namespace zt::model {
+
+// Shapes of a GPT-J model (DESIGN.md section 6). Defaults are the gptj-tiny preset.
+struct GptjConfig {
+  int64_t vocab_size = 512;
+  int64_t n_positions = 256;   // longest sequence the model accepts
+  int64_t d_model = 128;
+  int64_t n_layer = 2;
+  int64_t n_head = 4;
+  int64_t rotary_dim = 16;     // leading dims of each head that get rotary embeddings
+  int64_t d_ff = 512;
+  double layer_norm_eps = 1e-5;
+  double init_std = 0.02;      // std of the normal init of embeddings and Linear weights
+
+  int64_t head_dim() const { return d_model / n_head; }
+  // Throws zt::UserError naming the field and the rule it breaks.
+  void validate() const;
+};
+
+// "gptj-6b" (EleutherAI/gpt-j-6B shapes) and "gptj-tiny" (a seconds-on-CPU model).
+std::vector<std::string> gptj_preset_names();
+// Throws zt::UserError listing the presets when `name` is not one.
+GptjConfig gptj_preset(std::string_view name);
+
+// Number of parameters, computed from the shapes alone (no allocation).
+int64_t gptj_param_count(const GptjConfig& config);
+
+}  // namespace zt::model

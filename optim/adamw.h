@@ -1,0 +1,32 @@
+// AdamW on the CPU: decoupled weight decay and bias correction, as torch.optim.AdamW computes it.
+#pragma once
+
+#include <cstdint>
+
+#include "runtime/dtype.h"
+
+namespace zt::optim {
+
+// Hyper-parameters of one AdamW step over one contiguous range of parameters.
+struct AdamWStep {
+  double lr = 1e-3;
+  double beta1 = 0.9;
+  double beta2 = 0.95;
+  double eps = 1e-8;
+  double weight_decay = 0.0;  // decoupled: param *= 1 - lr * weight_decay before the Adam update
+  int64_t step = 1;           // 1-based count of optimizer steps taken, this one included
+  double grad_scale = 1.0;    // multiplies every gradient first (loss-scale undo, clip coefficient)
+};
+
+// One AdamW update of n fp32 master values in place, with moments m and v (fp32, in place), from
+// gradients of any storage dtype:
+//   g = grad * grad_scale
+//   m = beta1 m + (1 - beta1) g;  v = beta2 v + (1 - beta2) g^2
+//   param = param * (1 - lr wd) - lr * (m / (1 - beta1^step)) / (sqrt(v / (1 - beta2^step)) + eps)
+// When param16 is not nullptr, the updated values are also written there in param16_dtype
+// (round to nearest even): the 16-bit copy the model reads. OpenMP over the range.
+void adamw_step_cpu(float* param, float* m, float* v, const void* grad, DType grad_dtype,
+                    int64_t n, const AdamWStep& hp, void* param16 = nullptr,
+                    DType param16_dtype = DType::kBF16);
+
+}  // namespace zt::optim

@@ -1,0 +1,20 @@
+// Host-callable entry points of the CUDA runtime layer (implemented in .cu files). Plain C++:
+// includable from host code that must not see CUDA headers. Only built with ZT_WITH_CUDA.
+#pragma once
+
+#include <cstddef>
+
+#include "runtime/tensor.h"
+
+namespace zt {
+
+// nullptr when the device is out of memory (Buffer turns that into a descriptive error).
+void* cuda_allocate(int device, size_t bytes);
+void cuda_free(int device, void* ptr);
+void cuda_memset_zero(int device, void* ptr, size_t bytes);
+// Copies between any host/device pair (unified addressing) and waits for completion.
+void cuda_copy(void* dst, const void* src, size_t bytes);
+// Elementwise dtype conversion on the GPU; the CPU twin is convert_cpu (dtype.h).
+void convert_cuda(const Tensor& src, const Tensor& dst);
+
+}  // namespace zt

@@ -1,0 +1,74 @@
+// CUDA device queries, raw device memory, copies, and the dtype conversion kernel.
+#include <cuda_runtime.h>
+
+#include "runtime/cuda/cuda_check.h"
+#include "runtime/cuda/cuda_device.h"
+#include "runtime/device.h"
+#include "runtime/dtype.h"
+
+namespace zt {
+
+bool built_with_cuda() { return true; }
+
+int cuda_device_count() {
+  int count = 0;
+  // No driver or no GPU is not an error here: it means the CUDA backend is unavailable.
+  if (cudaGetDeviceCount(&count) != cudaSuccess) {
+    (void)cudaGetLastError();
+    return 0;
+  }
+  return count;
+}
+
+void* cuda_allocate(int device, size_t bytes) {
+  ZT_CUDA_CHECK(cudaSetDevice(device));
+  void* ptr = nullptr;
+  const cudaError_t status = cudaMalloc(&ptr, bytes);
+  if (status == cudaErrorMemoryAllocation) {
+    (void)cudaGetLastError();
+    return nullptr;
+  }
+  ZT_CUDA_CHECK(status);
+  return ptr;
+}
+
+void cuda_free(int device, void* ptr) {
+  // Called from destructors: report but never throw.
+  if (cudaSetDevice(device) == cudaSuccess) (void)cudaFree(ptr);
+}
+
+void cuda_memset_zero(int device, void* ptr, size_t bytes) {
+  ZT_CUDA_CHECK(cudaSetDevice(device));
+  ZT_CUDA_CHECK(cudaMemset(ptr, 0, bytes));
+}
+
+void cuda_copy(void* dst, const void* src, size_t bytes) {
+  ZT_CUDA_CHECK(cudaMemcpy(dst, src, bytes, cudaMemcpyDefault));
+}
+
+namespace {
+
+__global__ void convert_kernel(const void* src, DType src_dtype, void* dst, DType dst_dtype,
+                               size_t n) {
+  for (size_t i = blockIdx.x * size_t(blockDim.x) + threadIdx.x; i < n;
+       i += size_t(gridDim.x) * blockDim.x)
+    store_from_double(dst, dst_dtype, i, load_as_double(src, src_dtype, i));
+}
+
+}  // namespace
+
+void convert_cuda(const Tensor& src, const Tensor& dst) {
+  ZT_CHECK(src.device.is_cuda() && dst.device == src.device, "convert_cuda needs both tensors on ",
+           "one CUDA device, got ", src.str(), " and ", dst.str());
+  ZT_CHECK(src.numel() == dst.numel(), "convert_cuda: ", src.str(), " vs ", dst.str());
+  const size_t n = size_t(src.numel());
+  if (n == 0) return;
+  ZT_CUDA_CHECK(cudaSetDevice(src.device.index));
+  const int threads = 256;
+  const int blocks = int(std::min<size_t>((n + threads - 1) / threads, 65535));
+  convert_kernel<<<blocks, threads>>>(src.data, src.dtype, dst.data, dst.dtype, n);
+  ZT_CUDA_CHECK(cudaGetLastError());
+  ZT_CUDA_CHECK(cudaDeviceSynchronize());
+}
+
+}  // namespace zt

@@ -1,0 +1,170 @@
+// Memory accounting per device and the owned Buffer; host allocation lives here.
+#include "runtime/memory.h"
+
+#include <cstdlib>
+#include <cstring>
+#include <map>
+#include <memory>
+#include <new>
+#include <sstream>
+
+#include "runtime/log.h"
+#ifdef ZT_WITH_CUDA
+#include "runtime/cuda/cuda_device.h"
+#endif
+
+namespace zt {
+
+std::string_view mem_category_name(MemCategory category) {
+  switch (category) {
+    case MemCategory::kParams: return "params";
+    case MemCategory::kGrads: return "grads";
+    case MemCategory::kOptimizer: return "optimizer";
+    case MemCategory::kActivations: return "activations";
+    case MemCategory::kBuffers: return "buffers";
+  }
+  return "unknown";
+}
+
+std::string MemStats::describe_current() const {
+  std::ostringstream os;
+  for (int c = 0; c < kNumMemCategories; ++c)
+    os << (c ? ", " : "") << mem_category_name(MemCategory(c)) << " "
+       << format_bytes(double(current[c]));
+  os << " (total " << format_bytes(double(current_total)) << ")";
+  return os.str();
+}
+
+MemoryTracker& MemoryTracker::of(Device device) {
+  static std::mutex registry_mutex;
+  static std::map<std::pair<int, int>, std::unique_ptr<MemoryTracker>> registry;
+  std::lock_guard<std::mutex> lock(registry_mutex);
+  auto& slot = registry[{int(device.kind), device.index}];
+  if (!slot) slot = std::make_unique<MemoryTracker>();
+  return *slot;
+}
+
+void MemoryTracker::on_alloc(MemCategory category, size_t bytes) {
+  std::lock_guard<std::mutex> lock(mutex_);
+  const int c = int(category);
+  stats_.current[c] += int64_t(bytes);
+  stats_.current_total += int64_t(bytes);
+  if (stats_.current[c] > stats_.peak[c]) stats_.peak[c] = stats_.current[c];
+  if (stats_.current_total > stats_.peak_total) stats_.peak_total = stats_.current_total;
+}
+
+void MemoryTracker::on_free(MemCategory category, size_t bytes) {
+  std::lock_guard<std::mutex> lock(mutex_);
+  stats_.current[int(category)] -= int64_t(bytes);
+  stats_.current_total -= int64_t(bytes);
+}
+
+MemStats MemoryTracker::stats() const {
+  std::lock_guard<std::mutex> lock(mutex_);
+  return stats_;
+}
+
+void MemoryTracker::reset_peak() {
+  std::lock_guard<std::mutex> lock(mutex_);
+  stats_.peak = stats_.current;
+  stats_.peak_total = stats_.current_total;
+}
+
+namespace {
+
+constexpr size_t kHostAlignment = 64;  // a cache line; also enough for AVX-512 loads
+
+void require_cuda_build(Device device) {
+#ifndef ZT_WITH_CUDA
+  ZT_CHECK(device.is_cpu(), "device ", device.str(),
+           " requested, but this zerotrain was built without CUDA (configure with -DZT_CUDA=ON "
+           "on a machine with the CUDA toolkit)");
+#endif
+}
+
+}  // namespace
+
+void* raw_allocate(Device device, size_t bytes) {
+  if (device.is_cpu())
+    return std::aligned_alloc(kHostAlignment, (bytes + kHostAlignment - 1) / kHostAlignment * kHostAlignment);
+  require_cuda_build(device);
+#ifdef ZT_WITH_CUDA
+  return cuda_allocate(device.index, bytes);
+#endif
+  return nullptr;
+}
+
+void raw_free(Device device, void* ptr) {
+  if (device.is_cpu()) return std::free(ptr);
+#ifdef ZT_WITH_CUDA
+  cuda_free(device.index, ptr);
+#endif
+}
+
+void raw_memset_zero(Device device, void* ptr, size_t bytes) {
+  if (device.is_cpu()) {
+    std::memset(ptr, 0, bytes);
+    return;
+  }
+  require_cuda_build(device);
+#ifdef ZT_WITH_CUDA
+  cuda_memset_zero(device.index, ptr, bytes);
+#endif
+}
+
+Buffer Buffer::allocate(Device device, size_t bytes, MemCategory category, std::string_view what) {
+  Buffer b;
+  b.device_ = device;
+  b.category_ = category;
+  if (bytes == 0) return b;
+  b.data_ = raw_allocate(device, bytes);
+  if (b.data_ == nullptr) {
+    const MemStats s = MemoryTracker::of(device).stats();
+    ZT_FAIL("out of memory on ", device.str(), " allocating ", format_bytes(double(bytes)),
+            " for ", what, " (", mem_category_name(category), "); in use: ", s.describe_current(),
+            ". Try a smaller micro_batch_size or seq_len, model.activation_checkpointing = true, "
+            "or a higher zero.stage; `zerotrain estimate` shows what fits");
+  }
+  b.bytes_ = bytes;
+  MemoryTracker::of(device).on_alloc(category, bytes);
+  return b;
+}
+
+Buffer::Buffer(Buffer&& other) noexcept
+    : data_(other.data_), bytes_(other.bytes_), device_(other.device_), category_(other.category_) {
+  other.data_ = nullptr;
+  other.bytes_ = 0;
+}
+
+Buffer& Buffer::operator=(Buffer&& other) noexcept {
+  if (this != &other) {
+    release();
+    data_ = other.data_;
+    bytes_ = other.bytes_;
+    device_ = other.device_;
+    category_ = other.category_;
+    other.data_ = nullptr;
+    other.bytes_ = 0;
+  }
+  return *this;
+}
+
+void Buffer::release() {
+  if (data_ == nullptr) return;
+  raw_free(device_, data_);
+  MemoryTracker::of(device_).on_free(category_, bytes_);
+  data_ = nullptr;
+  bytes_ = 0;
+}
+
+void Buffer::zero() {
+  if (data_ != nullptr) raw_memset_zero(device_, data_, bytes_);
+}
+
+Tensor Buffer::tensor(DType dtype, const Shape& shape) const {
+  ZT_CHECK(size_t(shape.numel()) * dtype_size(dtype) <= bytes_, "view ", dtype_name(dtype),
+           shape.str(), " does not fit a buffer of ", bytes_, " bytes");
+  return Tensor(data_, dtype, shape, device_);
+}
+
+}  // namespace zt
