@@ -15,7 +15,9 @@ struct LrSchedule {
   double lr = 1e-3;       // peak learning rate, reached at the end of warmup
   double min_lr = 0.0;    // reached at decay_steps and kept after (cosine, linear)
   int64_t warmup_steps = 0;
-  int64_t decay_steps = 0;  // step at which the decay ends (usually the run's total steps)
+  // Step at which the decay ends: set it (usually to the run's total steps); left at 0, every
+  // step after warmup gets min_lr (cosine, linear).
+  int64_t decay_steps = 0;
 
   // The learning rate of optimizer step `step` (1-based):
   //   step <= warmup_steps: lr * step / warmup_steps
