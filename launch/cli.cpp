@@ -1,1 +1,109 @@
-// placeholder: being written
+// Command-line parsing and dispatch for the zerotrain executable.
+#include "launch/cli.h"
+
+#include <cstdio>
+#include <exception>
+
+#include "launch/config.h"
+#include "launch/trainer.h"
+#include "runtime/error.h"
+#include "runtime/log.h"
+
+namespace zt::launch {
+
+namespace {
+constexpr const char* kVersion = "0.1.0";
+}
+
+std::string usage_text() {
+  return "zerotrain: ZeRO data-parallel training of GPT-J models (CPU reference backend)\n"
+         "\n"
+         "usage:\n"
+         "  zerotrain train [CONFIG.toml] [--set section.key=value ...]\n"
+         "      train a model; without CONFIG, the built-in defaults train gptj-tiny on the\n"
+         "      synthetic corpus on the CPU (see examples/tiny-cpu.toml)\n"
+         "  zerotrain train --help     every config key with its type, default and meaning\n"
+         "  zerotrain --help           this text\n"
+         "  zerotrain --version\n"
+         "\n"
+         "examples:\n"
+         "  zerotrain train examples/tiny-cpu.toml\n"
+         "  zerotrain train examples/tiny-cpu.toml --set train.steps=50 --set optimizer.lr=1e-3\n";
+}
+
+std::string train_usage_text() {
+  return "usage: zerotrain train [CONFIG.toml] [--set section.key=value ...]\n"
+         "\n"
+         "CONFIG.toml holds sections [model], [train], [optimizer], [data]; every key is optional.\n"
+         "--set overrides one key after the file is read (repeatable; later ones win).\n"
+         "Outputs go to train.out_dir: config.toml (the resolved config) and metrics.jsonl.\n"
+         "\n" +
+         config_reference_text();
+}
+
+CliCommand parse_cli(const std::vector<std::string>& args) {
+  CliCommand cmd;
+  if (args.empty() || args[0] == "--help" || args[0] == "-h" || args[0] == "help") return cmd;
+  if (args[0] == "--version") {
+    cmd.kind = CliCommand::Kind::kVersion;
+    return cmd;
+  }
+  if (args[0] != "train")
+    throw_user_error("unknown command \"", args[0], "\": the command is `zerotrain train` (run `zerotrain --help`)");
+  cmd.kind = CliCommand::Kind::kTrain;
+  for (size_t i = 1; i < args.size(); ++i) {
+    const std::string& a = args[i];
+    if (a == "--help" || a == "-h") {
+      cmd.kind = CliCommand::Kind::kTrainHelp;
+      return cmd;
+    }
+    if (a == "--set" || a.rfind("--set=", 0) == 0) {
+      std::string value;
+      if (a == "--set") {
+        if (i + 1 >= args.size())
+          throw_user_error("--set needs a value: --set section.key=value (e.g. --set train.steps=50)");
+        value = args[++i];
+      } else {
+        value = a.substr(6);
+      }
+      cmd.overrides.push_back(value);
+      continue;
+    }
+    if (a.rfind("-", 0) == 0)
+      throw_user_error("unknown option \"", a, "\" for `zerotrain train`: the options are --set "
+                       "section.key=value and --help");
+    if (!cmd.config_path.empty())
+      throw_user_error("two config files given (\"", cmd.config_path, "\" and \"", a,
+                       "\"): `zerotrain train` takes one; use --set to change single keys");
+    cmd.config_path = a;
+  }
+  return cmd;
+}
+
+int run_cli(const std::vector<std::string>& args) {
+  try {
+    log_configure(LogOptions{});
+    const CliCommand cmd = parse_cli(args);
+    switch (cmd.kind) {
+      case CliCommand::Kind::kHelp: std::fputs(usage_text().c_str(), stdout); return 0;
+      case CliCommand::Kind::kVersion: std::printf("zerotrain %s\n", kVersion); return 0;
+      case CliCommand::Kind::kTrainHelp: std::fputs(train_usage_text().c_str(), stdout); return 0;
+      case CliCommand::Kind::kTrain: {
+        const RunConfig config = load_config(cmd.config_path, cmd.overrides);
+        train(config);
+        return 0;
+      }
+    }
+  } catch (const UserError& e) {
+    std::fflush(stdout);
+    std::fprintf(stderr, "zerotrain: error: %s\n", e.what());
+    return 2;
+  } catch (const std::exception& e) {
+    std::fflush(stdout);
+    std::fprintf(stderr, "zerotrain: internal error: %s\n", e.what());
+    return 1;
+  }
+  return 0;
+}
+
+}  // namespace zt::launch

@@ -1,1 +1,94 @@
-// placeholder: being written
+// JSONL metrics and the terminal progress line.
+#include "launch/metrics.h"
+
+#include <unistd.h>
+
+#include <cerrno>
+#include <cmath>
+#include <cstring>
+
+#include "runtime/error.h"
+#include "runtime/log.h"
+
+namespace zt::launch {
+
+namespace {
+// JSON has no NaN/Infinity: write null for a non-finite number.
+std::string json_number(double v) {
+  if (!std::isfinite(v)) return "null";
+  char buf[40];
+  std::snprintf(buf, sizeof(buf), "%.9g", v);
+  return buf;
+}
+
+std::string format_duration(double seconds) {
+  if (!std::isfinite(seconds) || seconds < 0) return "?";
+  const int64_t s = int64_t(seconds + 0.5);
+  char buf[32];
+  if (s >= 3600)
+    std::snprintf(buf, sizeof(buf), "%lld:%02lld:%02lld", (long long)(s / 3600),
+                  (long long)(s / 60 % 60), (long long)(s % 60));
+  else
+    std::snprintf(buf, sizeof(buf), "%lld:%02lld", (long long)(s / 60), (long long)(s % 60));
+  return buf;
+}
+}  // namespace
+
+MetricsWriter::MetricsWriter(const std::string& path) : path_(path) {
+  file_ = std::fopen(path.c_str(), "w");
+  if (file_ == nullptr)
+    throw_user_error("cannot write the metrics file \"", path, "\": ", std::strerror(errno),
+                     " (check that train.out_dir is writable)");
+}
+
+MetricsWriter::~MetricsWriter() {
+  if (file_ != nullptr) std::fclose(file_);
+}
+
+void MetricsWriter::write(const StepMetrics& m) {
+  if (file_ == nullptr) return;
+  std::fprintf(file_,
+               "{\"step\": %lld, \"loss\": %s, \"lr\": %s, \"grad_norm\": %s, \"tokens_per_s\": %s, "
+               "\"peak_mem_bytes\": %lld, \"elapsed_s\": %s, \"skipped\": %s}\n",
+               (long long)m.step, json_number(m.loss).c_str(), json_number(m.lr).c_str(),
+               json_number(m.grad_norm).c_str(), json_number(m.tokens_per_s).c_str(),
+               (long long)m.peak_mem_bytes, json_number(m.elapsed_s).c_str(),
+               m.skipped ? "true" : "false");
+  if (std::fflush(file_) != 0)
+    throw_user_error("writing the metrics file \"", path_, "\" failed: ", std::strerror(errno));
+}
+
+std::string format_step_line(const StepMetrics& m, int64_t total_steps) {
+  char buf[256];
+  std::snprintf(buf, sizeof(buf),
+                "step %lld/%lld | loss %.4f | lr %.3e | grad norm %.3f | %.0f tokens/s | peak mem %s%s",
+                (long long)m.step, (long long)total_steps, m.loss, m.lr, m.grad_norm, m.tokens_per_s,
+                format_bytes(double(m.peak_mem_bytes)).c_str(), m.skipped ? " | SKIPPED" : "");
+  return buf;
+}
+
+ProgressLine::ProgressLine() : enabled_(isatty(STDOUT_FILENO) == 1) {}
+
+void ProgressLine::update(const StepMetrics& m, int64_t total_steps) {
+  if (!enabled_) return;
+  constexpr int kWidth = 24;
+  const double frac = total_steps > 0 ? double(m.step) / double(total_steps) : 1.0;
+  const int filled = int(frac * kWidth);
+  std::string bar(size_t(filled), '#');
+  bar.resize(kWidth, '.');
+  const double eta = m.step > 0 ? m.elapsed_s / double(m.step) * double(total_steps - m.step) : NAN;
+  std::printf("\r\033[K[%s] %lld/%lld | loss %.4f | %.0f tokens/s | elapsed %s | ETA %s", bar.c_str(),
+              (long long)m.step, (long long)total_steps, m.loss, m.tokens_per_s,
+              format_duration(m.elapsed_s).c_str(), format_duration(eta).c_str());
+  std::fflush(stdout);
+  shown_ = true;
+}
+
+void ProgressLine::clear() {
+  if (!shown_) return;
+  std::printf("\r\033[K");
+  std::fflush(stdout);
+  shown_ = false;
+}
+
+}  // namespace zt::launch

@@ -17,7 +17,7 @@ TEST(CudaConvert, MatchesCpuBitForBit) {
   if (cuda_device_count() == 0) GTEST_SKIP() << "no CUDA device";
   const int64_t n = 1000003;
   // Values across the fp16 and bf16 ranges, plus the edge cases: subnormals, ties, inf, NaN.
-  std::vector<float> src(size_t(n));
+  std::vector<float> src(static_cast<size_t>(n));
   for (int64_t i = 0; i < n; ++i)
     src[size_t(i)] = float(std::ldexp(random_normal(5, 0, uint64_t(i)), int(i % 60) - 40));
   const float edges[] = {0.0f, -0.0f, 65504.0f, 65520.0f, 1e30f, INFINITY, -INFINITY, NAN,

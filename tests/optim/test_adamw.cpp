@@ -12,21 +12,12 @@
 #include <vector>
 
 #include "runtime/error.h"
+#include "tests/support/thread_count.h"
 
 namespace zt::optim {
 namespace {
 
-// Sets the OpenMP thread count for one scope and restores the previous one.
-class ThreadCount {
- public:
-  explicit ThreadCount(int threads) : previous_(omp_get_max_threads()) {
-    omp_set_num_threads(threads);
-  }
-  ~ThreadCount() { omp_set_num_threads(previous_); }
-
- private:
-  int previous_;
-};
+using zt::testing::ThreadCount;
 
 template <class T>
 bool same_bits(const std::vector<T>& a, const std::vector<T>& b) {

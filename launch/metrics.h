@@ -1,0 +1,54 @@
+// Step metrics: the JSONL metrics file and the terminal progress line.
+#pragma once
+
+#include <cstdint>
+#include <cstdio>
+#include <string>
+
+namespace zt::launch {
+
+struct StepMetrics {
+  int64_t step = 0;
+  double loss = 0.0;
+  double lr = 0.0;
+  double grad_norm = 0.0;
+  double tokens_per_s = 0.0;
+  int64_t peak_mem_bytes = 0;  // peak bytes on this rank's compute device so far
+  double elapsed_s = 0.0;
+  bool skipped = false;
+};
+
+// One JSON object per line, flushed per step so a crash loses at most the current line.
+class MetricsWriter {
+ public:
+  MetricsWriter() = default;
+  // Creates (truncates) `path`; throws zt::UserError when it cannot be written.
+  explicit MetricsWriter(const std::string& path);
+  ~MetricsWriter();
+  MetricsWriter(const MetricsWriter&) = delete;
+  MetricsWriter& operator=(const MetricsWriter&) = delete;
+  void write(const StepMetrics& m);
+
+ private:
+  std::FILE* file_ = nullptr;
+  std::string path_;
+};
+
+// The log line of a step: "step 10/200 | loss 4.1234 | lr 3.00e-03 | grad norm 1.23 | ...".
+std::string format_step_line(const StepMetrics& m, int64_t total_steps);
+
+// On a terminal, a single self-overwriting line with progress and ETA; elsewhere (pipes, files,
+// CI logs) nothing, so logs hold only the regular step lines.
+class ProgressLine {
+ public:
+  ProgressLine();  // enabled when stdout is a terminal
+  void update(const StepMetrics& m, int64_t total_steps);
+  // Erases the line before a regular log line is printed.
+  void clear();
+
+ private:
+  bool enabled_ = false;
+  bool shown_ = false;
+};
+
+}  // namespace zt::launch

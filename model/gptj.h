@@ -1,0 +1,58 @@
+// The GPT-J model interface: forward, forward+backward with optional activation recompute, and
+// logits; parameters come from a ParamProvider (model/provider.h).
+#pragma once
+
+#include <cstdint>
+#include <memory>
+
+#include "model/config.h"
+#include "model/provider.h"
+#include "runtime/dtype.h"
+
+namespace zt::model {
+
+// Token ids of one micro-batch, row-major [batch_size, seq_len]. targets[b, t] is the token that
+// should follow inputs[b, t] (already shifted, unlike Hugging Face's `labels`); -100 = ignore.
+struct Batch {
+  const int32_t* inputs = nullptr;
+  const int32_t* targets = nullptr;
+  int64_t batch_size = 0;
+  int64_t seq_len = 0;
+  int64_t tokens() const { return batch_size * seq_len; }
+};
+
+// Sum of per-token cross-entropy losses and the number of tokens counted (targets != -100).
+struct LossSum {
+  double sum = 0.0;
+  int64_t count = 0;
+  double mean() const { return count > 0 ? sum / double(count) : 0.0; }
+};
+
+struct ModelOptions {
+  // Keep only each block's input in forward and recompute the block in backward.
+  bool activation_checkpointing = false;
+  // Activations and arithmetic: kF32 for training; kF64 for the CPU reference in gradient checks.
+  DType compute_dtype = DType::kF32;
+};
+
+class GptjModel {
+ public:
+  virtual ~GptjModel() = default;
+  virtual const GptjConfig& config() const = 0;
+
+  // Forward only.
+  virtual LossSum forward(const Batch& batch, ParamProvider& params) = 0;
+  // Forward and backward. Adds grad_scale * d(mean loss over this batch's counted tokens)/d(param)
+  // into params.layer_grads(...), calling grad_ready(layer) as each layer finishes (head first,
+  // embedding last). A batch with no counted token adds nothing.
+  virtual LossSum forward_backward(const Batch& batch, ParamProvider& params,
+                                   double grad_scale) = 0;
+  // Writes fp32 logits [batch_size, seq_len, vocab_size] to `out` (targets are not read).
+  virtual void logits(const Batch& batch, ParamProvider& params, float* out) = 0;
+};
+
+// The CPU reference implementation (OpenMP; compute in fp32 or fp64; reads parameters of any
+// storage dtype and adds into gradients of any storage dtype).
+std::unique_ptr<GptjModel> make_cpu_gptj(const GptjConfig& config, const ModelOptions& options);
+
+}  // namespace zt::model
