@@ -49,9 +49,9 @@ TrainSummary train(const RunConfig& config) {
   const model::GptjConfig& shape = config.model.shape;
   if (t.threads > 0) omp_set_num_threads(int(t.threads));
 
+  prepare_out_dir(t);  // first: a refused out_dir must stop the run before it prints anything
   const std::string resolved = config_to_toml(config);
   log_info("resolved config:\n", resolved);
-  prepare_out_dir(t);
   write_text_file(fs::path(t.out_dir) / "config.toml", resolved);
   MetricsWriter metrics((fs::path(t.out_dir) / "metrics.jsonl").string());
 

@@ -173,21 +173,61 @@ TEST(GptjModel, Fp32MatchesFp64) {
   EXPECT_LT(max_err, 1e-4 * max_g);
 }
 
-TEST(GptjModel, ReadsBf16ParametersAndAddsIntoBf16Gradients) {
+// The model computes in fp32 from 16-bit parameters and adds into 16-bit gradients: the same as
+// fp32 parameters holding the rounded values, with each gradient rounded once.
+void check_reads_16_bit_storage(DType dtype) {
   GptjConfig c;
-  HostProvider pb(c, DType::kBF16, 3), pf(c, DType::kF32, 3);
-  // Give the fp32 provider exactly the bf16-rounded values.
-  for (size_t i = 0; i < pb.num_params(); ++i)
-    for (int64_t j = 0; j < pb.specs()[i].numel(); ++j) pf.set_param(i, j, pb.param(i, j));
+  HostProvider p16(c, dtype, 3), pf(c, DType::kF32, 3);
+  for (size_t i = 0; i < p16.num_params(); ++i)
+    for (int64_t j = 0; j < p16.specs()[i].numel(); ++j) pf.set_param(i, j, p16.param(i, j));
   const Tokens tk = random_tokens(2 * 16, c.vocab_size, 8, false);
   auto model = make_cpu_gptj(c, {});
-  const LossSum lb = model->forward_backward(tk.batch(2, 16), pb, 1.0);
+  const LossSum l16 = model->forward_backward(tk.batch(2, 16), p16, 1.0);
   const LossSum lf = model->forward_backward(tk.batch(2, 16), pf, 1.0);
-  EXPECT_EQ(lb.sum, lf.sum);  // compute is fp32 on identical values: identical loss
-  // The bf16 gradients are the fp32 ones rounded once (they started at zero).
-  const std::vector<double> gb = pb.all_grads(), gf = pf.all_grads();
-  for (size_t i = 0; i < gb.size(); ++i)
-    ASSERT_EQ(gb[i], double(bf16_to_float(float_to_bf16(float(gf[i]))))) << i;
+  EXPECT_EQ(l16.sum, lf.sum);  // compute is fp32 on identical values: identical loss
+  const std::vector<double> g16 = p16.all_grads(), gf = pf.all_grads();
+  std::vector<unsigned char> rounded(dtype_size(dtype));
+  for (size_t i = 0; i < g16.size(); ++i) {
+    store_from_double(rounded.data(), dtype, 0, gf[i]);
+    ASSERT_EQ(g16[i], load_as_double(rounded.data(), dtype, 0)) << i;
+  }
+}
+
+TEST(GptjModel, ReadsBf16ParametersAndAddsIntoBf16Gradients) { check_reads_16_bit_storage(DType::kBF16); }
+TEST(GptjModel, ReadsFp16ParametersAndAddsIntoFp16Gradients) { check_reads_16_bit_storage(DType::kF16); }
+
+// The gptj-tiny preset itself (527k parameters) in fp64: central differences on a few sampled
+// elements of every parameter tensor, with the step and tolerance reasoning of the small-model
+// check above.
+TEST(GptjGradients, TinyPresetMatchesFiniteDifferencesOnSampledElements) {
+  const GptjConfig c = gptj_preset("gptj-tiny");
+  HostProvider p(c, DType::kF64, 11);
+  const Tokens tk = random_tokens(2 * 6, c.vocab_size, 12, true);
+  const Batch batch = tk.batch(2, 6);
+  auto model = make_cpu_gptj(c, ModelOptions{true, DType::kF64});
+  model->forward_backward(batch, p, 1.0);
+  const double h = 1e-5;
+  for (size_t i = 0; i < p.num_params(); ++i) {
+    const int64_t n = p.specs()[i].numel();
+    // The largest-gradient element of the tensor plus three random ones (wte and lm_head rows
+    // of tokens absent from the batch have zero gradient: the largest one is never such a row).
+    std::vector<int64_t> picks = {0};
+    for (int64_t j = 0; j < n; ++j)
+      if (std::fabs(p.grad(i, j)) > std::fabs(p.grad(i, picks[0]))) picks[0] = j;
+    for (uint64_t r = 0; r < 3; ++r) picks.push_back(int64_t(random_bits(99, i, r) % uint64_t(n)));
+    for (int64_t j : picks) {
+      const double w = p.param(i, j);
+      p.set_param(i, j, w + h);
+      const double up = model->forward(batch, p).mean();
+      p.set_param(i, j, w - h);
+      const double down = model->forward(batch, p).mean();
+      p.set_param(i, j, w);
+      const double numeric = (up - down) / (2 * h);
+      ASSERT_NEAR(p.grad(i, j), numeric, 1e-7 * std::max(1.0, std::fabs(numeric)))
+          << p.specs()[i].name << "[" << j << "]";
+    }
+    EXPECT_GT(std::fabs(p.grad(i, picks[0])), 1e-6) << p.specs()[i].name;
+  }
 }
 
 TEST(GptjModel, GradientsAccumulateAcrossCalls) {
