@@ -89,6 +89,18 @@ Tokens random_tokens(int64_t n, int64_t vocab, uint64_t seed, bool with_ignored)
   return tk;
 }
 
+// d(mean loss)/d(element j of parameter i) by central differences; the parameter is restored.
+double central_difference(GptjModel& model, const Batch& batch, HostProvider& p, size_t i,
+                          int64_t j, double h) {
+  const double w = p.param(i, j);
+  p.set_param(i, j, w + h);
+  const double up = model.forward(batch, p).mean();
+  p.set_param(i, j, w - h);
+  const double down = model.forward(batch, p).mean();
+  p.set_param(i, j, w);
+  return (up - down) / (2 * h);
+}
+
 // Every parameter's gradient against central differences of the mean loss, in fp64.
 // h = 1e-5: the truncation error is ~h^2 |f'''| ~ 1e-10 and the rounding error ~1e-16 / h =
 // 1e-11, so analytic and numeric derivatives agree to ~1e-9; 1e-7 leaves margin.
@@ -105,13 +117,7 @@ void check_whole_model_gradients(bool checkpointing) {
   double max_abs_grad = 0.0;
   for (size_t i = 0; i < p.num_params(); ++i) {
     for (int64_t j = 0; j < p.specs()[i].numel(); ++j) {
-      const double w = p.param(i, j);
-      p.set_param(i, j, w + h);
-      const double up = model->forward(batch, p).mean();
-      p.set_param(i, j, w - h);
-      const double down = model->forward(batch, p).mean();
-      p.set_param(i, j, w);
-      const double numeric = grad_scale * (up - down) / (2 * h);
+      const double numeric = grad_scale * central_difference(*model, batch, p, i, j, h);
       const double analytic = p.grad(i, j);
       max_abs_grad = std::max(max_abs_grad, std::fabs(analytic));
       ASSERT_NEAR(analytic, numeric, 1e-7 * std::max(1.0, std::fabs(numeric)))
@@ -216,13 +222,7 @@ TEST(GptjGradients, TinyPresetMatchesFiniteDifferencesOnSampledElements) {
       if (std::fabs(p.grad(i, j)) > std::fabs(p.grad(i, picks[0]))) picks[0] = j;
     for (uint64_t r = 0; r < 3; ++r) picks.push_back(int64_t(random_bits(99, i, r) % uint64_t(n)));
     for (int64_t j : picks) {
-      const double w = p.param(i, j);
-      p.set_param(i, j, w + h);
-      const double up = model->forward(batch, p).mean();
-      p.set_param(i, j, w - h);
-      const double down = model->forward(batch, p).mean();
-      p.set_param(i, j, w);
-      const double numeric = (up - down) / (2 * h);
+      const double numeric = central_difference(*model, batch, p, i, j, h);
       ASSERT_NEAR(p.grad(i, j), numeric, 1e-7 * std::max(1.0, std::fabs(numeric)))
           << p.specs()[i].name << "[" << j << "]";
     }
