@@ -3,8 +3,11 @@
 
 #include <cstdio>
 #include <exception>
+#include <optional>
 
+#include "launch/bootstrap.h"
 #include "launch/config.h"
+#include "launch/estimate.h"
 #include "launch/trainer.h"
 #include "runtime/error.h"
 #include "runtime/log.h"
@@ -12,23 +15,67 @@
 namespace zt::launch {
 
 namespace {
+
 constexpr const char* kVersion = "0.1.0";
+
+// `zerotrain train` on every rank. Rank 0 alone reads and checks the config (one message, one
+// file read on a shared file system) and hands the resolved config to the others.
+int run_train(const CliCommand& cmd) {
+  MpiSession mpi;
+  const ProcessInfo& me = mpi.info();
+  std::string resolved, error;
+  std::optional<RunConfig> config;
+  if (me.rank == 0) {
+    try {
+      config = load_config(cmd.config_path, cmd.overrides);
+      check_out_dir(config->train);
+      resolved = config_to_toml(*config);
+    } catch (const UserError& e) {
+      error = e.what();
+    }
+  }
+  error = mpi.broadcast_string(error);
+  if (!error.empty()) {
+    if (me.rank == 0) std::fprintf(stderr, "zerotrain: error: %s\n", error.c_str());
+    return 2;
+  }
+  resolved = mpi.broadcast_string(resolved);
+  if (me.rank != 0) config = parse_config(resolved, "(resolved config from rank 0)", {});
+  try {
+    train(*config, mpi.world());
+  } catch (const std::exception& e) {
+    const bool user = dynamic_cast<const UserError*>(&e) != nullptr;
+    std::fflush(stdout);
+    std::fprintf(stderr, "zerotrain: %s on rank %d of %d (%s): %s\n", user ? "error" : "internal error",
+                 me.rank, me.size, me.host.c_str(), e.what());
+    std::fflush(stderr);
+    // Another rank may be waiting in a collective for this one: end them all.
+    if (me.size > 1) mpi.abort(user ? 2 : 1);
+    return user ? 2 : 1;
+  }
+  return 0;
 }
 
+}  // namespace
+
 std::string usage_text() {
-  return "zerotrain: ZeRO data-parallel training of GPT-J models (CPU reference backend)\n"
+  return "zerotrain: ZeRO data-parallel training of GPT-J models\n"
          "\n"
          "usage:\n"
-         "  zerotrain train [CONFIG.toml] [--set section.key=value ...]\n"
+         "  [mpirun -np N] zerotrain train [CONFIG.toml] [--set section.key=value ...]\n"
          "      train a model; without CONFIG, the built-in defaults train gptj-tiny on the\n"
          "      synthetic corpus on the CPU (see examples/tiny-cpu.toml)\n"
          "  zerotrain train --help     every config key with its type, default and meaning\n"
+         "  zerotrain estimate [--model gptj-6b] [--gpus N] [--offload] ...\n"
+         "      per-GPU memory for each ZeRO stage and what fits (zerotrain estimate --help)\n"
          "  zerotrain --help           this text\n"
          "  zerotrain --version\n"
          "\n"
          "examples:\n"
          "  zerotrain train examples/tiny-cpu.toml\n"
-         "  zerotrain train examples/tiny-cpu.toml --set train.steps=50 --set optimizer.lr=1e-3\n";
+         "  zerotrain train examples/tiny-cpu.toml --set train.steps=50 --set optimizer.lr=1e-3\n"
+         "  mpirun -np 4 zerotrain train examples/tiny-cpu.toml --set zero.stage=2\n"
+         "  zerotrain estimate --model gptj-6b --gpus 8 --gpu-mem 80GiB --offload\n";
 }
 
 std::string train_usage_text() {
@@ -48,8 +95,20 @@ CliCommand parse_cli(const std::vector<std::string>& args) {
     cmd.kind = CliCommand::Kind::kVersion;
     return cmd;
   }
+  if (args[0] == "estimate") {
+    cmd.kind = CliCommand::Kind::kEstimate;
+    for (size_t i = 1; i < args.size(); ++i) {
+      if (args[i] == "--help" || args[i] == "-h") {
+        cmd.kind = CliCommand::Kind::kEstimateHelp;
+        return cmd;
+      }
+      cmd.estimate_args.push_back(args[i]);
+    }
+    return cmd;
+  }
   if (args[0] != "train")
-    throw_user_error("unknown command \"", args[0], "\": the command is `zerotrain train` (run `zerotrain --help`)");
+    throw_user_error("unknown command \"", args[0], "\": the commands are `zerotrain train` and "
+                     "`zerotrain estimate` (run `zerotrain --help`)");
   cmd.kind = CliCommand::Kind::kTrain;
   for (size_t i = 1; i < args.size(); ++i) {
     const std::string& a = args[i];
@@ -88,11 +147,11 @@ int run_cli(const std::vector<std::string>& args) {
       case CliCommand::Kind::kHelp: std::fputs(usage_text().c_str(), stdout); return 0;
       case CliCommand::Kind::kVersion: std::printf("zerotrain %s\n", kVersion); return 0;
       case CliCommand::Kind::kTrainHelp: std::fputs(train_usage_text().c_str(), stdout); return 0;
-      case CliCommand::Kind::kTrain: {
-        const RunConfig config = load_config(cmd.config_path, cmd.overrides);
-        train(config);
+      case CliCommand::Kind::kTrain: return run_train(cmd);
+      case CliCommand::Kind::kEstimateHelp: std::fputs(estimate_usage_text().c_str(), stdout); return 0;
+      case CliCommand::Kind::kEstimate:
+        std::fputs(run_estimate(parse_estimate_args(cmd.estimate_args)).c_str(), stdout);
         return 0;
-      }
     }
   } catch (const UserError& e) {
     std::fflush(stdout);

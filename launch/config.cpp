@@ -370,6 +370,11 @@ RunConfig parse_config(std::string_view toml_text, std::string_view source_name,
         where_of({"optimizer.min_lr", "optimizer.lr"}),
         ": optimizer.min_lr = ", format_config_value(config.optimizer.min_lr),
         " is out of range: must be <= optimizer.lr = ", format_config_value(config.optimizer.lr));
+  if (config.fp16.initial_scale < config.fp16.min_scale)
+    throw_user_error(
+        where_of({"fp16.initial_scale", "fp16.min_scale"}),
+        ": fp16.initial_scale = ", format_config_value(config.fp16.initial_scale),
+        " is out of range: must be >= fp16.min_scale = ", format_config_value(config.fp16.min_scale));
   return config;
 }
 

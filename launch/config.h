@@ -9,6 +9,7 @@
 
 #include "model/config.h"
 #include "optim/config.h"
+#include "optim/loss_scaler.h"
 #include "runtime/dtype.h"
 
 namespace zt::launch {
@@ -32,6 +33,11 @@ struct TrainSection {
   DType precision = DType::kF32;  // storage dtype of the parameters the model reads
 };
 
+struct ZeroSection {
+  int64_t stage = 0;                     // 0..3: what is partitioned across ranks
+  int64_t bucket_elements = 25'000'000;  // gradient/parameter communication granularity
+};
+
 struct DataSection {
   std::string source = "synthetic";
 };
@@ -41,6 +47,8 @@ struct RunConfig {
   optim::OptimizerConfig optimizer;
   TrainSection train;
   DataSection data;
+  ZeroSection zero;
+  optim::LossScalerConfig fp16;  // dynamic loss scaling, used when train.precision = "fp16"
 };
 
 // Parses TOML text (`source_name` names it in errors, e.g. the file path), applies `overrides`

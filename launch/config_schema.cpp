@@ -210,13 +210,15 @@ std::vector<ConfigKey> build_schema() {
       "OpenMP threads per rank; 0 = OpenMP's default (all cores, or OMP_NUM_THREADS)"));
   keys.push_back(enum_key(
       "train", "precision",
-      {std::string(dtype_name(DType::kF32)), std::string(dtype_name(DType::kBF16))},
+      {std::string(dtype_name(DType::kF32)), std::string(dtype_name(DType::kBF16)),
+       std::string(dtype_name(DType::kF16))},
       [](const RunConfig& c) { return std::string(dtype_name(c.train.precision)); },
       [](RunConfig& c, const std::string& name) {
         ZT_CHECK(parse_dtype(name, &c.train.precision), "schema lists dtype \"", name,
                  "\" that parse_dtype does not know");
       },
-      "Storage dtype of the parameters the model reads"));
+      "Dtype of the parameters and gradients the model uses; bf16 and fp16 keep fp32 master "
+      "weights in the optimizer, fp16 adds dynamic loss scaling ([fp16])"));
 
   // [optimizer]
   keys.push_back(float_key(
@@ -270,6 +272,32 @@ std::vector<ConfigKey> build_schema() {
       [](RunConfig& c, const std::string& name) { c.data.source = name; },
       "Training data; synthetic is the built-in deterministic corpus"));
 
+  // [zero]
+  keys.push_back(int_key(
+      "zero", "stage", [](auto& c) -> auto& { return c.zero.stage; }, 0,
+      "ZeRO stage: 0 replicates everything, 1 partitions optimizer state, 2 also gradients, "
+      "3 also parameters"));
+  keys.back().max = 3;
+  keys.push_back(int_key(
+      "zero", "bucket_elements", [](auto& c) -> auto& { return c.zero.bucket_elements; }, 1,
+      "Parameters per communication bucket (gradient reduction, parameter gathering); a "
+      "bucket never spans two layers"));
+
+  // [fp16]
+  keys.push_back(float_key(
+      "fp16", "initial_scale", [](auto& c) -> auto& { return c.fp16.initial_scale; }, 0, true,
+      "Loss scale at the start of an fp16 run"));
+  keys.back().cross_rule = ">= fp16.min_scale";
+  keys.push_back(int_key(
+      "fp16", "growth_interval", [](auto& c) -> auto& { return c.fp16.growth_interval; }, 1,
+      "Overflow-free steps after which the loss scale doubles"));
+  keys.push_back(int_key(
+      "fp16", "hysteresis", [](auto& c) -> auto& { return c.fp16.hysteresis; }, 1,
+      "Overflows tolerated (steps skipped, scale kept) before the loss scale halves"));
+  keys.push_back(float_key(
+      "fp16", "min_scale", [](auto& c) -> auto& { return c.fp16.min_scale; }, 0, true,
+      "Smallest loss scale; an overflow at it stops the run with an error"));
+
   const RunConfig defaults;
   for (size_t i = 0; i < keys.size(); ++i) {
     ConfigKey& k = keys[i];
@@ -301,7 +329,8 @@ const std::vector<ConfigKey>& config_schema() {
 }
 
 const std::vector<std::string>& config_sections() {
-  static const std::vector<std::string> sections = {"model", "train", "optimizer", "data"};
+  static const std::vector<std::string> sections = {"model", "train", "optimizer", "data", "zero",
+                                                    "fp16"};
   return sections;
 }
 

@@ -67,7 +67,7 @@ std::string format_step_line(const StepMetrics& m, int64_t total_steps) {
   return buf;
 }
 
-ProgressLine::ProgressLine() : enabled_(isatty(STDOUT_FILENO) == 1) {}
+ProgressLine::ProgressLine() : enabled_(isatty(STDOUT_FILENO) == 1 && log_enabled(LogLevel::kInfo)) {}
 
 void ProgressLine::update(const StepMetrics& m, int64_t total_steps) {
   if (!enabled_) return;

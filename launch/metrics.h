@@ -13,7 +13,7 @@ struct StepMetrics {
   double lr = 0.0;
   double grad_norm = 0.0;
   double tokens_per_s = 0.0;
-  int64_t peak_mem_bytes = 0;  // peak bytes on this rank's compute device so far
+  int64_t peak_mem_bytes = 0;  // peak bytes so far on the compute device, max over ranks
   double elapsed_s = 0.0;
   bool skipped = false;
 };

@@ -1,10 +1,12 @@
-// The single-process training loop over the synthetic corpus.
+// The data-parallel training loop over the synthetic corpus.
 #include "launch/trainer.h"
 
 #include <omp.h>
 
+#include <algorithm>
 #include <filesystem>
 #include <fstream>
+#include <optional>
 #include <system_error>
 
 #include "datasets/synthetic.h"
@@ -21,20 +23,6 @@ namespace {
 
 namespace fs = std::filesystem;
 
-// Creates out_dir and checks that it does not hold an earlier run (unless overwrite is set).
-void prepare_out_dir(const TrainSection& t) {
-  const fs::path dir(t.out_dir);
-  const fs::path metrics = dir / "metrics.jsonl";
-  std::error_code ec;
-  if (fs::exists(metrics, ec) && !t.overwrite)
-    throw_user_error("train.out_dir \"", t.out_dir, "\" already holds a run (", metrics.string(),
-                     "); choose another train.out_dir, or set train.overwrite = true to replace it");
-  fs::create_directories(dir, ec);
-  if (ec || !fs::is_directory(dir))
-    throw_user_error("cannot create train.out_dir \"", t.out_dir, "\": ",
-                     ec ? ec.message() : std::string("a file of that name exists"));
-}
-
 void write_text_file(const fs::path& path, const std::string& text) {
   std::ofstream out(path, std::ios::trunc);
   out << text;
@@ -42,18 +30,67 @@ void write_text_file(const fs::path& path, const std::string& text) {
   if (!out) throw_user_error("cannot write \"", path.string(), "\" (check that train.out_dir is writable)");
 }
 
+void create_out_dir(const std::string& dir) {
+  std::error_code ec;
+  fs::create_directories(dir, ec);
+  if (ec || !fs::is_directory(dir))
+    throw_user_error("cannot create train.out_dir \"", dir, "\": ",
+                     ec ? ec.message() : std::string("a file of that name exists"));
+}
+
+// One double per rank, gathered on every rank.
+std::vector<double> gather_scalar(Comm& comm, double value) {
+  std::vector<double> all(size_t(comm.size()));
+  comm.all_gather(&value, all.data(), 1, DType::kF64)->wait();
+  return all;
+}
+
+double all_reduce_scalar(Comm& comm, double value, ReduceOp op) {
+  comm.all_reduce(&value, 1, DType::kF64, op)->wait();
+  return value;
+}
+
+void log_model_state(Comm& comm, const zero::Engine& engine) {
+  const zero::ModelStateBytes b = engine.model_state_bytes();
+  const std::vector<double> params = gather_scalar(comm, double(b.params));
+  const std::vector<double> grads = gather_scalar(comm, double(b.grads));
+  const std::vector<double> optimizer = gather_scalar(comm, double(b.optimizer));
+  const int shown = std::min(comm.size(), 8);
+  for (int r = 0; r < shown; ++r)
+    log_info("rank ", r, " model state: params ", format_bytes(params[size_t(r)]), ", grads ",
+             format_bytes(grads[size_t(r)]), ", optimizer ", format_bytes(optimizer[size_t(r)]),
+             " (total ", format_bytes(params[size_t(r)] + grads[size_t(r)] + optimizer[size_t(r)]), ")");
+  if (shown < comm.size()) log_info("(ranks ", shown, "..", comm.size() - 1, " hold the same up to padding)");
+}
+
 }  // namespace
 
-TrainSummary train(const RunConfig& config) {
+void check_out_dir(const TrainSection& t) {
+  const fs::path metrics = fs::path(t.out_dir) / "metrics.jsonl";
+  std::error_code ec;
+  if (fs::exists(metrics, ec) && !t.overwrite)
+    throw_user_error("train.out_dir \"", t.out_dir, "\" already holds a run (", metrics.string(),
+                     "); choose another train.out_dir, or set train.overwrite = true to replace it");
+  if (fs::exists(t.out_dir, ec) && !fs::is_directory(t.out_dir, ec))
+    throw_user_error("train.out_dir \"", t.out_dir, "\" is a file, not a folder: choose another train.out_dir");
+}
+
+TrainSummary train(const RunConfig& config, Comm& comm, const TrainOptions& options) {
   const TrainSection& t = config.train;
   const model::GptjConfig& shape = config.model.shape;
+  const int rank = comm.rank(), world = comm.size();
+  const bool writer = options.write_outputs && rank == 0;
   if (t.threads > 0) omp_set_num_threads(int(t.threads));
 
-  prepare_out_dir(t);  // first: a refused out_dir must stop the run before it prints anything
-  const std::string resolved = config_to_toml(config);
-  log_info("resolved config:\n", resolved);
-  write_text_file(fs::path(t.out_dir) / "config.toml", resolved);
-  MetricsWriter metrics((fs::path(t.out_dir) / "metrics.jsonl").string());
+  std::optional<MetricsWriter> metrics;
+  if (writer) {
+    check_out_dir(t);  // again: nothing may be overwritten, even if the folder changed since
+    const std::string resolved = config_to_toml(config);
+    log_info("resolved config:\n", resolved);
+    create_out_dir(t.out_dir);
+    write_text_file(fs::path(t.out_dir) / "config.toml", resolved);
+    metrics.emplace((fs::path(t.out_dir) / "metrics.jsonl").string());
+  }
 
   model::ModelOptions model_options;
   model_options.activation_checkpointing = config.model.activation_checkpointing;
@@ -61,73 +98,84 @@ TrainSummary train(const RunConfig& config) {
 
   zero::EngineOptions engine_options;
   engine_options.param_dtype = t.precision;
+  engine_options.stage = int(config.zero.stage);
+  engine_options.bucket_elements = config.zero.bucket_elements;
   engine_options.optimizer = config.optimizer;
+  engine_options.loss_scaler = config.fp16;
   engine_options.total_steps = t.steps;
   engine_options.seed = uint64_t(t.seed);
-  zero::Engine engine(shape, engine_options);
+  zero::Engine engine(shape, engine_options, comm);
 
   const datasets::SyntheticCorpus corpus(shape.vocab_size, uint64_t(t.seed));
   TrainSummary summary;
   summary.num_params = engine.num_params();
   summary.loss_floor = corpus.entropy_rate();
 
-  const int64_t b = t.micro_batch_size, seq = t.seq_len;
-  const int64_t tokens_per_step = b * seq * t.grad_accum_steps;
-  const MemStats init_mem = MemoryTracker::of(Device::cpu()).stats();
+  const int64_t b = t.micro_batch_size, seq = t.seq_len, accum = t.grad_accum_steps;
+  const int64_t samples_per_step = b * accum * world;
+  const int64_t tokens_per_step = samples_per_step * seq;
   log_info("model gptj (", config.model.preset, " shapes): ", summary.num_params, " parameters, ",
            shape.n_layer, " layers, d_model ", shape.d_model, "; precision ", dtype_name(t.precision),
-           "; device cpu (", omp_get_max_threads(), " threads); world size 1, zero stage 0");
-  log_info("model state in memory: ", init_mem.describe_current());
+           "; device cpu (", omp_get_max_threads(), " threads per rank)");
+  log_info("world size ", world, ", zero stage ", config.zero.stage, ", ",
+           engine.layout().buckets.size(), " buckets of up to ", config.zero.bucket_elements,
+           " parameters");
+  log_model_state(comm, engine);
   log_info("data: synthetic Markov corpus over ", shape.vocab_size, " tokens (best possible loss ~",
-           summary.loss_floor, " nats/token); ", tokens_per_step, " tokens per step = ", b,
-           " sequences x ", seq, " tokens x ", t.grad_accum_steps, " accumulation steps");
+           summary.loss_floor, " nats/token); ", tokens_per_step, " tokens per step = ", world,
+           " ranks x ", accum, " micro-batches x ", b, " sequences x ", seq, " tokens");
 
   std::vector<int32_t> sample(size_t(seq + 1));
   std::vector<int32_t> inputs(size_t(b * seq)), targets(size_t(b * seq));
-  uint64_t next_sample = 0;
   ProgressLine progress;
   Timer run_timer;
   for (int64_t step = 1; step <= t.steps; ++step) {
     Timer step_timer;
     engine.zero_grads();
     double loss_sum = 0.0;
-    for (int64_t micro = 0; micro < t.grad_accum_steps; ++micro) {
+    for (int64_t micro = 0; micro < accum; ++micro) {
+      // The step's samples are [(step-1) G, step G) with G = world * accum * b, split so that the
+      // same global batch gives the same samples whatever the world size and accumulation.
+      const int64_t first = (step - 1) * samples_per_step + (micro * world + rank) * b;
       for (int64_t row = 0; row < b; ++row) {
-        corpus.sample(next_sample++, seq + 1, sample.data());
+        corpus.sample(uint64_t(first + row), seq + 1, sample.data());
         std::copy(sample.begin(), sample.end() - 1, inputs.begin() + row * seq);
         std::copy(sample.begin() + 1, sample.end(), targets.begin() + row * seq);
       }
       const model::Batch batch{inputs.data(), targets.data(), b, seq};
-      // Each micro-batch contributes 1/grad_accum_steps of its mean-loss gradient, so the step
-      // follows the mean loss over all micro-batches.
-      const model::LossSum loss =
-          model->forward_backward(batch, engine, 1.0 / double(t.grad_accum_steps));
-      loss_sum += loss.mean();
+      engine.set_last_micro_step(micro == accum - 1);
+      loss_sum += model->forward_backward(batch, engine, engine.micro_grad_scale(accum)).mean();
     }
+    if (options.before_optimizer_step) options.before_optimizer_step(step, engine);
     const zero::StepStats stats = engine.step();
 
     StepMetrics m;
     m.step = step;
-    m.loss = loss_sum / double(t.grad_accum_steps);
+    m.loss = all_reduce_scalar(comm, loss_sum / double(accum), ReduceOp::kSum) / double(world);
     m.lr = stats.lr;
     m.grad_norm = stats.grad_norm;
     m.tokens_per_s = double(tokens_per_step) / step_timer.seconds();
-    m.peak_mem_bytes = MemoryTracker::of(Device::cpu()).stats().peak_total;
     m.elapsed_s = run_timer.seconds();
     m.skipped = stats.skipped;
-    metrics.write(m);
+    // Peak bytes of the rank that peaked highest.
+    m.peak_mem_bytes = int64_t(all_reduce_scalar(
+        comm, double(MemoryTracker::of(Device::cpu()).stats().peak_total), ReduceOp::kMax));
+    if (metrics) metrics->write(m);
     summary.steps.push_back(m);
     if (step % t.log_every == 0 || step == t.steps || step == 1) {
       progress.clear();
       log_info(format_step_line(m, t.steps));
-    } else {
+    } else if (rank == 0) {
       progress.update(m, t.steps);
     }
   }
   progress.clear();
+  if (options.collect_final_params) summary.final_params = engine.gather_master_values();
   const StepMetrics& last = summary.steps.back();
   log_info("done: ", t.steps, " steps in ", run_timer.seconds(), " s; loss ", summary.steps.front().loss,
-           " -> ", last.loss, "; metrics in ", (fs::path(t.out_dir) / "metrics.jsonl").string());
+           " -> ", last.loss, engine.skipped_steps() > 0 ? "; skipped steps: " : "",
+           engine.skipped_steps() > 0 ? std::to_string(engine.skipped_steps()) : "",
+           writer ? "; metrics in " + (fs::path(t.out_dir) / "metrics.jsonl").string() : "");
   return summary;
 }
 

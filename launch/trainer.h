@@ -1,24 +1,43 @@
-// The training loop: builds model, engine and data from a RunConfig and runs the steps.
+// The training loop: builds model, engine and data from a RunConfig and runs the steps on every
+// rank of a Comm (data parallel: each rank its own samples, the engine keeps ranks in step).
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <vector>
 
 #include "launch/config.h"
 #include "launch/metrics.h"
+#include "runtime/comm.h"
+
+namespace zt::zero {
+class Engine;
+}
 
 namespace zt::launch {
 
 struct TrainSummary {
-  std::vector<StepMetrics> steps;  // every step, in order
+  std::vector<StepMetrics> steps;  // every step, in order (the same on every rank)
   int64_t num_params = 0;
   double loss_floor = 0.0;         // the synthetic corpus's entropy rate (nats/token)
+  std::vector<float> final_params; // fp32 master values in forward order, when asked for
 };
 
-// Runs the job: prints the resolved config, writes <out_dir>/config.toml and
-// <out_dir>/metrics.jsonl, logs every train.log_every steps (and the last), returns the metrics.
-// Refuses (zt::UserError, nothing written) when out_dir already holds a run and
-// train.overwrite is false.
-TrainSummary train(const RunConfig& config);
+struct TrainOptions {
+  bool write_outputs = true;          // rank 0 writes config.toml and metrics.jsonl to out_dir
+  bool collect_final_params = false;  // fill TrainSummary::final_params (collective)
+  // Called on every rank after each step's backward, right before the optimizer step (tests use
+  // it to inject faults).
+  std::function<void(int64_t step, zero::Engine& engine)> before_optimizer_step;
+};
+
+// Throws zt::UserError (nothing written) when out_dir already holds a run and
+// train.overwrite is false. Rank 0 calls it before training starts.
+void check_out_dir(const TrainSection& train);
+
+// Runs the job on every rank of `comm`: rank 0 prints the resolved config, writes
+// <out_dir>/config.toml and <out_dir>/metrics.jsonl and logs every train.log_every steps (and the
+// first and last). Returns the metrics.
+TrainSummary train(const RunConfig& config, Comm& comm, const TrainOptions& options = {});
 
 }  // namespace zt::launch

@@ -1,7 +1,8 @@
-// The single-process engine: flat buffers, initialisation, AdamW step with clipping.
+// The ZeRO engine: buffers per stage, layer hooks (gather, reduce), and the optimizer step.
 #include "zero/engine.h"
 
 #include <cmath>
+#include <cstring>
 
 #include "optim/adamw.h"
 #include "optim/grad_clip.h"
@@ -10,75 +11,322 @@
 
 namespace zt::zero {
 
-Engine::Engine(const model::GptjConfig& config, const EngineOptions& options)
-    : config_(config), options_(options) {
-  ZT_CHECK(options.param_dtype == DType::kF32 || options.param_dtype == DType::kBF16,
-           "the engine keeps parameters in fp32 or bf16, not ", dtype_name(options.param_dtype));
+namespace {
+constexpr size_t kReducesInFlight = 2;  // stage 2-3 layer reductions kept pending before waiting
+}
+
+Engine::Engine(const model::GptjConfig& config, const EngineOptions& options, Comm& comm)
+    : config_(config), options_(options), comm_(comm) {
+  const DType dt = options.param_dtype;
+  ZT_CHECK(dt == DType::kF32 || dt == DType::kBF16 || dt == DType::kF16,
+           "the engine keeps parameters in fp32, bf16 or fp16, not ", dtype_name(dt));
+  ZT_CHECK(options.stage >= 0 && options.stage <= 3, "zero.stage must be 0..3, got ", options.stage);
+  ZT_CHECK(comm.device().is_cpu(), "this engine runs on host buffers; the comm is on ",
+           comm.device().str());
   const optim::OptimizerConfig& o = options.optimizer;
   schedule_ = optim::LrSchedule{o.decay, o.lr, o.min_lr, o.warmup_steps, options.total_steps};
+  if (dt == DType::kF16) scaler_ = std::make_unique<optim::DynamicLossScaler>(options.loss_scaler);
   specs_ = model::gptj_param_specs(config_);
   const int layers = model::num_layers_total(config_);
-  layout_ = make_flat_layout(specs_, layers);
+  // Stage 0 shards nothing: one partition, so every rank owns (and steps) everything.
+  const int partitions = options.stage == 0 ? 1 : comm.size();
+  const int rank = options.stage == 0 ? 0 : comm.rank();
+  layout_ = make_flat_layout(specs_, layers, partitions, options.bucket_elements);
+  owned_ = layout_.owned_pieces(rank);
+  local_size_ = layout_.shard_size;
 
-  const size_t n = size_t(layout_.total);
-  const DType dt = options.param_dtype;
-  params_ = Buffer::allocate(Device::cpu(), n * dtype_size(dt), MemCategory::kParams, "parameters");
-  grads_ = Buffer::allocate(Device::cpu(), n * dtype_size(dt), MemCategory::kGrads, "gradients");
-  if (dt != DType::kF32)
-    master_ = Buffer::allocate(Device::cpu(), n * sizeof(float), MemCategory::kOptimizer,
+  const Device cpu = Device::cpu();
+  const int64_t param_elems = options.stage == 3 ? layout_.shard_size : layout_.total;
+  const int64_t grad_elems = options.stage >= 2 ? layout_.shard_size : layout_.total;
+  params_ = Buffer::allocate(cpu, size_t(param_elems) * elem(), MemCategory::kParams, "parameters");
+  grads_ = Buffer::allocate(cpu, size_t(grad_elems) * elem(), MemCategory::kGrads, "gradients");
+  if (mixed())
+    master_ = Buffer::allocate(cpu, size_t(local_size_) * 4, MemCategory::kOptimizer,
                                "fp32 master parameters");
-  adam_m_ = Buffer::allocate(Device::cpu(), n * sizeof(float), MemCategory::kOptimizer, "Adam m");
-  adam_v_ = Buffer::allocate(Device::cpu(), n * sizeof(float), MemCategory::kOptimizer, "Adam v");
+  adam_m_ = Buffer::allocate(cpu, size_t(local_size_) * 4, MemCategory::kOptimizer, "Adam m");
+  adam_v_ = Buffer::allocate(cpu, size_t(local_size_) * 4, MemCategory::kOptimizer, "Adam v");
+  params_.zero();  // padding stays zero forever
+  grads_.zero();
   adam_m_.zero();
   adam_v_.zero();
-  grads_.zero();
+  if (mixed()) master_.zero();
 
-  float* w = master();
-  for (const FlatParam& p : layout_.params)
-    model::init_param_values(specs_[size_t(p.spec_index)], config_, options.seed, 0, p.numel,
-                             w + p.offset);
-  if (dt != DType::kF32) convert_cpu(w, DType::kF32, params_.data(), dt, n);
+  // Initial values from the counter-based init: the owned pieces' master (and, for stage 3, the
+  // parameter shard); for stages 0-2 every parameter of the full copy, which each rank computes
+  // identically.
+  std::vector<float> values;
+  for (const OwnedPiece& p : owned_) {
+    if (!mixed() && options.stage < 3) break;  // fp32: the full copy below is the master
+    const FlatParam& fp = layout_.params[size_t(p.param)];
+    values.resize(size_t(p.numel));
+    model::init_param_values(specs_[size_t(fp.spec_index)], config_, options.seed, p.param_begin,
+                             p.param_begin + p.numel, values.data());
+    if (mixed()) std::memcpy(piece_master(p), values.data(), size_t(p.numel) * 4);
+    if (options.stage == 3) convert_cpu(values.data(), DType::kF32, piece_param(p), dt, size_t(p.numel));
+  }
+  if (options.stage < 3) {
+    for (const FlatParam& fp : layout_.params) {
+      values.resize(size_t(fp.numel));
+      model::init_param_values(specs_[size_t(fp.spec_index)], config_, options.seed, 0, fp.numel,
+                               values.data());
+      convert_cpu(values.data(), DType::kF32, static_cast<char*>(params_.data()) + size_t(fp.offset) * elem(),
+                  dt, size_t(fp.numel));
+    }
+    for (int layer = 0; layer < layers; ++layer)
+      param_views_.push_back(views_into(params_.data(), 0, layer));
+  }
+  if (options.stage < 2)
+    for (int layer = 0; layer < layers; ++layer)
+      grad_views_.push_back(views_into(grads_.data(), 0, layer));
+}
 
-  for (int layer = 0; layer < layers; ++layer) {
-    param_views_.push_back(views_of(params_, layer));
-    grad_views_.push_back(views_of(grads_, layer));
+Engine::~Engine() {
+  // Never leave a collective running over buffers about to be freed.
+  try {
+    drain_reduces(0);
+    wait_all(grad_sync_);
+    for (auto& [layer, g] : gathered_) wait_all(g.pending);
+  } catch (const std::exception& e) {
+    log_error("engine shutdown: ", e.what());
   }
 }
 
-float* Engine::master() const {
-  return static_cast<float*>(master_.empty() ? params_.data() : master_.data());
-}
-
-std::vector<Tensor> Engine::views_of(const Buffer& buffer, int layer) const {
-  // Views in params.h order: specs_ is in forward order, so sort this layer's params by spec.
+std::vector<Tensor> Engine::views_into(void* base, int64_t base_offset, int layer) const {
   std::vector<Tensor> views;
-  const int first = layout_.first_param_of_layer[size_t(layer)];
-  for (int i = first; i < int(layout_.params.size()) && layout_.params[size_t(i)].layer == layer; ++i) {
+  const Bucket& first = layout_.buckets[size_t(layout_.layer_first_bucket[size_t(layer)])];
+  const Bucket& last = layout_.buckets[size_t(layout_.layer_end_bucket[size_t(layer)] - 1)];
+  for (int i = first.first_param; i < last.end_param; ++i) {
     const FlatParam& p = layout_.params[size_t(i)];
     const model::ParamSpec& s = specs_[size_t(p.spec_index)];
-    ZT_CHECK(s.index_in_layer == i - first, "flat layout out of params.h order at ", s.name);
-    views.push_back(buffer.tensor(options_.param_dtype, Shape{layout_.total}).slice(p.offset, s.shape));
+    ZT_CHECK(s.index_in_layer == i - first.first_param, "flat layout out of params.h order at ", s.name);
+    views.emplace_back(static_cast<char*>(base) + size_t(p.offset - base_offset) * elem(),
+                       options_.param_dtype, s.shape);
   }
   return views;
 }
 
-std::span<const Tensor> Engine::layer_params(int layer) {
-  return param_views_.at(size_t(layer));
+const void* Engine::piece_grad(const OwnedPiece& p) const {
+  if (options_.stage == 0)
+    return static_cast<const char*>(grads_.data()) + size_t(p.flat_begin) * elem();
+  const Buffer& shard = options_.stage == 1 ? owned_grads_ : grads_;
+  return static_cast<const char*>(shard.data()) + size_t(p.local_begin) * elem();
 }
 
-std::span<const Tensor> Engine::layer_grads(int layer) { return grad_views_.at(size_t(layer)); }
+void* Engine::piece_param(const OwnedPiece& p) const {
+  const int64_t at = options_.stage == 3 ? p.local_begin : p.flat_begin;
+  return static_cast<char*>(params_.data()) + size_t(at) * elem();
+}
 
-void Engine::zero_grads() { grads_.zero(); }
+float* Engine::piece_master(const OwnedPiece& p) const {
+  if (mixed()) return static_cast<float*>(master_.data()) + p.local_begin;
+  return static_cast<float*>(piece_param(p));  // fp32: the parameters are the master
+}
+
+double Engine::loss_scale() const { return scaler_ ? scaler_->scale() : 1.0; }
+
+double Engine::micro_grad_scale(int64_t grad_accum_steps) const {
+  return loss_scale() / (double(grad_accum_steps) * double(comm_.size()));
+}
+
+void Engine::wait_all(std::vector<CommHandle>& handles) {
+  for (CommHandle& h : handles) h->wait();
+  handles.clear();
+}
+
+// ---- stage 3: gathering parameters per layer ----
+
+void Engine::gather_layer(int layer) {
+  if (gathered_.count(layer)) return;
+  GatheredLayer& g = gathered_[layer];
+  const int64_t begin = layout_.layer_begin[size_t(layer)];
+  const int64_t n = layout_.layer_end[size_t(layer)] - begin;
+  g.buffer = Buffer::allocate(Device::cpu(), size_t(n) * elem(), MemCategory::kBuffers,
+                              "gathered layer parameters");
+  const char* shard = static_cast<const char*>(params_.data());
+  char* full = static_cast<char*>(g.buffer.data());
+  for (int b = layout_.layer_first_bucket[size_t(layer)]; b < layout_.layer_end_bucket[size_t(layer)]; ++b) {
+    const Bucket& bk = layout_.buckets[size_t(b)];
+    g.pending.push_back(comm_.all_gather(shard + size_t(bk.shard_offset) * elem(),
+                                         full + size_t(bk.begin - begin) * elem(), size_t(bk.shard),
+                                         options_.param_dtype));
+  }
+  g.views = views_into(g.buffer.data(), begin, layer);
+}
+
+void Engine::release_layer(int layer) {
+  auto it = gathered_.find(layer);
+  if (it == gathered_.end()) return;
+  wait_all(it->second.pending);
+  gathered_.erase(it);
+}
+
+void Engine::before_layer(int layer, model::Pass pass) {
+  if (options_.stage != 3) return;
+  const int head = model::head_layer(config_);
+  if (pass == model::Pass::kForward && layer == 0) {
+    // A new forward pass: whatever an earlier pass left resident (the head after a forward
+    // without backward) is not needed now.
+    for (auto it = gathered_.begin(); it != gathered_.end();) {
+      wait_all(it->second.pending);
+      it = it->first == 0 ? std::next(it) : gathered_.erase(it);
+    }
+  }
+  gather_layer(layer);
+  wait_all(gathered_[layer].pending);
+  // Prefetch the layer this pass needs next, so its gather overlaps this layer's compute.
+  const int next = pass == model::Pass::kForward ? layer + 1 : layer - 1;
+  if (next >= 0 && next <= head) gather_layer(next);
+}
+
+void Engine::after_layer(int layer, model::Pass pass) {
+  if (options_.stage != 3) return;
+  // The head's backward follows its forward at once: keep it gathered.
+  if (pass == model::Pass::kForward && layer == model::head_layer(config_)) return;
+  release_layer(layer);
+}
+
+std::span<const Tensor> Engine::layer_params(int layer) {
+  if (options_.stage != 3) return param_views_.at(size_t(layer));
+  auto it = gathered_.find(layer);
+  ZT_CHECK(it != gathered_.end() && it->second.pending.empty(), "layer ", layer,
+           " parameters requested outside before_layer/after_layer");
+  return it->second.views;
+}
+
+// ---- gradients ----
+
+std::span<const Tensor> Engine::layer_grads(int layer) {
+  if (options_.stage < 2) return grad_views_.at(size_t(layer));
+  auto it = layer_grad_views_.find(layer);
+  if (it != layer_grad_views_.end()) return it->second;
+  // Stages 2-3: a zeroed full-size buffer for this layer only, freed once reduced.
+  const int64_t begin = layout_.layer_begin[size_t(layer)];
+  const int64_t n = layout_.layer_end[size_t(layer)] - begin;
+  Buffer buffer = Buffer::allocate(Device::cpu(), size_t(n) * elem(), MemCategory::kBuffers,
+                                   "layer gradients before reduce-scatter");
+  buffer.zero();
+  layer_grad_views_[layer] = views_into(buffer.data(), begin, layer);
+  layer_grad_buffers_[layer] = std::move(buffer);
+  return layer_grad_views_[layer];
+}
+
+void Engine::grad_ready(int layer) {
+  const int first = layout_.layer_first_bucket[size_t(layer)];
+  const int end = layout_.layer_end_bucket[size_t(layer)];
+  const DType dt = options_.param_dtype;
+  if (options_.stage == 0) {
+    if (!last_micro_step_ || comm_.size() == 1) return;
+    char* g = static_cast<char*>(grads_.data());
+    for (int b = first; b < end; ++b) {
+      const Bucket& bk = layout_.buckets[size_t(b)];
+      grad_sync_.push_back(comm_.all_reduce(g + size_t(bk.begin) * elem(), size_t(bk.padded), dt, ReduceOp::kSum));
+    }
+    return;
+  }
+  if (options_.stage == 1) {
+    if (!last_micro_step_) return;
+    if (owned_grads_.empty())
+      owned_grads_ = Buffer::allocate(Device::cpu(), size_t(local_size_) * elem(), MemCategory::kBuffers,
+                                      "reduce-scattered gradient shard");
+    const char* g = static_cast<const char*>(grads_.data());
+    char* out = static_cast<char*>(owned_grads_.data());
+    for (int b = first; b < end; ++b) {
+      const Bucket& bk = layout_.buckets[size_t(b)];
+      grad_sync_.push_back(comm_.reduce_scatter(g + size_t(bk.begin) * elem(), out + size_t(bk.shard_offset) * elem(),
+                                                size_t(bk.shard), dt, ReduceOp::kSum));
+    }
+    return;
+  }
+  // Stages 2-3: reduce-scatter this layer now, every micro-step.
+  auto it = layer_grad_buffers_.find(layer);
+  ZT_CHECK(it != layer_grad_buffers_.end(), "grad_ready(", layer, ") without layer_grads(", layer, ")");
+  PendingReduce r;
+  r.layer = layer;
+  r.full = std::move(it->second);
+  layer_grad_buffers_.erase(it);
+  layer_grad_views_.erase(layer);
+  const int64_t shard_begin = layout_.layer_shard_begin(layer);
+  r.staging = Buffer::allocate(Device::cpu(), size_t(layout_.layer_shard_end(layer) - shard_begin) * elem(),
+                               MemCategory::kBuffers, "reduce-scatter staging");
+  const int64_t begin = layout_.layer_begin[size_t(layer)];
+  const char* full = static_cast<const char*>(r.full.data());
+  char* staging = static_cast<char*>(r.staging.data());
+  for (int b = first; b < end; ++b) {
+    const Bucket& bk = layout_.buckets[size_t(b)];
+    r.handles.push_back(comm_.reduce_scatter(full + size_t(bk.begin - begin) * elem(),
+                                             staging + size_t(bk.shard_offset - shard_begin) * elem(),
+                                             size_t(bk.shard), dt, ReduceOp::kSum));
+  }
+  reduces_.push_back(std::move(r));
+  drain_reduces(kReducesInFlight);
+}
+
+void Engine::complete_reduce(PendingReduce& r) {
+  wait_all(r.handles);
+  const int64_t begin = layout_.layer_shard_begin(r.layer);
+  const int64_t n = layout_.layer_shard_end(r.layer) - begin;
+  const DType dt = options_.param_dtype;
+  accumulate_cpu(r.staging.data(), dt, static_cast<char*>(grads_.data()) + size_t(begin) * elem(), dt,
+                 size_t(n));
+}
+
+void Engine::drain_reduces(size_t keep) {
+  while (reduces_.size() > keep) {
+    complete_reduce(reduces_.front());
+    reduces_.pop_front();
+  }
+}
+
+void Engine::zero_grads() {
+  drain_reduces(0);
+  wait_all(grad_sync_);
+  grads_.zero();
+}
+
+Tensor Engine::step_grads() {
+  drain_reduces(0);
+  wait_all(grad_sync_);
+  if (options_.stage == 0) return grads_.tensor(options_.param_dtype, Shape{layout_.total});
+  const Buffer& shard = options_.stage == 1 ? owned_grads_ : grads_;
+  ZT_CHECK(!shard.empty(), "stage 1 has no reduced gradients before the last micro-step's backward");
+  return shard.tensor(options_.param_dtype, Shape{layout_.shard_size});
+}
+
+// ---- the optimizer step ----
 
 StepStats Engine::step() {
+  drain_reduces(0);
+  wait_all(grad_sync_);
+  ZT_CHECK(options_.stage != 1 || !owned_grads_.empty() || owned_.empty(),
+           "stage 1 step without a last micro-step: call set_last_micro_step(true) before the "
+           "final micro-batch");
   StepStats stats;
+  stats.loss_scale = loss_scale();
   const DType dt = options_.param_dtype;
-  const double sum_sq = optim::sum_of_squares_cpu(grads_.data(), dt, layout_.total);
-  stats.grad_norm = std::sqrt(sum_sq);
-  if (!std::isfinite(stats.grad_norm)) {
+
+  // Global gradient norm from the owned pieces: every element is owned by exactly one rank
+  // (stage 0: every rank owns all of it, so no reduction is needed).
+  double sum_sq = 0.0;
+  for (const OwnedPiece& p : owned_) sum_sq += optim::sum_of_squares_cpu(piece_grad(p), dt, p.numel);
+  double flags[2] = {sum_sq, std::isfinite(sum_sq) ? 0.0 : 1.0};
+  if (comm_.size() > 1) {
+    if (options_.stage > 0) comm_.all_reduce(&flags[0], 1, DType::kF64, ReduceOp::kSum)->wait();
+    // Overflow is agreed across ranks, so every rank skips together.
+    comm_.all_reduce(&flags[1], 1, DType::kF64, ReduceOp::kMax)->wait();
+  }
+  stats.grad_norm = std::sqrt(flags[0]) / stats.loss_scale;
+  if (flags[1] != 0.0) {
     stats.skipped = true;
-    log_warn("step ", steps_taken_ + 1, " skipped: the gradient norm is ", stats.grad_norm,
-             "; parameters and optimizer state are unchanged");
+    ++skipped_steps_;
+    if (scaler_) {
+      scaler_->update(true);
+      log_warn("step ", steps_taken_ + 1, " skipped: fp16 gradients overflowed at loss scale ",
+               stats.loss_scale, " (now ", scaler_->scale(), "); parameters and optimizer state unchanged");
+    } else {
+      log_warn("step ", steps_taken_ + 1, " skipped: non-finite gradients; parameters and optimizer "
+               "state unchanged");
+    }
+    owned_grads_.release();
     return stats;
   }
   const optim::OptimizerConfig& o = options_.optimizer;
@@ -92,24 +340,72 @@ StepStats Engine::step() {
   hp.beta2 = o.beta2;
   hp.eps = o.eps;
   hp.step = steps_taken_;
-  hp.grad_scale = stats.clip_coef;
-  float* w = master();
+  hp.grad_scale = stats.clip_coef / stats.loss_scale;
   float* m = static_cast<float*>(adam_m_.data());
   float* v = static_cast<float*>(adam_v_.data());
-  const size_t elem = dtype_size(dt);
-  for (const FlatParam& p : layout_.params) {
-    const model::ParamSpec& s = specs_[size_t(p.spec_index)];
+  for (const OwnedPiece& p : owned_) {
+    const model::ParamSpec& s = specs_[size_t(layout_.params[size_t(p.param)].spec_index)];
     hp.weight_decay = (s.is_bias_or_norm() && !o.decay_bias_and_norm) ? 0.0 : o.weight_decay;
-    const void* g = static_cast<const char*>(grads_.data()) + size_t(p.offset) * elem;
-    void* p16 = dt == DType::kF32 ? nullptr : static_cast<char*>(params_.data()) + size_t(p.offset) * elem;
-    optim::adamw_step_cpu(w + p.offset, m + p.offset, v + p.offset, g, dt, p.numel, hp, p16, dt);
+    optim::adamw_step_cpu(piece_master(p), m + p.local_begin, v + p.local_begin, piece_grad(p), dt,
+                          p.numel, hp, mixed() ? piece_param(p) : nullptr, dt);
+  }
+  if (scaler_) scaler_->update(false);
+  owned_grads_.release();
+
+  // Stages 1-2: every rank stepped its pieces of the full parameter copy; rebuild the copy.
+  if (options_.stage == 1 || options_.stage == 2) {
+    std::vector<CommHandle> gathers;
+    char* full = static_cast<char*>(params_.data());
+    for (const Bucket& b : layout_.buckets)
+      gathers.push_back(comm_.all_gather(full + size_t(b.piece_begin(comm_.rank())) * elem(),
+                                         full + size_t(b.begin) * elem(), size_t(b.shard), dt));
+    wait_all(gathers);
   }
   return stats;
 }
 
-std::vector<float> Engine::master_values() const {
-  const float* w = master();
-  return std::vector<float>(w, w + layout_.total);
+ModelStateBytes model_state_bytes(const FlatLayout& layout, int stage, DType param_dtype) {
+  const int64_t w = int64_t(dtype_size(param_dtype));
+  const int64_t k = param_dtype == DType::kF32 ? 8 : 12;  // m, v (+ fp32 master when mixed)
+  ModelStateBytes b;
+  b.params = w * (stage >= 3 ? layout.shard_size : layout.total);
+  b.grads = w * (stage >= 2 ? layout.shard_size : layout.total);
+  b.optimizer = k * layout.shard_size;  // stage 0's layout has one partition: shard == total
+  return b;
+}
+
+ModelStateBytes Engine::model_state_bytes() const {
+  ModelStateBytes b;
+  b.params = int64_t(params_.bytes());
+  b.grads = int64_t(grads_.bytes());
+  b.optimizer = int64_t(master_.bytes() + adam_m_.bytes() + adam_v_.bytes());
+  return b;
+}
+
+std::vector<float> Engine::gather_master_values() {
+  // Every rank's master shard, side by side (stage 0: this rank's copy is the whole thing).
+  const int world = options_.stage == 0 ? 1 : comm_.size();
+  std::vector<float> local(static_cast<size_t>(local_size_));
+  for (const OwnedPiece& p : owned_)
+    std::memcpy(local.data() + p.local_begin, piece_master(p), size_t(p.numel) * 4);
+  std::vector<float> all(size_t(local_size_) * size_t(world));
+  if (world == 1) {
+    all = local;
+  } else {
+    comm_.all_gather(local.data(), all.data(), size_t(local_size_), DType::kF32)->wait();
+  }
+  // Reassemble in forward order: offsets of each spec in the concatenation.
+  std::vector<int64_t> spec_offset(specs_.size() + 1, 0);
+  for (size_t i = 0; i < specs_.size(); ++i) spec_offset[i + 1] = spec_offset[i] + specs_[i].numel();
+  std::vector<float> out(size_t(spec_offset.back()));
+  for (int r = 0; r < world; ++r) {
+    for (const OwnedPiece& p : layout_.owned_pieces(r)) {
+      const int spec = layout_.params[size_t(p.param)].spec_index;
+      std::memcpy(out.data() + spec_offset[size_t(spec)] + p.param_begin,
+                  all.data() + size_t(r) * size_t(local_size_) + p.local_begin, size_t(p.numel) * 4);
+    }
+  }
+  return out;
 }
 
 }  // namespace zt::zero

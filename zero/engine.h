@@ -1,11 +1,25 @@
-// The training engine: owns parameters, gradients and optimizer state in flat buffers, serves
-// them to the model as a ParamProvider, and takes optimizer steps.
+// The ZeRO engine: one engine for stages 0-3. It owns parameters, gradients and optimizer state
+// in flat buffers (zero/flat_layout.h), serves them to the model as a ParamProvider, talks to
+// the other ranks only through Comm, and takes optimizer steps.
 //
-// This is the single-process engine (one rank, nothing partitioned: ZeRO stage 0 at world size
-// 1). The ZeRO stages extend this same class with a Comm and a partition policy.
+// What each stage partitions across the N ranks (DESIGN.md section 4):
+//   stage 0  nothing: full params, full grads (all-reduced), full optimizer state on every rank
+//   stage 1  fp32 master + Adam moments: each rank steps its shard, then the 16-bit params are
+//            all-gathered; gradients are reduce-scattered once per optimizer step
+//   stage 2  + gradients: each layer's gradients are reduce-scattered into the owner's shard as
+//            soon as backward finishes the layer (every micro-step); only the shard is kept
+//   stage 3  + the 16-bit params: each layer is all-gathered before its forward and again before
+//            its backward, released after use, and the next layer's gather starts ahead
+//
+// Gradient scaling: the trainer passes micro_grad_scale() to forward_backward, which folds in
+// the fp16 loss scale and the 1 / (grad_accum_steps * N) of the mean over micro-batches and
+// ranks, so reductions are plain sums. step() undoes the loss scale.
 #pragma once
 
 #include <cstdint>
+#include <deque>
+#include <map>
+#include <memory>
 #include <span>
 #include <vector>
 
@@ -13,71 +27,147 @@
 #include "model/params.h"
 #include "model/provider.h"
 #include "optim/config.h"
+#include "optim/loss_scaler.h"
 #include "optim/lr_schedule.h"
+#include "runtime/comm.h"
 #include "runtime/memory.h"
 #include "zero/flat_layout.h"
 
 namespace zt::zero {
 
 struct EngineOptions {
-  // Storage dtype of the parameters and gradients the model sees: fp32, or bf16 with fp32
-  // master weights kept by the optimizer.
+  // Storage dtype of the parameters and gradients the model sees: fp32, or bf16/fp16 with fp32
+  // master weights kept by the optimizer. fp16 uses dynamic loss scaling.
   DType param_dtype = DType::kF32;
+  int stage = 0;
+  int64_t bucket_elements = 25'000'000;
   optim::OptimizerConfig optimizer;
+  optim::LossScalerConfig loss_scaler;
   int64_t total_steps = 1;  // end of the LR decay
   uint64_t seed = 0;        // parameter initialisation
 };
 
 struct StepStats {
-  double grad_norm = 0.0;  // global L2 norm of the gradients, before clipping
-  double clip_coef = 1.0;  // factor applied to the gradients (1 = not clipped)
-  double lr = 0.0;         // learning rate used (0 when skipped)
-  bool skipped = false;    // non-finite gradients: no parameter, moment or step count changed
+  double grad_norm = 0.0;   // global L2 norm of the (unscaled) gradients, before clipping
+  double clip_coef = 1.0;   // factor applied to the gradients (1 = not clipped)
+  double lr = 0.0;          // learning rate used (0 when skipped)
+  double loss_scale = 1.0;  // the fp16 loss scale this step's gradients carried
+  bool skipped = false;     // non-finite gradients on some rank: nothing changed anywhere
 };
+
+// Bytes of model state this rank keeps between steps (transient gather/reduce buffers are not
+// model state; they are accounted under MemCategory::kBuffers).
+struct ModelStateBytes {
+  int64_t params = 0;
+  int64_t grads = 0;
+  int64_t optimizer = 0;
+  int64_t total() const { return params + grads + optimizer; }
+};
+
+// What an Engine of `stage` keeps per rank over `layout` (partitioned for that stage), computed
+// without allocating anything: `zerotrain estimate` uses it, and tests check it against
+// Engine::model_state_bytes() of a real engine.
+ModelStateBytes model_state_bytes(const FlatLayout& layout, int stage, DType param_dtype);
 
 class Engine final : public model::ParamProvider {
  public:
-  Engine(const model::GptjConfig& config, const EngineOptions& options);
+  Engine(const model::GptjConfig& config, const EngineOptions& options, Comm& comm);
+  ~Engine() override;
+  Engine(const Engine&) = delete;
+  Engine& operator=(const Engine&) = delete;
 
-  // ParamProvider: everything is resident, so the layer hooks have nothing to fetch or reduce.
-  void before_layer(int layer, model::Pass pass) override {}
-  void after_layer(int layer, model::Pass pass) override {}
+  // ParamProvider.
+  void before_layer(int layer, model::Pass pass) override;
+  void after_layer(int layer, model::Pass pass) override;
   std::span<const Tensor> layer_params(int layer) override;
   std::span<const Tensor> layer_grads(int layer) override;
-  void grad_ready(int layer) override {}
+  void grad_ready(int layer) override;
 
+  // Starts an optimizer step's accumulation: zeroes the gradients this rank keeps.
   void zero_grads();
-  // One AdamW step over the accumulated gradients: global-norm clipping, decoupled weight decay
-  // (not on biases and LayerNorm unless optimizer.decay_bias_and_norm), then the new values are
-  // written to the parameters the model reads. Non-finite gradients skip the step.
+  // Before each micro-batch: `last` marks the one that ends the accumulation. Stages 0-1
+  // communicate gradients only during that micro-batch's backward.
+  void set_last_micro_step(bool last) { last_micro_step_ = last; }
+  // The grad_scale to pass to forward_backward for one micro-batch.
+  double micro_grad_scale(int64_t grad_accum_steps) const;
+  // Clipping, AdamW on this rank's shard, then the new parameters are made visible to the model
+  // (all-gathered for stages 1-2). Collective: every rank calls it. Non-finite gradients on any
+  // rank skip the step on every rank (and back off the fp16 loss scale).
   StepStats step();
-  int64_t steps_taken() const { return steps_taken_; }
 
-  int64_t num_params() const { return layout_.total; }
+  int stage() const { return options_.stage; }
+  double loss_scale() const;
+  int64_t steps_taken() const { return steps_taken_; }
+  int64_t skipped_steps() const { return skipped_steps_; }
+  int64_t num_params() const { return layout_.num_params; }
   const FlatLayout& layout() const { return layout_; }
   const std::vector<model::ParamSpec>& specs() const { return specs_; }
-  // The fp32 master values of all parameters, in flat layout order.
-  std::vector<float> master_values() const;
-  // The gradient accumulators, in flat layout order and their storage dtype.
-  Tensor flat_grads() const { return grads_.tensor(options_.param_dtype, Shape{layout_.total}); }
+  ModelStateBytes model_state_bytes() const;
+
+  // The fp32 master values of every parameter, concatenated in forward (spec) order. Collective
+  // for stages 1-3 (shards are gathered); every rank gets the whole vector.
+  std::vector<float> gather_master_values();
+  // The gradients the next step() reads on this rank, once pending reductions complete: the full
+  // flat buffer for stage 0, the rank's reduced shard (local order) for stages 1-3. For stage 1
+  // it exists from the last micro-step's backward until step(). Tests inject faults through it.
+  Tensor step_grads();
+  // The rank's Adam moments (local shard order); for tests that check a skipped step.
+  Tensor adam_m() const { return adam_m_.tensor(DType::kF32, Shape{local_size_}); }
+  Tensor adam_v() const { return adam_v_.tensor(DType::kF32, Shape{local_size_}); }
 
  private:
-  float* master() const;
-  std::vector<Tensor> views_of(const Buffer& buffer, int layer) const;
+  // A layer's gathered parameters (stage 3), possibly still arriving.
+  struct GatheredLayer {
+    Buffer buffer;
+    std::vector<CommHandle> pending;
+    std::vector<Tensor> views;
+  };
+  // A layer's gradients being reduce-scattered (stages 2-3).
+  struct PendingReduce {
+    int layer;
+    Buffer full;     // the layer's full gradients (the model added into these)
+    Buffer staging;  // this rank's reduced pieces, added into the shard on completion
+    std::vector<CommHandle> handles;
+  };
+
+  size_t elem() const { return dtype_size(options_.param_dtype); }
+  bool mixed() const { return options_.param_dtype != DType::kF32; }
+  std::vector<Tensor> views_into(void* base, int64_t base_offset, int layer) const;
+  void gather_layer(int layer);
+  void release_layer(int layer);
+  void complete_reduce(PendingReduce& r);
+  void drain_reduces(size_t keep);
+  void wait_all(std::vector<CommHandle>& handles);
+  // Where the owned piece's gradient, master value and model-facing parameter live.
+  const void* piece_grad(const OwnedPiece& p) const;
+  float* piece_master(const OwnedPiece& p) const;
+  void* piece_param(const OwnedPiece& p) const;
 
   model::GptjConfig config_;
   EngineOptions options_;
+  Comm& comm_;
   optim::LrSchedule schedule_;
+  std::unique_ptr<optim::DynamicLossScaler> scaler_;  // fp16 only
   std::vector<model::ParamSpec> specs_;
   FlatLayout layout_;
-  Buffer params_;  // model-facing parameters in param_dtype
-  Buffer master_;  // fp32 master (empty when param_dtype is fp32: params_ is the master)
-  Buffer grads_;   // gradient accumulators in param_dtype
-  Buffer adam_m_;
-  Buffer adam_v_;
-  std::vector<std::vector<Tensor>> param_views_;  // per layer
-  std::vector<std::vector<Tensor>> grad_views_;   // per layer
+  std::vector<OwnedPiece> owned_;
+  int64_t local_size_ = 0;  // elements of the optimizer state on this rank
+
+  Buffer params_;       // stages 0-2: all params (flat); stage 3: this rank's shard
+  Buffer grads_;        // stages 0-1: all grads (flat); stages 2-3: this rank's shard
+  Buffer master_;       // fp32 master of the owned pieces (local order); empty for fp32 params
+  Buffer adam_m_, adam_v_;
+  Buffer owned_grads_;  // stage 1: the reduce-scattered shard, alive from backward to step
+  std::vector<std::vector<Tensor>> param_views_;  // stages 0-2: per layer
+  std::vector<std::vector<Tensor>> grad_views_;   // stages 0-1: per layer
+  std::map<int, GatheredLayer> gathered_;          // stage 3
+  std::map<int, Buffer> layer_grad_buffers_;       // stages 2-3: grads of layers in backward
+  std::map<int, std::vector<Tensor>> layer_grad_views_;
+  std::deque<PendingReduce> reduces_;              // stages 2-3
+  std::vector<CommHandle> grad_sync_;              // stages 0-1: this step's gradient collectives
+  bool last_micro_step_ = true;
   int64_t steps_taken_ = 0;
+  int64_t skipped_steps_ = 0;
 };
 
 }  // namespace zt::zero

@@ -55,6 +55,13 @@ void expect_same_config(const RunConfig& a, const RunConfig& b) {
   EXPECT_EQ(a.train.precision, b.train.precision);
 
   EXPECT_EQ(a.data.source, b.data.source);
+
+  EXPECT_EQ(a.zero.stage, b.zero.stage);
+  EXPECT_EQ(a.zero.bucket_elements, b.zero.bucket_elements);
+  EXPECT_EQ(a.fp16.initial_scale, b.fp16.initial_scale);
+  EXPECT_EQ(a.fp16.growth_interval, b.fp16.growth_interval);
+  EXPECT_EQ(a.fp16.hysteresis, b.fp16.hysteresis);
+  EXPECT_EQ(a.fp16.min_scale, b.fp16.min_scale);
 }
 
 // The message of the zt::UserError that `fn` throws ("" and a test failure when it throws none).
@@ -110,6 +117,12 @@ RunConfig every_key_changed() {
   c.train.threads = 3;
   c.train.precision = DType::kBF16;
   c.data.source = "synthetic";
+  c.zero.stage = 2;
+  c.zero.bucket_elements = 123457;
+  c.fp16.initial_scale = 1024.0;
+  c.fp16.growth_interval = 77;
+  c.fp16.hysteresis = 3;
+  c.fp16.min_scale = 0.25;
   return c;
 }
 
@@ -362,7 +375,7 @@ TEST(ConfigErrors, OutOfRange) {
 
 TEST(ConfigErrors, EnumNotAllowed) {
   EXPECT_EQ(parse_error("[train]\nprecision = \"fp8\"\n"),
-            "run.toml:2: train.precision = \"fp8\" is not allowed: use one of \"fp32\", \"bf16\"");
+            "run.toml:2: train.precision = \"fp8\" is not allowed: use one of \"fp32\", \"bf16\", \"fp16\"");
   EXPECT_EQ(parse_error("[optimizer]\ndecay = \"step\"\n"),
             "run.toml:2: optimizer.decay = \"step\" is not allowed: use one of \"constant\", "
             "\"cosine\", \"linear\"");
@@ -424,7 +437,7 @@ TEST(ConfigErrors, OverrideErrors) {
             "--set optimizer.beta1=1: optimizer.beta1 = 1.0 is out of range: must be in [0, 1)");
   EXPECT_EQ(set_error("train.precision=fp8"),
             "--set train.precision=fp8: train.precision = \"fp8\" is not allowed: use one of "
-            "\"fp32\", \"bf16\"");
+            "\"fp32\", \"bf16\", \"fp16\"");
 }
 
 TEST(ConfigErrors, CrossKeyRules) {
@@ -441,6 +454,13 @@ TEST(ConfigErrors, CrossKeyRules) {
   EXPECT_EQ(parse_error("", {"optimizer.lr=1e-4"}),
             "--set optimizer.lr=1e-4: optimizer.min_lr = 0.0003 is out of range: must be <= "
             "optimizer.lr = 0.0001");
+  EXPECT_EQ(parse_error("[fp16]\ninitial_scale = 2.0\nmin_scale = 4.0\n"),
+            "run.toml:2: fp16.initial_scale = 2.0 is out of range: must be >= fp16.min_scale = 4.0");
+}
+
+TEST(ConfigErrors, ZeroStageOutOfRange) {
+  EXPECT_EQ(parse_error("[zero]\nstage = 4\n"),
+            "run.toml:2: zero.stage = 4 is out of range: must be in [0, 3]");
 }
 
 TEST(ConfigErrors, ModelValidationSurfaces) {

@@ -12,11 +12,18 @@
 #include "launch/config.h"
 #include "launch/trainer.h"
 #include "runtime/error.h"
+#include "runtime/self_comm.h"
 
 namespace zt::launch {
 namespace {
 
 namespace fs = std::filesystem;
+
+// Runs on a world of one rank (the MPI runs are in tests/mpi).
+TrainSummary train(const RunConfig& c) {
+  SelfComm comm;
+  return launch::train(c, comm);
+}
 
 std::string fresh_dir(const std::string& name) {
   const fs::path p = fs::path(::testing::TempDir()) / ("zt_trainer_" + name);

@@ -1,4 +1,5 @@
-// The flat layout and the single-process engine: layout order, views, and the optimizer step.
+// The engine on one rank (SelfComm): views, initialisation, the AdamW step, clipping, skipping,
+// model-state bytes per stage, and that every stage trains the same on a world of one.
 #include <gtest/gtest.h>
 
 #include <cmath>
@@ -6,35 +7,17 @@
 
 #include "model/gptj.h"
 #include "optim/adamw.h"
-#include "optim/grad_clip.h"
+#include "runtime/self_comm.h"
 #include "zero/engine.h"
-#include "zero/flat_layout.h"
 
 namespace zt::zero {
 namespace {
 
-TEST(FlatLayout, BackwardLayerOrderContiguousAndComplete) {
-  model::GptjConfig c;
-  const auto specs = model::gptj_param_specs(c);
-  const FlatLayout l = make_flat_layout(specs, model::num_layers_total(c));
-  EXPECT_EQ(l.total, model::gptj_param_count(c));
-  int64_t expect_offset = 0;
-  int prev_layer = model::num_layers_total(c);
-  for (const FlatParam& p : l.params) {
-    EXPECT_EQ(p.offset, expect_offset);
-    EXPECT_LE(p.layer, prev_layer);  // head first, embedding last
-    prev_layer = p.layer;
-    expect_offset += p.numel;
-  }
-  EXPECT_EQ(l.params.front().layer, model::head_layer(c));
-  EXPECT_EQ(l.params.back().layer, 0);
-  EXPECT_EQ(l.layer_begin[size_t(model::head_layer(c))], 0);
-  EXPECT_EQ(l.layer_end[0], l.total);
-}
-
-EngineOptions options(DType dtype) {
+EngineOptions options(DType dtype, int stage = 0) {
   EngineOptions o;
   o.param_dtype = dtype;
+  o.stage = stage;
+  o.bucket_elements = 20000;  // several buckets per layer in gptj-tiny
   o.total_steps = 10;
   o.seed = 5;
   o.optimizer.warmup_steps = 0;
@@ -44,10 +27,17 @@ EngineOptions options(DType dtype) {
   return o;
 }
 
+// Offsets of each parameter in gather_master_values()'s forward-order concatenation.
+std::vector<int64_t> spec_offsets(const std::vector<model::ParamSpec>& specs) {
+  std::vector<int64_t> off(specs.size() + 1, 0);
+  for (size_t i = 0; i < specs.size(); ++i) off[i + 1] = off[i] + specs[i].numel();
+  return off;
+}
+
 TEST(Engine, ViewsMatchSpecsAndInit) {
   model::GptjConfig c;
-  Engine e(c, options(DType::kBF16));
-  const auto specs = model::gptj_param_specs(c);
+  SelfComm comm;
+  Engine e(c, options(DType::kBF16), comm);
   for (int layer = 0; layer < model::num_layers_total(c); ++layer) {
     auto params = e.layer_params(layer);
     for (size_t j = 0; j < params.size(); ++j) {
@@ -55,12 +45,18 @@ TEST(Engine, ViewsMatchSpecsAndInit) {
       EXPECT_EQ(params[j].shape, e.layer_grads(layer)[j].shape);
     }
   }
-  // The bf16 parameters are the fp32 master rounded.
-  const std::vector<float> master = e.master_values();
-  const Tensor lm = e.layer_params(model::head_layer(c))[model::kLmHeadWeight];
-  const int64_t off = e.layout().params[model::kLmHeadWeight].offset;
-  for (int64_t i = 0; i < 100; ++i)
-    EXPECT_EQ(lm.as<bf16>()[i].bits, float_to_bf16(master[size_t(off + i)]).bits);
+  // The bf16 parameters are the fp32 master rounded, and the master is the init.
+  const std::vector<float> master = e.gather_master_values();
+  const auto specs = model::gptj_param_specs(c);
+  const size_t lm = specs.size() - 2;  // lm_head.weight
+  const int64_t off = spec_offsets(specs)[lm];
+  std::vector<float> init(size_t(specs[lm].numel()));
+  model::init_param_values(specs[lm], c, 5, 0, specs[lm].numel(), init.data());
+  const Tensor view = e.layer_params(model::head_layer(c))[model::kLmHeadWeight];
+  for (int64_t i = 0; i < 100; ++i) {
+    EXPECT_EQ(master[size_t(off + i)], init[size_t(i)]);
+    EXPECT_EQ(view.as<bf16>()[i].bits, float_to_bf16(init[size_t(i)]).bits);
+  }
 }
 
 // One engine step equals AdamW applied parameter by parameter with the right weight decay.
@@ -68,19 +64,23 @@ TEST(Engine, StepIsAdamWWithoutDecayOnBiasesAndNorms) {
   model::GptjConfig c;
   EngineOptions o = options(DType::kF32);
   o.optimizer.weight_decay = 0.5;
-  Engine e(c, o);
-  const std::vector<float> before = e.master_values();
-  // A deterministic gradient: g_i = 1e-3 * (i % 7 - 3).
-  float* g = e.flat_grads().as<float>();
-  for (int64_t i = 0; i < e.num_params(); ++i) g[i] = 1e-3f * float(i % 7 - 3);
+  SelfComm comm;
+  Engine e(c, o, comm);
+  const std::vector<float> before = e.gather_master_values();
+  // A deterministic gradient per flat element: g = 1e-3 * (flat index % 7 - 3).
+  float* g = e.step_grads().as<float>();
+  for (int64_t i = 0; i < e.layout().total; ++i) g[i] = 1e-3f * float(i % 7 - 3);
+  e.set_last_micro_step(true);
   const StepStats s = e.step();
   EXPECT_FALSE(s.skipped);
   EXPECT_EQ(s.lr, 1e-2);
   EXPECT_EQ(e.steps_taken(), 1);
-  const std::vector<float> after = e.master_values();
+  const std::vector<float> after = e.gather_master_values();
+  const std::vector<int64_t> off = spec_offsets(e.specs());
   for (const FlatParam& p : e.layout().params) {
     const model::ParamSpec& spec = e.specs()[size_t(p.spec_index)];
-    std::vector<float> w(before.begin() + p.offset, before.begin() + p.offset + p.numel);
+    const int64_t o0 = off[size_t(p.spec_index)];
+    std::vector<float> w(before.begin() + o0, before.begin() + o0 + p.numel);
     std::vector<float> m(size_t(p.numel), 0.0f), v(size_t(p.numel), 0.0f);
     std::vector<float> grad(g + p.offset, g + p.offset + p.numel);
     optim::AdamWStep hp;
@@ -91,7 +91,7 @@ TEST(Engine, StepIsAdamWWithoutDecayOnBiasesAndNorms) {
     hp.weight_decay = spec.is_bias_or_norm() ? 0.0 : 0.5;
     optim::adamw_step_cpu(w.data(), m.data(), v.data(), grad.data(), DType::kF32, p.numel, hp);
     for (int64_t i = 0; i < p.numel; ++i)
-      ASSERT_EQ(after[size_t(p.offset + i)], w[size_t(i)]) << spec.name << "[" << i << "]";
+      ASSERT_EQ(after[size_t(o0 + i)], w[size_t(i)]) << spec.name << "[" << i << "]";
   }
 }
 
@@ -99,9 +99,11 @@ TEST(Engine, ClipsByTheGlobalNorm) {
   model::GptjConfig c;
   EngineOptions o = options(DType::kF32);
   o.optimizer.grad_clip = 0.5;
-  Engine e(c, o);
-  float* g = e.flat_grads().as<float>();
-  for (int64_t i = 0; i < e.num_params(); ++i) g[i] = 0.01f;
+  SelfComm comm;
+  Engine e(c, o, comm);
+  float* g = e.step_grads().as<float>();
+  for (const FlatParam& p : e.layout().params)
+    for (int64_t i = 0; i < p.numel; ++i) g[p.offset + i] = 0.01f;
   // 0.01f is 0.01 to 2e-8 relative; the fp64 sum of squares adds ~1e-16: 1e-6 is ample.
   const double norm = 0.01 * std::sqrt(double(e.num_params()));
   const StepStats s = e.step();
@@ -111,32 +113,63 @@ TEST(Engine, ClipsByTheGlobalNorm) {
 
 TEST(Engine, NonFiniteGradientSkipsTheStepAndChangesNothing) {
   model::GptjConfig c;
-  Engine e(c, options(DType::kBF16));
-  const std::vector<float> before = e.master_values();
-  bf16* g = e.flat_grads().as<bf16>();
-  g[123] = float_to_bf16(INFINITY);
+  SelfComm comm;
+  Engine e(c, options(DType::kBF16), comm);
+  const std::vector<float> before = e.gather_master_values();
+  bf16* g = e.step_grads().as<bf16>();
+  g[e.layout().params[3].offset + 5] = float_to_bf16(INFINITY);
   const StepStats s = e.step();
   EXPECT_TRUE(s.skipped);
   EXPECT_EQ(e.steps_taken(), 0);
-  EXPECT_EQ(e.master_values(), before);
+  EXPECT_EQ(e.skipped_steps(), 1);
+  EXPECT_EQ(e.gather_master_values(), before);
 }
 
-TEST(Engine, TrainsTheTinyModelOnARepeatedBatch) {
+// The DESIGN.md table on a world of one: 2 + 2 + 12 bytes per parameter in bf16 (4 + 4 + 8 in
+// fp32), whatever the stage, up to the layout's padding.
+TEST(Engine, ModelStateBytesOnOneRank) {
   model::GptjConfig c;
-  Engine e(c, options(DType::kBF16));
-  auto m = model::make_cpu_gptj(c, {});
+  SelfComm comm;
+  for (int stage = 0; stage <= 3; ++stage) {
+    for (DType dt : {DType::kF32, DType::kBF16}) {
+      Engine e(c, options(dt, stage), comm);
+      const ModelStateBytes b = e.model_state_bytes();
+      const int64_t padded = e.layout().total;
+      const int64_t w = int64_t(dtype_size(dt));
+      EXPECT_EQ(b.params, w * padded);
+      EXPECT_EQ(b.grads, w * padded);
+      EXPECT_EQ(b.optimizer, (dt == DType::kF32 ? 8 : 12) * padded);
+      EXPECT_LT(padded - e.num_params(), e.num_params() / 100);
+    }
+  }
+}
+
+TEST(Engine, EveryStageTrainsTheSameOnOneRank) {
+  model::GptjConfig c;
   std::vector<int32_t> in(64), tg(64);
   for (int i = 0; i < 64; ++i) in[size_t(i)] = (i * 7) % 50, tg[size_t(i)] = (i * 7 + 3) % 50;
   const model::Batch batch{in.data(), tg.data(), 2, 32};
-  double first = 0, last = 0;
-  for (int step = 0; step < 30; ++step) {
-    e.zero_grads();
-    last = m->forward_backward(batch, e, 1.0).mean();
-    if (step == 0) first = last;
-    e.step();
+  auto m = model::make_cpu_gptj(c, {});
+  std::vector<std::vector<double>> losses(4);
+  std::vector<std::vector<float>> finals(4);
+  SelfComm comm;
+  for (int stage = 0; stage <= 3; ++stage) {
+    Engine e(c, options(DType::kBF16, stage), comm);
+    for (int step = 0; step < 8; ++step) {
+      e.zero_grads();
+      e.set_last_micro_step(true);
+      losses[size_t(stage)].push_back(m->forward_backward(batch, e, e.micro_grad_scale(1)).mean());
+      e.step();
+    }
+    finals[size_t(stage)] = e.gather_master_values();
   }
-  // Memorising one batch: the loss must drop far below log(512) = 6.24 in 30 steps at lr 1e-2.
-  EXPECT_LT(last, 0.5 * first) << "first " << first << " last " << last;
+  // One rank: the stages differ only in where buffers live, so the arithmetic is identical.
+  for (int stage = 1; stage <= 3; ++stage) {
+    EXPECT_EQ(losses[size_t(stage)], losses[0]) << "stage " << stage;
+    EXPECT_EQ(finals[size_t(stage)], finals[0]) << "stage " << stage;
+  }
+  // Memorising one batch: the loss must drop far below log(512) = 6.24 at lr 1e-2.
+  EXPECT_LT(losses[0].back(), 0.7 * losses[0].front());
 }
 
 }  // namespace

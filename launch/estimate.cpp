@@ -1,0 +1,134 @@
+// Flags and report of `zerotrain estimate`.
+#include "launch/estimate.h"
+
+#include <cctype>
+#include <cmath>
+#include <cstdlib>
+
+#include "launch/config.h"
+#include "runtime/error.h"
+
+namespace zt::launch {
+
+namespace {
+
+int64_t parse_int(const std::string& flag, const std::string& text, int64_t min) {
+  char* end = nullptr;
+  errno = 0;
+  const long long v = std::strtoll(text.c_str(), &end, 10);
+  if (text.empty() || *end != '\0' || errno != 0)
+    throw_user_error(flag, " ", text, ": expected an integer");
+  if (v < min) throw_user_error(flag, " ", text, ": must be >= ", min);
+  return v;
+}
+
+bool parse_on_off(const std::string& flag, const std::string& text) {
+  if (text == "on" || text == "true") return true;
+  if (text == "off" || text == "false") return false;
+  throw_user_error(flag, " ", text, ": expected on or off");
+}
+
+}  // namespace
+
+int64_t parse_byte_size(const std::string& flag, const std::string& text) {
+  char* end = nullptr;
+  const double v = std::strtod(text.c_str(), &end);
+  if (end == text.c_str() || !std::isfinite(v) || v <= 0)
+    throw_user_error(flag, " ", text, ": expected a size such as 80GiB, 512GB or 1.5TiB");
+  std::string unit(end);
+  while (!unit.empty() && std::isspace(static_cast<unsigned char>(unit.front()))) unit.erase(0, 1);
+  const struct {
+    const char* name;
+    double factor;
+  } units[] = {{"", 1},           {"B", 1},           {"KB", 1e3},        {"MB", 1e6},
+               {"GB", 1e9},       {"TB", 1e12},       {"KiB", 1024.0},    {"MiB", 1048576.0},
+               {"GiB", 1073741824.0}, {"TiB", 1099511627776.0}};
+  for (const auto& u : units)
+    if (unit == u.name) return int64_t(std::llround(v * u.factor));
+  throw_user_error(flag, " ", text, ": unknown unit \"", unit,
+                   "\"; use B, KB, MB, GB, TB or KiB, MiB, GiB, TiB");
+}
+
+std::string estimate_usage_text() {
+  return "usage: zerotrain estimate [--model gptj-6b|gptj-tiny] [--config RUN.toml] [--gpus N]\n"
+         "                          [--gpus-per-node 8] [--gpu-mem 80GiB] [--cpu-mem 512GiB]\n"
+         "                          [--micro-batch B] [--seq-len T] [--precision bf16|fp16]\n"
+         "                          [--activation-checkpointing on|off] [--offload]\n"
+         "\n"
+         "Prints, for ZeRO stages 0-3 (and with --offload stages 1-3 with the fp32 master and Adam\n"
+         "state in host memory), the bytes each GPU holds for parameters, gradients, optimizer\n"
+         "state, activations and transient buffers, and whether the run fits. The model state\n"
+         "comes from the same flat layout a run uses, so it equals what a run reports.\n"
+         "--config takes the model shape, micro-batch, sequence length, precision, activation\n"
+         "checkpointing and bucket size from a training config; flags given after it override.\n"
+         "Defaults: gptj-6b, 1 GPU, 80GiB per GPU, 512GiB per node, micro-batch 1 x 2048 tokens,\n"
+         "bf16, activation checkpointing on.\n";
+}
+
+EstimateArgs parse_estimate_args(const std::vector<std::string>& args) {
+  EstimateArgs a;
+  a.input.model = model::gptj_preset("gptj-6b");
+  for (size_t i = 0; i < args.size(); ++i) {
+    const std::string& flag = args[i];
+    if (flag == "--offload") {
+      a.offload = true;
+      continue;
+    }
+    if (flag.rfind("--", 0) != 0)
+      throw_user_error("unexpected argument \"", flag, "\" for `zerotrain estimate` (see `zerotrain estimate --help`)");
+    if (i + 1 >= args.size()) throw_user_error(flag, " needs a value (see `zerotrain estimate --help`)");
+    const std::string& value = args[++i];
+    zero::EstimateInput& in = a.input;
+    if (flag == "--model") {
+      in.model = model::gptj_preset(value);
+    } else if (flag == "--config") {
+      const RunConfig c = load_config(value, {});
+      in.model = c.model.shape;
+      in.micro_batch = c.train.micro_batch_size;
+      in.seq_len = c.train.seq_len;
+      in.activation_checkpointing = c.model.activation_checkpointing;
+      in.bucket_elements = c.zero.bucket_elements;
+      if (c.train.precision != DType::kF32) in.precision = c.train.precision;
+    } else if (flag == "--gpus") {
+      in.gpus = int(parse_int(flag, value, 1));
+    } else if (flag == "--gpus-per-node") {
+      in.gpus_per_node = int(parse_int(flag, value, 1));
+    } else if (flag == "--gpu-mem") {
+      in.gpu_bytes = parse_byte_size(flag, value);
+    } else if (flag == "--cpu-mem") {
+      in.cpu_bytes = parse_byte_size(flag, value);
+    } else if (flag == "--micro-batch") {
+      in.micro_batch = parse_int(flag, value, 1);
+    } else if (flag == "--seq-len") {
+      in.seq_len = parse_int(flag, value, 1);
+    } else if (flag == "--precision") {
+      if (value == "bf16") {
+        in.precision = DType::kBF16;
+      } else if (value == "fp16") {
+        in.precision = DType::kF16;
+      } else {
+        throw_user_error("--precision ", value, ": GPU runs use bf16 or fp16");
+      }
+    } else if (flag == "--activation-checkpointing") {
+      in.activation_checkpointing = parse_on_off(flag, value);
+    } else {
+      throw_user_error("unknown option \"", flag, "\" for `zerotrain estimate` (see `zerotrain estimate --help`)");
+    }
+  }
+  if (a.input.seq_len > a.input.model.n_positions)
+    throw_user_error("--seq-len ", a.input.seq_len, " exceeds the model's n_positions ",
+                     a.input.model.n_positions);
+  return a;
+}
+
+std::string run_estimate(const EstimateArgs& args) {
+  const std::vector<zero::StageEstimate> rows = zero::estimate_memory(args.input, args.offload);
+  std::string out = zero::format_estimate_table(args.input, rows);
+  bool any = false;
+  for (const zero::StageEstimate& e : rows) any = any || (e.fits_gpu && e.fits_cpu);
+  out += any ? "\n" : "\nNothing fits: add GPUs, lower --micro-batch or --seq-len, turn activation "
+                      "checkpointing on, or try --offload.\n";
+  return out;
+}
+
+}  // namespace zt::launch

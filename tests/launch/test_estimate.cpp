@@ -1,0 +1,120 @@
+// `zerotrain estimate`: flag parsing, sizes, agreement with a real engine, and docs/zero.md.
+#include <gtest/gtest.h>
+
+#include <cstdlib>
+#include <fstream>
+#include <sstream>
+#include <string>
+
+#include "launch/estimate.h"
+#include "runtime/error.h"
+#include "runtime/self_comm.h"
+#include "zero/engine.h"
+
+namespace zt::launch {
+namespace {
+
+std::string error_of(const std::vector<std::string>& args) {
+  try {
+    parse_estimate_args(args);
+  } catch (const UserError& e) {
+    return e.what();
+  }
+  return "(no error)";
+}
+
+TEST(Estimate, ParsesSizes) {
+  EXPECT_EQ(parse_byte_size("--gpu-mem", "80GiB"), int64_t(80) << 30);
+  EXPECT_EQ(parse_byte_size("--gpu-mem", "80 GB"), int64_t(80'000'000'000));
+  EXPECT_EQ(parse_byte_size("--cpu-mem", "1.5TiB"), int64_t(3) << 39);
+  EXPECT_EQ(parse_byte_size("--cpu-mem", "4096"), 4096);
+  EXPECT_THROW(parse_byte_size("--gpu-mem", "80GiBs"), UserError);
+  EXPECT_THROW(parse_byte_size("--gpu-mem", "-1GB"), UserError);
+  EXPECT_THROW(parse_byte_size("--gpu-mem", "lots"), UserError);
+}
+
+TEST(Estimate, ParsesFlagsAndRejectsBadOnes) {
+  const EstimateArgs a = parse_estimate_args({"--model", "gptj-6b", "--gpus", "8", "--gpu-mem", "40GiB",
+                                              "--micro-batch", "2", "--seq-len", "1024", "--offload",
+                                              "--activation-checkpointing", "off", "--precision", "fp16"});
+  EXPECT_EQ(a.input.gpus, 8);
+  EXPECT_EQ(a.input.gpu_bytes, int64_t(40) << 30);
+  EXPECT_EQ(a.input.micro_batch, 2);
+  EXPECT_EQ(a.input.seq_len, 1024);
+  EXPECT_TRUE(a.offload);
+  EXPECT_FALSE(a.input.activation_checkpointing);
+  EXPECT_EQ(a.input.precision, DType::kF16);
+  EXPECT_NE(error_of({"--gpus", "0"}).find("--gpus 0: must be >= 1"), std::string::npos);
+  EXPECT_NE(error_of({"--gpus"}).find("--gpus needs a value"), std::string::npos);
+  EXPECT_NE(error_of({"--gpu", "8"}).find("unknown option \"--gpu\""), std::string::npos);
+  EXPECT_NE(error_of({"--model", "gpt2"}).find("unknown model preset \"gpt2\""), std::string::npos);
+  EXPECT_NE(error_of({"--seq-len", "4096"}).find("exceeds the model's n_positions 2048"), std::string::npos);
+  EXPECT_NE(error_of({"--precision", "fp32"}).find("bf16 or fp16"), std::string::npos);
+}
+
+// The estimator's model state is the engine's, byte for byte (one rank here; tests/mpi checks N).
+TEST(Estimate, ModelStateEqualsARealEngineOnOneRank) {
+  zero::EstimateInput in;
+  in.model = model::gptj_preset("gptj-tiny");
+  in.gpus = 1;
+  in.bucket_elements = 20000;
+  in.seq_len = 64;
+  const auto rows = zero::estimate_memory(in, false);
+  ASSERT_EQ(rows.size(), 4u);
+  SelfComm comm;
+  for (const zero::StageEstimate& row : rows) {
+    zero::EngineOptions o;
+    o.param_dtype = DType::kBF16;
+    o.stage = row.stage;
+    o.bucket_elements = 20000;
+    zero::Engine e(in.model, o, comm);
+    const zero::ModelStateBytes b = e.model_state_bytes();
+    EXPECT_EQ(row.params, b.params) << "stage " << row.stage;
+    EXPECT_EQ(row.grads, b.grads) << "stage " << row.stage;
+    EXPECT_EQ(row.optimizer, b.optimizer) << "stage " << row.stage;
+  }
+}
+
+TEST(Estimate, SixBillionOnEightGpusFitsFromStageOne) {
+  const EstimateArgs a = parse_estimate_args({"--gpus", "8", "--gpu-mem", "80GiB", "--offload"});
+  const auto rows = zero::estimate_memory(a.input, true);
+  ASSERT_EQ(rows.size(), 7u);
+  EXPECT_FALSE(rows[0].fits_gpu);  // stage 0: 16 bytes x 6.05e9 = 90 GiB of model state
+  for (size_t i = 1; i < rows.size(); ++i) EXPECT_TRUE(rows[i].fits_gpu && rows[i].fits_cpu) << i;
+  // Stage 3 holds 16 psi / 8 bytes of model state, plus activations and buffers.
+  EXPECT_NEAR(double(rows[3].params + rows[3].grads + rows[3].optimizer), 16.0 * 6050882784.0 / 8,
+              1e-3 * 16.0 * 6050882784.0 / 8);
+  EXPECT_NE(run_estimate(a).find("yes"), std::string::npos);
+}
+
+// docs/zero.md holds the estimator's tables for gptj-6b at 1, 2, 8 and 64 GPUs between markers.
+// ZT_UPDATE_DOCS=1 rewrites them.
+TEST(EstimateDocs, ZeroMdTablesAreInSync) {
+  const std::string path = std::string(ZT_SOURCE_DIR) + "/docs/zero.md";
+  std::ifstream in(path);
+  ASSERT_TRUE(in) << path;
+  std::stringstream ss;
+  ss << in.rdbuf();
+  std::string doc = ss.str();
+  const std::string original = doc;
+  for (int gpus : {1, 2, 8, 64}) {
+    EstimateArgs a = parse_estimate_args({"--gpus", std::to_string(gpus), "--offload"});
+    const std::string table = zero::format_estimate_markdown(a.input, zero::estimate_memory(a.input, true));
+    const std::string begin = "<!-- BEGIN estimate gpus=" + std::to_string(gpus) + " -->\n";
+    const std::string end = "<!-- END estimate gpus=" + std::to_string(gpus) + " -->";
+    const size_t b = doc.find(begin), e = doc.find(end);
+    ASSERT_TRUE(b != std::string::npos && e != std::string::npos && b < e) << "markers for " << gpus;
+    doc.replace(b + begin.size(), e - b - begin.size(), table);
+  }
+  if (doc == original) return;
+  const char* update = std::getenv("ZT_UPDATE_DOCS");
+  if (update != nullptr && std::string(update) == "1") {
+    std::ofstream(path, std::ios::trunc) << doc;
+    return;
+  }
+  FAIL() << "docs/zero.md is out of date with the estimator; regenerate it with "
+            "ZT_UPDATE_DOCS=1 build/tests/zt_tests_launch --gtest_filter=EstimateDocs.*";
+}
+
+}  // namespace
+}  // namespace zt::launch

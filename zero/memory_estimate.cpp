@@ -1,0 +1,139 @@
+// The memory estimator: model state from the engine's flat layout, activations and transient
+// buffers from the shapes, and the tables that print them.
+#include "zero/memory_estimate.h"
+
+#include <algorithm>
+#include <cstdio>
+
+#include "model/params.h"
+#include "runtime/error.h"
+#include "runtime/log.h"
+#include "zero/engine.h"
+#include "zero/flat_layout.h"
+
+namespace zt::zero {
+
+namespace {
+
+constexpr double kGpuUsable = 0.95;  // CUDA context, NCCL buffers and allocator slack take the rest
+constexpr double kCpuUsable = 0.90;  // the OS, data loading and pinned staging take the rest
+
+int64_t max_layer_elements(const FlatLayout& l) {
+  int64_t m = 0;
+  for (size_t i = 0; i < l.layer_begin.size(); ++i) m = std::max(m, l.layer_end[i] - l.layer_begin[i]);
+  return m;
+}
+
+std::string gib(int64_t bytes) {
+  char buf[32];
+  std::snprintf(buf, sizeof(buf), "%.2f GiB", double(bytes) / double(int64_t(1) << 30));
+  return buf;
+}
+
+std::string verdict(const StageEstimate& e) {
+  if (e.fits_gpu && e.fits_cpu) return "yes";
+  if (!e.fits_gpu && !e.fits_cpu) return "no (GPU and CPU)";
+  return e.fits_gpu ? "no (CPU)" : "no (GPU)";
+}
+
+std::string describe(const EstimateInput& in) {
+  char buf[512];
+  std::snprintf(buf, sizeof(buf),
+                "%lld parameters (d_model %lld, %lld layers, vocab %lld); %s; %d GPU%s (%d per node); "
+                "micro-batch %lld x %lld tokens; activation checkpointing %s; fits = under %.0f%% of "
+                "%s per GPU and %.0f%% of %s per node",
+                (long long)model::gptj_param_count(in.model), (long long)in.model.d_model,
+                (long long)in.model.n_layer, (long long)in.model.vocab_size,
+                std::string(dtype_name(in.precision)).c_str(), in.gpus, in.gpus == 1 ? "" : "s",
+                std::min(in.gpus, in.gpus_per_node), (long long)in.micro_batch, (long long)in.seq_len,
+                in.activation_checkpointing ? "on" : "off", kGpuUsable * 100, gib(in.gpu_bytes).c_str(),
+                kCpuUsable * 100, gib(in.cpu_bytes).c_str());
+  return buf;
+}
+
+}  // namespace
+
+int64_t activation_bytes(const EstimateInput& in) {
+  const model::GptjConfig& c = in.model;
+  const int64_t n = in.micro_batch * in.seq_len;
+  const int64_t a = 2;  // 16-bit activations (fp32 runs are CPU-only and not estimated here)
+  // One block's saved tensors: input, ln_1 output, q, k, v, attention output (6 x [N, D]),
+  // fc_in output and gelu output (2 x [N, F]); fp32 LayerNorm mean/rstd and per-head softmax
+  // log-sum-exp per token.
+  const int64_t block = n * (6 * c.d_model + 2 * c.d_ff) * a + n * (8 + 4 * c.n_head);
+  // Checkpointing keeps each block's input and recomputes one block at a time; either way the
+  // backward needs about one block of gradient workspace.
+  const int64_t blocks = in.activation_checkpointing ? c.n_layer * n * c.d_model * a + 2 * block
+                                                     : (c.n_layer + 1) * block;
+  // Head: ln_f output and fp32 logits (their gradient overwrites them in place).
+  const int64_t head = n * c.d_model * a + n * c.vocab_size * 4;
+  return blocks + head;
+}
+
+std::vector<StageEstimate> estimate_memory(const EstimateInput& in, bool with_offload) {
+  ZT_CHECK(in.gpus >= 1 && in.gpus_per_node >= 1, "need at least one GPU and one GPU per node");
+  in.model.validate();
+  const auto specs = model::gptj_param_specs(in.model);
+  const int layers = model::num_layers_total(in.model);
+  const int64_t w = int64_t(dtype_size(in.precision));
+  const int ranks_per_node = std::min(in.gpus, in.gpus_per_node);
+  std::vector<StageEstimate> rows;
+  for (int offload = 0; offload <= (with_offload ? 1 : 0); ++offload) {
+    for (int stage = offload ? 1 : 0; stage <= 3; ++stage) {
+      const FlatLayout l = make_flat_layout(specs, layers, stage == 0 ? 1 : in.gpus, in.bucket_elements);
+      const ModelStateBytes state = model_state_bytes(l, stage, in.precision);
+      StageEstimate e;
+      e.stage = stage;
+      e.offload = offload != 0;
+      e.params = state.params;
+      e.grads = state.grads;
+      e.optimizer = e.offload ? 0 : state.optimizer;
+      e.cpu_per_node = e.offload ? state.optimizer * ranks_per_node : 0;
+      e.activations = activation_bytes(in);
+      // Transient buffers, as the engine allocates them: stage 1 the reduce-scattered gradient
+      // shard; stages 2-3 up to three layers of full gradients (one being computed, two being
+      // reduced); stage 3 also two gathered layers (the current one and the prefetched next).
+      const int64_t layer = max_layer_elements(l);
+      if (stage == 1) e.buffers = w * l.shard_size;
+      if (stage >= 2) e.buffers = 3 * w * layer + w * (layer / std::max(1, l.partitions));
+      if (stage == 3) e.buffers += 2 * w * layer;
+      e.fits_gpu = double(e.gpu_total()) <= kGpuUsable * double(in.gpu_bytes);
+      e.fits_cpu = double(e.cpu_per_node) <= kCpuUsable * double(in.cpu_bytes);
+      rows.push_back(e);
+    }
+  }
+  return rows;
+}
+
+std::string format_estimate_table(const EstimateInput& in, const std::vector<StageEstimate>& rows) {
+  std::string out = describe(in) + "\n\n";
+  char line[256];
+  std::snprintf(line, sizeof(line), "%-6s %-8s %11s %11s %11s %12s %11s %12s %12s  %s\n", "stage",
+                "offload", "params", "grads", "optimizer", "activations", "buffers", "total/GPU",
+                "CPU/node", "fits");
+  out += line;
+  for (const StageEstimate& e : rows) {
+    std::snprintf(line, sizeof(line), "%-6d %-8s %11s %11s %11s %12s %11s %12s %12s  %s\n", e.stage,
+                  e.offload ? "cpu" : "none", gib(e.params).c_str(), gib(e.grads).c_str(),
+                  gib(e.optimizer).c_str(), gib(e.activations).c_str(), gib(e.buffers).c_str(),
+                  gib(e.gpu_total()).c_str(), e.offload ? gib(e.cpu_per_node).c_str() : "-",
+                  verdict(e).c_str());
+    out += line;
+  }
+  return out;
+}
+
+std::string format_estimate_markdown(const EstimateInput& in, const std::vector<StageEstimate>& rows) {
+  std::string out = describe(in) + ".\n\n";
+  out += "| stage | offload | params | grads | optimizer | activations | buffers | total per GPU | CPU per node | fits |\n";
+  out += "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |\n";
+  for (const StageEstimate& e : rows) {
+    out += "| " + std::to_string(e.stage) + " | " + (e.offload ? "cpu" : "none") + " | " + gib(e.params) +
+           " | " + gib(e.grads) + " | " + gib(e.optimizer) + " | " + gib(e.activations) + " | " +
+           gib(e.buffers) + " | " + gib(e.gpu_total()) + " | " + (e.offload ? gib(e.cpu_per_node) : "-") +
+           " | " + verdict(e) + " |\n";
+  }
+  return out;
+}
+
+}  // namespace zt::zero

@@ -1,0 +1,56 @@
+// Per-rank memory estimate of a run for each ZeRO stage (and optimizer offload), from the same
+// flat layout the engine uses, so the model-state figures equal what a run reports.
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "model/config.h"
+#include "runtime/dtype.h"
+
+namespace zt::zero {
+
+struct EstimateInput {
+  model::GptjConfig model;
+  int gpus = 1;                // ranks, one per GPU
+  int gpus_per_node = 8;       // ranks sharing one host's memory
+  DType precision = DType::kBF16;
+  int64_t micro_batch = 1;
+  int64_t seq_len = 2048;
+  bool activation_checkpointing = true;
+  int64_t bucket_elements = 25'000'000;
+  int64_t gpu_bytes = int64_t(80) << 30;   // per GPU
+  int64_t cpu_bytes = int64_t(512) << 30;  // per node
+};
+
+struct StageEstimate {
+  int stage = 0;
+  bool offload = false;  // fp32 master and Adam moments in host memory
+  // Per GPU (rank):
+  int64_t params = 0;       // the parameters the model reads (full or shard)
+  int64_t grads = 0;        // kept gradients (full or shard)
+  int64_t optimizer = 0;    // fp32 master + moments on the GPU (0 with offload)
+  int64_t activations = 0;  // saved activations of one micro-batch, plus the logits
+  int64_t buffers = 0;      // transient: gathered layers, layer gradients before reduction
+  int64_t gpu_total() const { return params + grads + optimizer + activations + buffers; }
+  // Per node: the offloaded optimizer state of the node's ranks (0 without offload).
+  int64_t cpu_per_node = 0;
+  bool fits_gpu = false;
+  bool fits_cpu = false;
+};
+
+// Stages 0-3 without offload, then (when `with_offload`) stages 1-3 with the optimizer offloaded.
+// A GPU fits when its total stays under 95% of gpu_bytes (the rest is the CUDA context, NCCL
+// buffers and allocator slack).
+std::vector<StageEstimate> estimate_memory(const EstimateInput& input, bool with_offload);
+
+// Activation bytes of one micro-batch on one rank (the CUDA backend's layout: 16-bit activations,
+// flash attention keeping only per-row softmax statistics, fp32 logits and their gradient).
+int64_t activation_bytes(const EstimateInput& input);
+
+// The estimate as a text table (for `zerotrain estimate`) and as Markdown (docs/zero.md).
+std::string format_estimate_table(const EstimateInput& input, const std::vector<StageEstimate>& rows);
+std::string format_estimate_markdown(const EstimateInput& input, const std::vector<StageEstimate>& rows);
+
+}  // namespace zt::zero
