@@ -168,21 +168,26 @@ MpiComm::MpiComm(MPI_Comm comm, size_t max_elements_per_call)
   ZT_MPI_CHECK(MPI_Comm_size(comm_, &size_));
 }
 
+template <class Start>
+CommHandle MpiComm::in_pieces(size_t count, Start start) const {
+  // Counts must agree on every rank, so a count of 0 is skipped by all ranks alike.
+  auto request = std::make_unique<MpiRequest>();
+  for (size_t offset = 0; offset < count; offset += max_elements_per_call_) {
+    MPI_Request piece = MPI_REQUEST_NULL;
+    start(offset, static_cast<int>(std::min(max_elements_per_call_, count - offset)), &piece);
+    request->add(piece);
+  }
+  return request;
+}
+
 CommHandle MpiComm::all_reduce(void* data, size_t count, DType dtype, ReduceOp op) {
   const MPI_Datatype type = mpi_datatype(dtype);
   const MPI_Op mop = mpi_op(dtype, op);
   const size_t elem = dtype_size(dtype);
-  auto request = std::make_unique<MpiRequest>();
-  // Counts must agree on every rank, so a count of 0 is skipped by all ranks alike.
   char* bytes = static_cast<char*>(data);
-  for (size_t offset = 0; offset < count; offset += max_elements_per_call_) {
-    const size_t n = std::min(max_elements_per_call_, count - offset);
-    MPI_Request piece = MPI_REQUEST_NULL;
-    ZT_MPI_CHECK(MPI_Iallreduce(MPI_IN_PLACE, bytes + offset * elem, static_cast<int>(n), type, mop,
-                                comm_, &piece));
-    request->add(piece);
-  }
-  return request;
+  return in_pieces(count, [&](size_t offset, int n, MPI_Request* piece) {
+    ZT_MPI_CHECK(MPI_Iallreduce(MPI_IN_PLACE, bytes + offset * elem, n, type, mop, comm_, piece));
+  });
 }
 
 CommHandle MpiComm::reduce_scatter(const void* send, void* recv, size_t recv_count, DType dtype,
@@ -234,16 +239,10 @@ CommHandle MpiComm::broadcast(void* data, size_t count, DType dtype, int root) {
            " is not a rank of this ", size_, "-rank communicator");
   const MPI_Datatype type = mpi_datatype(dtype);
   const size_t elem = dtype_size(dtype);
-  auto request = std::make_unique<MpiRequest>();
   char* bytes = static_cast<char*>(data);
-  for (size_t offset = 0; offset < count; offset += max_elements_per_call_) {
-    const size_t n = std::min(max_elements_per_call_, count - offset);
-    MPI_Request piece = MPI_REQUEST_NULL;
-    ZT_MPI_CHECK(
-        MPI_Ibcast(bytes + offset * elem, static_cast<int>(n), type, root, comm_, &piece));
-    request->add(piece);
-  }
-  return request;
+  return in_pieces(count, [&](size_t offset, int n, MPI_Request* piece) {
+    ZT_MPI_CHECK(MPI_Ibcast(bytes + offset * elem, n, type, root, comm_, piece));
+  });
 }
 
 void MpiComm::barrier() { ZT_MPI_CHECK(MPI_Barrier(comm_)); }

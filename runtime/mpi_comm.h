@@ -39,6 +39,11 @@ class MpiComm final : public Comm {
   void barrier() override;
 
  private:
+  // One request over consecutive pieces of at most max_elements_per_call_ elements;
+  // start(offset, n, &request) begins the MPI call of one piece.
+  template <class Start>
+  CommHandle in_pieces(size_t count, Start start) const;
+
   MPI_Comm comm_;
   int rank_ = 0;
   int size_ = 1;
