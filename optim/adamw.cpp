@@ -7,31 +7,10 @@
 #include "runtime/error.h"
 
 namespace zt::optim {
-namespace {
 
-// Elements per OpenMP work item. The range is cut into fixed blocks rather than one slice per
-// thread so that each element goes through the same code path (vectorised body or scalar tail of
-// the inner loop) whatever the thread count: results then stay bitwise identical across thread
-// counts even in a build that lets the compiler contract a*b+c differently in the two paths.
-constexpr int64_t kBlock = 4096;
-
-// The step's hyper-parameters, computed in double and rounded once to fp32: every per-element
-// operation is then fp32, as torch.optim.AdamW computes for fp32 parameters.
-struct StepConstants {
-  float grad_scale;
-  float beta1;
-  float one_minus_beta1;
-  float beta2;
-  float one_minus_beta2;
-  float decay;       // 1 - lr * weight_decay (decoupled weight decay)
-  float step_size;   // lr / (1 - beta1^step)
-  float bias2_sqrt;  // sqrt(1 - beta2^step)
-  float eps;
-};
-
-StepConstants step_constants(const AdamWStep& hp) {
+AdamWConstants adamw_constants(const AdamWStep& hp) {
   const double step = double(hp.step);
-  StepConstants c;
+  AdamWConstants c;
   c.grad_scale = float(hp.grad_scale);
   c.beta1 = float(hp.beta1);
   c.one_minus_beta1 = float(1.0 - hp.beta1);
@@ -43,6 +22,14 @@ StepConstants step_constants(const AdamWStep& hp) {
   c.eps = float(hp.eps);
   return c;
 }
+
+namespace {
+
+// Elements per OpenMP work item. The range is cut into fixed blocks rather than one slice per
+// thread so that each element goes through the same code path (vectorised body or scalar tail of
+// the inner loop) whatever the thread count: results then stay bitwise identical across thread
+// counts even in a build that lets the compiler contract a*b+c differently in the two paths.
+constexpr int64_t kBlock = 4096;
 
 // The buffers of one call (param16 is nullptr when no 16-bit copy is written).
 struct Buffers {
@@ -59,7 +46,7 @@ struct Buffers {
 // Note: GCC vectorises this loop only with -fno-math-errno (std::sqrt may set errno otherwise);
 // that flag changes no result.
 template <DType kGrad, bool kWrite16, DType kParam16>
-void update_range(const Buffers& b, int64_t begin, int64_t end, const StepConstants& c) {
+void update_range(const Buffers& b, int64_t begin, int64_t end, const AdamWConstants& c) {
   float* param = b.param;
   float* m = b.m;
   float* v = b.v;
@@ -78,7 +65,7 @@ void update_range(const Buffers& b, int64_t begin, int64_t end, const StepConsta
 }
 
 template <DType kGrad, bool kWrite16, DType kParam16>
-void update_all(const Buffers& b, int64_t n, const StepConstants& c) {
+void update_all(const Buffers& b, int64_t n, const AdamWConstants& c) {
   const int64_t blocks = (n + kBlock - 1) / kBlock;
 #pragma omp parallel for schedule(static) if (blocks > 1)
   for (int64_t k = 0; k < blocks; ++k) {
@@ -87,7 +74,7 @@ void update_all(const Buffers& b, int64_t n, const StepConstants& c) {
 }
 
 template <DType kGrad>
-void dispatch_param16(const Buffers& b, DType param16_dtype, int64_t n, const StepConstants& c) {
+void dispatch_param16(const Buffers& b, DType param16_dtype, int64_t n, const AdamWConstants& c) {
   if (b.param16 == nullptr) return update_all<kGrad, false, DType::kF32>(b, n, c);
   switch (param16_dtype) {
     case DType::kBF16: return update_all<kGrad, true, DType::kBF16>(b, n, c);
@@ -108,7 +95,7 @@ void adamw_step_cpu(float* param, float* m, float* v, const void* grad, DType gr
   ZT_CHECK(param != nullptr && m != nullptr && v != nullptr && grad != nullptr,
            "adamw_step_cpu: null buffer for ", n, " elements");
   const Buffers b{param, m, v, grad, param16};
-  const StepConstants c = step_constants(hp);
+  const AdamWConstants c = adamw_constants(hp);
   switch (grad_dtype) {
     case DType::kF32: return dispatch_param16<DType::kF32>(b, param16_dtype, n, c);
     case DType::kBF16: return dispatch_param16<DType::kBF16>(b, param16_dtype, n, c);

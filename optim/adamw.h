@@ -18,6 +18,22 @@ struct AdamWStep {
   double grad_scale = 1.0;    // multiplies every gradient first (loss-scale undo, clip coefficient)
 };
 
+// The step's hyper-parameters, computed in double and rounded once to fp32: every per-element
+// operation is then fp32, as torch.optim.AdamW computes for fp32 parameters. The CPU and CUDA
+// AdamW both take their constants from here, so they feed the same bits into the same operations.
+struct AdamWConstants {
+  float grad_scale;
+  float beta1;
+  float one_minus_beta1;
+  float beta2;
+  float one_minus_beta2;
+  float decay;       // 1 - lr * weight_decay (decoupled weight decay)
+  float step_size;   // lr / (1 - beta1^step)
+  float bias2_sqrt;  // sqrt(1 - beta2^step)
+  float eps;
+};
+AdamWConstants adamw_constants(const AdamWStep& hp);
+
 // One AdamW update of n fp32 master values in place, with moments m and v (fp32, in place), from
 // gradients of any storage dtype:
 //   g = grad * grad_scale
