@@ -5,7 +5,9 @@
 // - Every pointer is device memory; shapes as in ops_cpu.h (N = batch * seq tokens, D = d_model,
 //   F = d_ff, H = heads, Dh = head dim, V = vocab). Row-major.
 // - `dt` is the storage dtype of activations, parameters and gradients: kBF16 or kF16. Arithmetic
-//   is fp32 (fp32 accumulation in GEMMs and reductions); every result is rounded once to dt.
+//   is fp32 (fp32 accumulation in GEMMs and reductions); every result is rounded once to dt,
+//   except that a GEMM adding into a 16-bit C (beta != 0: dw +=, dx +=) may round its product to
+//   dt before the add, as cuBLASLt's small-M kernels do.
 //   LayerNorm statistics, softmax log-sum-exp and losses are fp32.
 // - All work is queued on ctx.stream(); nothing synchronises the device. Scratch memory comes
 //   from the stream-ordered pool, so ops are safe to queue back to back.

@@ -1,1 +1,1216 @@
-// placeholder: being written
+// Fused causal self-attention on tensor cores (FlashAttention-2 style forward, deterministic
+// two-kernel backward) and a materialising fp32/fp64 reference kernel set used only by tests.
+//
+// Layout: q, k, v, out and their gradients are [B, T, H, Dh] (token-major; element (b, t, h, d)
+// at ((b*T + t)*H + h)*Dh + d); lse and D are [B, H, T] fp32.
+//
+// Tensor cores are used through PTX mma.sync.m16n8k16 (bf16/fp16 inputs, fp32 accumulate) with
+// operands loaded from shared memory by ldmatrix. Fragment layouts (PTX ISA, "Matrix Fragments
+// for mma.m16n8k16"), with g = lane / 4 and c = lane % 4:
+//   A 16x16 (row-major): a0 = (g, 2c..2c+1), a1 = (g+8, 2c..), a2 = (g, 8+2c..), a3 = (g+8, 8+2c..)
+//   B 16x8 (k x n):      b0 = (k 2c..2c+1, n g), b1 = (k 8+2c.., n g)
+//   C 16x8 fp32:         c0,c1 = (g, 2c..2c+1), c2,c3 = (g+8, 2c..2c+1)
+// So the C fragments of two neighbouring 8-column tiles are exactly the A fragment of one
+// 16-column k-step: P (or dS) goes from the score accumulators to the next MMA without leaving
+// registers.
+//
+// Shared-memory tiles are [rows][Dh + 8] 16-bit elements: the 16-byte row pad shifts consecutive
+// rows by 4 banks, so the 8 row addresses of every ldmatrix phase hit 8 distinct 4-bank groups.
+#include <cuda_bf16.h>
+#include <cuda_fp16.h>
+#include <cuda_runtime.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstdint>
+#include <initializer_list>
+
+#include "model/cuda/attention_tiles.cuh"
+#include "model/cuda/kernels_common.cuh"
+#include "model/ops_cuda.h"
+#include "runtime/cuda/cuda_check.h"
+#include "runtime/error.h"
+
+namespace zt::model::cuda {
+namespace {
+
+constexpr float kLog2e = 1.4426950408889634f;
+constexpr float kLn2 = 0.6931471805599453f;
+
+// ---------------------------------------------------------------------------------------------
+// PTX wrappers
+
+__device__ __forceinline__ uint32_t smem_address(const void* p) {
+  return static_cast<uint32_t>(__cvta_generic_to_shared(p));
+}
+
+// 16-byte global -> shared copy that bypasses L1; when !valid nothing is read and the 16 bytes
+// are zero-filled (rows past T, columns past head_dim). `src` must be a mapped address anyway.
+__device__ __forceinline__ void cp_async_16(void* dst, const void* src, bool valid) {
+  const int src_bytes = valid ? 16 : 0;
+  asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(smem_address(dst)), "l"(src),
+               "r"(src_bytes)
+               : "memory");
+}
+
+__device__ __forceinline__ void cp_async_4(void* dst, const void* src, bool valid) {
+  const int src_bytes = valid ? 4 : 0;
+  asm volatile("cp.async.ca.shared.global [%0], [%1], 4, %2;\n" ::"r"(smem_address(dst)), "l"(src),
+               "r"(src_bytes)
+               : "memory");
+}
+
+__device__ __forceinline__ void cp_async_commit() {
+  asm volatile("cp.async.commit_group;\n" ::: "memory");
+}
+
+// Waits until at most kPending of this thread's committed groups are still in flight. Other
+// threads' copies become visible only after a following __syncthreads().
+template <int kPending>
+__device__ __forceinline__ void cp_async_wait() {
+  asm volatile("cp.async.wait_group %0;\n" ::"n"(kPending) : "memory");
+}
+
+__device__ __forceinline__ void ldmatrix_x4(uint32_t (&r)[4], const void* p) {
+  asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0, %1, %2, %3}, [%4];\n"
+               : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
+               : "r"(smem_address(p))
+               : "memory");
+}
+
+__device__ __forceinline__ void ldmatrix_x4_trans(uint32_t (&r)[4], const void* p) {
+  asm volatile("ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {%0, %1, %2, %3}, [%4];\n"
+               : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
+               : "r"(smem_address(p))
+               : "memory");
+}
+
+// c += a * b for one 16x8x16 tile; fp32 accumulators.
+template <class Elem>
+__device__ __forceinline__ void mma_16816(float (&c)[4], const uint32_t (&a)[4], uint32_t b0,
+                                          uint32_t b1);
+
+template <>
+__device__ __forceinline__ void mma_16816<__nv_bfloat16>(float (&c)[4], const uint32_t (&a)[4],
+                                                         uint32_t b0, uint32_t b1) {
+  asm("mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0, %1, %2, %3}, {%4, %5, %6, %7}, "
+      "{%8, %9}, {%0, %1, %2, %3};\n"
+      : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
+      : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
+}
+
+template <>
+__device__ __forceinline__ void mma_16816<__half>(float (&c)[4], const uint32_t (&a)[4],
+                                                  uint32_t b0, uint32_t b1) {
+  asm("mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32 {%0, %1, %2, %3}, {%4, %5, %6, %7}, "
+      "{%8, %9}, {%0, %1, %2, %3};\n"
+      : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
+      : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
+}
+
+// Two floats rounded to nearest even into one register; `lo` is the lower column.
+template <class Elem>
+__device__ __forceinline__ uint32_t pack2(float lo, float hi);
+
+template <>
+__device__ __forceinline__ uint32_t pack2<__nv_bfloat16>(float lo, float hi) {
+  const __nv_bfloat162 v = __floats2bfloat162_rn(lo, hi);
+  return *reinterpret_cast<const uint32_t*>(&v);
+}
+
+template <>
+__device__ __forceinline__ uint32_t pack2<__half>(float lo, float hi) {
+  const __half2 v = __floats2half2_rn(lo, hi);
+  return *reinterpret_cast<const uint32_t*>(&v);
+}
+
+template <class Elem>
+__device__ __forceinline__ float to_float(Elem x);
+template <>
+__device__ __forceinline__ float to_float<__nv_bfloat16>(__nv_bfloat16 x) {
+  return __bfloat162float(x);
+}
+template <>
+__device__ __forceinline__ float to_float<__half>(__half x) {
+  return __half2float(x);
+}
+
+// 2^x; 2^-inf = 0. Max relative error about 2 ulp; results below 2^-126 flush to zero.
+__device__ __forceinline__ float exp2_approx(float x) {
+  float y;
+  asm("ex2.approx.ftz.f32 %0, %1;\n" : "=f"(y) : "f"(x));
+  return y;
+}
+
+// Reductions over the 4 lanes (c = 0..3) that hold one accumulator row; fixed order.
+__device__ __forceinline__ float quad_max(float x) {
+  x = fmaxf(x, __shfl_xor_sync(0xffffffffu, x, 1));
+  return fmaxf(x, __shfl_xor_sync(0xffffffffu, x, 2));
+}
+__device__ __forceinline__ float quad_sum(float x) {
+  x += __shfl_xor_sync(0xffffffffu, x, 1);
+  return x + __shfl_xor_sync(0xffffffffu, x, 2);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Tiles and fragments
+
+// Shared-memory row stride (elements) of a tile with kCols columns.
+template <int kCols>
+constexpr int padded_stride() {
+  return kCols + 8;
+}
+
+// Starts cp.async copies of a [kRows, kDh] tile of one head: global rows are tokens t0.. of
+// head (b, h) (`src` points at (b, t0, h, 0), consecutive tokens `row_stride` elements apart).
+// Rows >= rows_valid and columns >= head_dim are zero-filled, so padded columns add nothing to
+// dot products and padded rows contribute 0 * 0.
+template <int kRows, int kDh, int kThreads, class Elem>
+__device__ __forceinline__ void load_tile(Elem* dst, const Elem* src, int64_t row_stride,
+                                          int rows_valid, int head_dim) {
+  constexpr int kStride = padded_stride<kDh>();
+  constexpr int kChunksPerRow = kDh / 8;  // 16-byte chunks
+  constexpr int kChunks = kRows * kChunksPerRow;
+  static_assert(kChunks % kThreads == 0, "tile chunks must split evenly over the block");
+#pragma unroll
+  for (int i = 0; i < kChunks / kThreads; ++i) {
+    const int chunk = i * kThreads + int(threadIdx.x);
+    const int row = chunk / kChunksPerRow;
+    const int col = (chunk % kChunksPerRow) * 8;
+    const bool valid = row < rows_valid && col < head_dim;
+    const Elem* from = valid ? src + row * row_stride + col : src;
+    cp_async_16(dst + row * kStride + col, from, valid);
+  }
+}
+
+// Copies a [kRows, kDh] tile from shared memory (stride padded_stride<kDh>) to global rows
+// t0.. of one head with 16-byte stores; rows >= rows_valid and columns >= head_dim are skipped.
+// The calling threads are `lane_count` consecutive threads numbered by `lane`.
+template <int kRows, int kDh, int kLanes, class Elem>
+__device__ __forceinline__ void store_tile(Elem* dst, const Elem* src, int64_t row_stride,
+                                           int rows_valid, int head_dim, int lane) {
+  constexpr int kStride = padded_stride<kDh>();
+  constexpr int kChunksPerRow = kDh / 8;
+  constexpr int kChunks = kRows * kChunksPerRow;
+  static_assert(kChunks % kLanes == 0, "tile chunks must split evenly over the lanes");
+#pragma unroll
+  for (int i = 0; i < kChunks / kLanes; ++i) {
+    const int chunk = i * kLanes + lane;
+    const int row = chunk / kChunksPerRow;
+    const int col = (chunk % kChunksPerRow) * 8;
+    if (row < rows_valid && col < head_dim)
+      *reinterpret_cast<uint4*>(dst + row * row_stride + col) =
+          *reinterpret_cast<const uint4*>(src + row * kStride + col);
+  }
+}
+
+// A fragment of the 16x16 block at (row0, col0) of a row-major tile. ldmatrix matrix m (lanes
+// 8m..8m+7 give its row addresses) is a_m: rows +8 for m odd, columns +8 for m >= 2.
+template <int kStride, class Elem>
+__device__ __forceinline__ void load_a(uint32_t (&a)[4], const Elem* tile, int row0, int col0,
+                                       int lane) {
+  ldmatrix_x4(a, tile + (row0 + (lane % 16)) * kStride + col0 + (lane / 16) * 8);
+}
+
+// B fragments of two neighbouring n-tiles (n0..n0+7, n0+8..n0+15) of a 16-deep k-step at k0,
+// from a tile stored [n][k] (B^T row-major, e.g. K for Q K^T): b[0], b[1] for n-tile 0 and
+// b[2], b[3] for n-tile 1. Matrices: (n0, k0), (n0, k0+8), (n0+8, k0), (n0+8, k0+8).
+template <int kStride, class Elem>
+__device__ __forceinline__ void load_b_nk(uint32_t (&b)[4], const Elem* tile, int n0, int k0,
+                                          int lane) {
+  ldmatrix_x4(b, tile + (n0 + (lane % 8) + (lane / 16) * 8) * kStride + k0 + ((lane / 8) % 2) * 8);
+}
+
+// The same fragments from a tile stored [k][n] (B row-major, e.g. V for P V), transposed by
+// ldmatrix.trans. Matrices: (k0, n0), (k0+8, n0), (k0, n0+8), (k0+8, n0+8).
+template <int kStride, class Elem>
+__device__ __forceinline__ void load_b_kn(uint32_t (&b)[4], const Elem* tile, int k0, int n0,
+                                          int lane) {
+  ldmatrix_x4_trans(
+      b, tile + (k0 + (lane % 8) + ((lane / 8) % 2) * 8) * kStride + n0 + (lane / 16) * 8);
+}
+
+// The A fragment of k-step kk from C fragments c[2kk], c[2kk+1] (16 rows x 16 columns of P or
+// dS), rounded to the MMA's 16-bit type.
+template <class Elem, int kTiles>
+__device__ __forceinline__ void c_to_a(uint32_t (&a)[4], const float (&c)[kTiles][4], int kk) {
+  a[0] = pack2<Elem>(c[2 * kk][0], c[2 * kk][1]);
+  a[1] = pack2<Elem>(c[2 * kk][2], c[2 * kk][3]);
+  a[2] = pack2<Elem>(c[2 * kk + 1][0], c[2 * kk + 1][1]);
+  a[3] = pack2<Elem>(c[2 * kk + 1][2], c[2 * kk + 1][3]);
+}
+
+// Writes one warp's C fragments c[nt][*] (rows row0 + g, row0 + g + 8; columns col0 + 8 nt +
+// 2c..) to a row-major shared tile, scaled and rounded. Lanes of one store hit 4 g + c + const:
+// no bank conflicts with the padded stride.
+template <int kStride, int kTiles, class Elem>
+__device__ __forceinline__ void store_c(Elem* tile, const float (&c)[kTiles][4], int row0, int col0,
+                                        float scale, int lane) {
+  const int g = lane / 4, q = lane % 4;
+#pragma unroll
+  for (int nt = 0; nt < kTiles; ++nt) {
+    const int col = col0 + nt * 8 + 2 * q;
+    *reinterpret_cast<uint32_t*>(tile + (row0 + g) * kStride + col) =
+        pack2<Elem>(c[nt][0] * scale, c[nt][1] * scale);
+    *reinterpret_cast<uint32_t*>(tile + (row0 + g + 8) * kStride + col) =
+        pack2<Elem>(c[nt][2] * scale, c[nt][3] * scale);
+  }
+}
+
+// Offset of element (b, t, h, 0) of a [B, T, H, Dh] tensor.
+__device__ __forceinline__ int64_t token_offset(int b, int t, int h, int seq, int heads,
+                                                int head_dim) {
+  return ((int64_t(b) * seq + t) * heads + h) * int64_t(head_dim);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Forward: one block = 64 queries of one (b, h); 4 warps, each owning 16 query rows end to end
+// (scores, online softmax, output accumulator). Key/value tiles of 64 walk from 0 up to the
+// causal diagonal. Shared memory: Q, K, V tiles of [64][Dh + 8] (99 KiB at Dh = 256, two blocks
+// per SM). V_j is fetched while S = Q K_j^T and the softmax run; K_j+1 while O += P V_j runs.
+
+constexpr int kForwardThreads = 128;
+
+template <int kDh>
+constexpr int forward_smem_bytes() {
+  return 3 * kAttentionForwardBlockQ * padded_stride<kDh>() * 2;
+}
+
+template <class Elem, int kDh>
+__global__ void __launch_bounds__(kForwardThreads, 2)
+    attention_forward_kernel(const Elem* __restrict__ q, const Elem* __restrict__ k,
+                             const Elem* __restrict__ v, Elem* __restrict__ out,
+                             float* __restrict__ lse, int seq, int heads, int head_dim,
+                             float scale_log2) {
+  constexpr int kBlockQ = kAttentionForwardBlockQ;
+  constexpr int kBlockK = kAttentionForwardBlockK;
+  constexpr int kStride = padded_stride<kDh>();
+  constexpr int kScoreTiles = kBlockK / 8;  // 8-column accumulator tiles of S
+  constexpr int kOutTiles = kDh / 8;        // 8-column accumulator tiles of O
+  static_assert(kBlockQ == 16 * (kForwardThreads / 32), "one 16-row slab per warp");
+
+  extern __shared__ __align__(16) unsigned char smem_raw[];
+  Elem* s_q = reinterpret_cast<Elem*>(smem_raw);  // [kBlockQ][kStride]
+  Elem* s_k = s_q + kBlockQ * kStride;            // [kBlockK][kStride]
+  Elem* s_v = s_k + kBlockK * kStride;            // [kBlockK][kStride]
+
+  const int bh = blockIdx.x;
+  const int b = bh / heads, h = bh % heads;
+  // Heaviest (last) query tiles first: they have the most key tiles to walk.
+  const int q_tile = int(gridDim.y) - 1 - int(blockIdx.y);
+  const int q0 = q_tile * kBlockQ;
+  const int64_t row_stride = int64_t(heads) * head_dim;
+  const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
+  const int g = lane / 4, c = lane % 4;
+
+  // Keys 0 .. min(q0 + kBlockQ, seq) - 1 can be seen by some query of this tile.
+  const int key_end = min(q0 + kBlockQ, seq);
+  const int num_kv_tiles = (key_end + kBlockK - 1) / kBlockK;
+
+  load_tile<kBlockQ, kDh, kForwardThreads>(s_q, q + token_offset(b, q0, h, seq, heads, head_dim),
+                                           row_stride, seq - q0, head_dim);
+  // Token 0 of this head in k and v; tile j starts j * kBlockK rows further.
+  const int64_t head_off = token_offset(b, 0, h, seq, heads, head_dim);
+  const Elem* k_head = k + head_off;
+  const Elem* v_head = v + head_off;
+  load_tile<kBlockK, kDh, kForwardThreads>(s_k, k_head, row_stride, seq, head_dim);
+  cp_async_commit();
+
+  float acc_o[kOutTiles][4];
+#pragma unroll
+  for (int nt = 0; nt < kOutTiles; ++nt)
+#pragma unroll
+    for (int e = 0; e < 4; ++e) acc_o[nt][e] = 0.0f;
+  // Per accumulator row r (rows g and g + 8 of the warp's slab): running max of the log2-scaled
+  // scores, and this lane's share of the running sum of 2^(score - max) (reduced at the end).
+  float row_max[2] = {-INFINITY, -INFINITY};
+  float row_sum[2] = {0.0f, 0.0f};
+
+  for (int j = 0; j < num_kv_tiles; ++j) {
+    const int k0 = j * kBlockK;
+    // K_j (and Q) have landed; every warp is past P V_{j-1}, so s_v may be refilled.
+    cp_async_wait<0>();
+    __syncthreads();
+    load_tile<kBlockK, kDh, kForwardThreads>(s_v, v_head + k0 * row_stride, row_stride, seq - k0,
+                                             head_dim);
+    cp_async_commit();
+
+    // S = Q K_j^T for the warp's 16 rows: [16, kBlockK] in kScoreTiles fragments.
+    float s[kScoreTiles][4];
+#pragma unroll
+    for (int nt = 0; nt < kScoreTiles; ++nt)
+#pragma unroll
+      for (int e = 0; e < 4; ++e) s[nt][e] = 0.0f;
+#pragma unroll
+    for (int kk = 0; kk < kDh / 16; ++kk) {
+      uint32_t a[4];
+      load_a<kStride>(a, s_q, warp * 16, kk * 16, lane);
+#pragma unroll
+      for (int np = 0; np < kScoreTiles / 2; ++np) {
+        uint32_t bf[4];
+        load_b_nk<kStride>(bf, s_k, np * 16, kk * 16, lane);
+        mma_16816<Elem>(s[2 * np], a, bf[0], bf[1]);
+        mma_16816<Elem>(s[2 * np + 1], a, bf[2], bf[3]);
+      }
+    }
+
+    // Causal mask (key > query) and keys past the sequence; only tiles that reach the diagonal
+    // or the end need it.
+    if (k0 + kBlockK - 1 > q0 || k0 + kBlockK > seq) {
+#pragma unroll
+      for (int nt = 0; nt < kScoreTiles; ++nt) {
+#pragma unroll
+        for (int e = 0; e < 4; ++e) {
+          const int key = k0 + nt * 8 + 2 * c + (e & 1);
+          const int query = q0 + warp * 16 + g + (e >> 1) * 8;
+          if (key > query || key >= seq) s[nt][e] = -INFINITY;
+        }
+      }
+    }
+
+    // Online softmax in base 2: x = score * scale * log2(e).
+#pragma unroll
+    for (int r = 0; r < 2; ++r) {
+      float m = row_max[r];
+#pragma unroll
+      for (int nt = 0; nt < kScoreTiles; ++nt)
+        m = fmaxf(m, fmaxf(s[nt][2 * r], s[nt][2 * r + 1]) * scale_log2);
+      m = quad_max(m);
+      // A row with every key so far masked keeps max -inf; subtracting 0 keeps exp2 at 0
+      // instead of NaN (-inf - -inf).
+      const float m_use = m == -INFINITY ? 0.0f : m;
+      const float correction = exp2_approx(row_max[r] - m_use);
+      row_max[r] = m;
+      float sum = 0.0f;
+#pragma unroll
+      for (int nt = 0; nt < kScoreTiles; ++nt) {
+#pragma unroll
+        for (int e = 2 * r; e < 2 * r + 2; ++e) {
+          s[nt][e] = exp2_approx(fmaf(s[nt][e], scale_log2, -m_use));
+          sum += s[nt][e];
+        }
+      }
+      row_sum[r] = row_sum[r] * correction + sum;
+#pragma unroll
+      for (int nt = 0; nt < kOutTiles; ++nt) {
+        acc_o[nt][2 * r] *= correction;
+        acc_o[nt][2 * r + 1] *= correction;
+      }
+    }
+
+    // P rounded to the 16-bit type (as FlashAttention does) and packed into A fragments now:
+    // 16 registers instead of 32 stay live across the barrier below.
+    uint32_t pa[kBlockK / 16][4];
+#pragma unroll
+    for (int kk = 0; kk < kBlockK / 16; ++kk) c_to_a<Elem>(pa[kk], s, kk);
+
+    // V_j has landed; every warp is done reading s_k, so K_{j+1} may be fetched.
+    cp_async_wait<0>();
+    __syncthreads();
+    if (j + 1 < num_kv_tiles)
+      load_tile<kBlockK, kDh, kForwardThreads>(s_k, k_head + (k0 + kBlockK) * row_stride,
+                                               row_stride, seq - (k0 + kBlockK), head_dim);
+    cp_async_commit();
+
+    // O += P V_j.
+#pragma unroll
+    for (int kk = 0; kk < kBlockK / 16; ++kk) {
+#pragma unroll
+      for (int np = 0; np < kOutTiles / 2; ++np) {
+        uint32_t bf[4];
+        load_b_kn<kStride>(bf, s_v, kk * 16, np * 16, lane);
+        mma_16816<Elem>(acc_o[2 * np], pa[kk], bf[0], bf[1]);
+        mma_16816<Elem>(acc_o[2 * np + 1], pa[kk], bf[2], bf[3]);
+      }
+    }
+  }
+  cp_async_wait<0>();  // the last (empty) group, so no copy is pending at exit
+
+  // Normalise, save lse, and write O through the warp's own (no longer needed) rows of s_q so
+  // global stores are 16-byte and row-contiguous. Only this warp ever read those rows.
+  float inv_sum[2];
+#pragma unroll
+  for (int r = 0; r < 2; ++r) {
+    const float total = quad_sum(row_sum[r]);
+    inv_sum[r] = 1.0f / total;
+    const int query = q0 + warp * 16 + g + r * 8;
+    if (c == 0 && query < seq) lse[int64_t(bh) * seq + query] = (row_max[r] + log2f(total)) * kLn2;
+  }
+#pragma unroll
+  for (int nt = 0; nt < kOutTiles; ++nt) {
+    acc_o[nt][0] *= inv_sum[0];
+    acc_o[nt][1] *= inv_sum[0];
+    acc_o[nt][2] *= inv_sum[1];
+    acc_o[nt][3] *= inv_sum[1];
+  }
+  __syncwarp();
+  store_c<kStride>(s_q, acc_o, warp * 16, 0, 1.0f, lane);
+  __syncwarp();
+  store_tile<16, kDh, 32>(out + token_offset(b, q0 + warp * 16, h, seq, heads, head_dim),
+                          s_q + warp * 16 * kStride, row_stride, seq - (q0 + warp * 16), head_dim,
+                          lane);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Backward step 1: D[b, h, t] = dout[b, t, h, :] . out[b, t, h, :] in fp32 (one warp per row).
+
+constexpr int kRowDotThreads = 256;
+
+template <class Elem>
+__global__ void __launch_bounds__(kRowDotThreads)
+    attention_row_dot_kernel(const Elem* __restrict__ dout, const Elem* __restrict__ out,
+                             float* __restrict__ d, int64_t rows, int seq, int heads,
+                             int head_dim) {
+  const int64_t row = int64_t(blockIdx.x) * (kRowDotThreads / 32) + threadIdx.x / 32;
+  const int lane = threadIdx.x % 32;
+  if (row >= rows) return;  // whole warps leave together
+  const Elem* x = dout + row * head_dim;
+  const Elem* y = out + row * head_dim;
+  float sum = 0.0f;
+  for (int col = lane * 8; col < head_dim; col += 32 * 8) {
+    const uint4 xv = *reinterpret_cast<const uint4*>(x + col);
+    const uint4 yv = *reinterpret_cast<const uint4*>(y + col);
+    const Elem* xe = reinterpret_cast<const Elem*>(&xv);
+    const Elem* ye = reinterpret_cast<const Elem*>(&yv);
+#pragma unroll
+    for (int i = 0; i < 8; ++i) sum = fmaf(to_float(xe[i]), to_float(ye[i]), sum);
+  }
+#pragma unroll
+  for (int offset = 16; offset > 0; offset /= 2) sum += __shfl_xor_sync(0xffffffffu, sum, offset);
+  if (lane == 0) {
+    // row = (b * T + t) * H + h  ->  D index (b * H + h) * T + t
+    const int64_t h = row % heads;
+    const int64_t bt = row / heads;
+    const int64_t t = bt % seq, b = bt / seq;
+    d[(b * heads + h) * seq + t] = sum;
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Backward step 2: dK and dV. One block = 64 keys of one (b, h), 8 warps; it walks the 64-query
+// tiles from the diagonal to the end, so each dK/dV row is summed by one block in a fixed order.
+// Per query tile:
+//   phase 1 (warps as 4 key slabs of 16 x 2 query halves of 32):
+//     S^T = K Q^T, dP^T = V dO^T, P^T = exp(S^T scale - lse), dS^T = P^T (dP^T - D),
+//     written to shared memory as 16-bit [key][query] tiles;
+//   phase 2 (warps as 2 key halves of 32 x 4 column quarters of Dh/4):
+//     dV += P^T dO, dK += dS^T Q (scale applied once at the end).
+// Q, dO, lse and D are double-buffered: tile i+1 is fetched during tile i. Shared memory at
+// Dh = 256: K, V, 2 x Q, 2 x dO (6 x 33 KiB) + P^T, dS^T (2 x 9 KiB) + lse, D = 217 KiB.
+
+constexpr int kDkvThreads = 256;
+
+template <int kDh>
+constexpr int dkv_smem_bytes() {
+  return (2 * kAttentionDkvBlockK + 4 * kAttentionDkvBlockQ) * padded_stride<kDh>() * 2 +
+         2 * kAttentionDkvBlockK * padded_stride<kAttentionDkvBlockQ>() * 2 +
+         4 * kAttentionDkvBlockQ * 4;
+}
+
+template <class Elem, int kDh>
+__global__ void __launch_bounds__(kDkvThreads, 1)
+    attention_backward_dkv_kernel(const Elem* __restrict__ dout, const Elem* __restrict__ q,
+                                  const Elem* __restrict__ k, const Elem* __restrict__ v,
+                                  const float* __restrict__ lse, const float* __restrict__ dsum,
+                                  Elem* __restrict__ dk, Elem* __restrict__ dv, int seq, int heads,
+                                  int head_dim, float scale, float scale_log2) {
+  constexpr int kBlockK = kAttentionDkvBlockK;
+  constexpr int kBlockQ = kAttentionDkvBlockQ;
+  constexpr int kStride = padded_stride<kDh>();
+  constexpr int kPStride = padded_stride<kBlockQ>();
+  static_assert(kBlockK == 64 && kBlockQ == 64 && kDkvThreads == 256,
+                "the warp layouts below assume 64 x 64 tiles and 8 warps");
+  // Phase 1: warp tile 16 keys x 32 queries (4 accumulator tiles).
+  constexpr int kQTiles = 4;
+  // Phase 2: warp tile 32 keys x kDh/4 columns (2 row tiles x kDh/32 column tiles).
+  constexpr int kColsPerWarp = kDh / 4;
+  constexpr int kColTiles = kColsPerWarp / 8;
+  static_assert(kColTiles % 2 == 0, "column tiles are loaded in pairs");
+
+  extern __shared__ __align__(16) unsigned char smem_raw[];
+  Elem* s_k = reinterpret_cast<Elem*>(smem_raw);                       // [kBlockK][kStride]
+  Elem* s_v = s_k + kBlockK * kStride;                                 // [kBlockK][kStride]
+  Elem* s_q = s_v + kBlockK * kStride;                                 // [2][kBlockQ][kStride]
+  Elem* s_do = s_q + 2 * kBlockQ * kStride;                            // [2][kBlockQ][kStride]
+  Elem* s_p = s_do + 2 * kBlockQ * kStride;                            // P^T  [kBlockK][kPStride]
+  Elem* s_ds = s_p + kBlockK * kPStride;                               // dS^T [kBlockK][kPStride]
+  float* s_lse = reinterpret_cast<float*>(s_ds + kBlockK * kPStride);  // [2][kBlockQ]
+  float* s_d = s_lse + 2 * kBlockQ;                                    // [2][kBlockQ]
+
+  const int bh = blockIdx.x;
+  const int b = bh / heads, h = bh % heads;
+  const int k0 = blockIdx.y * kBlockK;  // key tile 0 (the most query tiles) is launched first
+  const int64_t row_stride = int64_t(heads) * head_dim;
+  const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
+  const int g = lane / 4, c = lane % 4;
+  const int tid = threadIdx.x;
+
+  // Query tiles that can see some key of this block: from the one holding query k0 to the end.
+  const int first_q_tile = k0 / kBlockQ;
+  const int num_q_tiles = (seq + kBlockQ - 1) / kBlockQ - first_q_tile;
+
+  auto load_query_tile = [&](int it, int buf) {
+    const int t0 = (first_q_tile + it) * kBlockQ;
+    const int64_t off = token_offset(b, t0, h, seq, heads, head_dim);
+    load_tile<kBlockQ, kDh, kDkvThreads>(s_q + buf * kBlockQ * kStride, q + off, row_stride,
+                                         seq - t0, head_dim);
+    load_tile<kBlockQ, kDh, kDkvThreads>(s_do + buf * kBlockQ * kStride, dout + off, row_stride,
+                                         seq - t0, head_dim);
+    if (tid < 2 * kBlockQ) {
+      const int r = tid % kBlockQ;
+      const bool valid = t0 + r < seq;
+      const float* src = (tid < kBlockQ ? lse : dsum) + int64_t(bh) * seq + (valid ? t0 + r : 0);
+      float* dst = (tid < kBlockQ ? s_lse : s_d) + buf * kBlockQ + r;
+      cp_async_4(dst, src, valid);
+    }
+  };
+
+  const int64_t key_off = token_offset(b, k0, h, seq, heads, head_dim);
+  load_tile<kBlockK, kDh, kDkvThreads>(s_k, k + key_off, row_stride, seq - k0, head_dim);
+  load_tile<kBlockK, kDh, kDkvThreads>(s_v, v + key_off, row_stride, seq - k0, head_dim);
+  load_query_tile(0, 0);
+  cp_async_commit();
+
+  float acc_dk[2][kColTiles][4], acc_dv[2][kColTiles][4];
+#pragma unroll
+  for (int mt = 0; mt < 2; ++mt)
+#pragma unroll
+    for (int nt = 0; nt < kColTiles; ++nt)
+#pragma unroll
+      for (int e = 0; e < 4; ++e) acc_dk[mt][nt][e] = acc_dv[mt][nt][e] = 0.0f;
+
+  // Phase 1 warp position: keys wm*16.., queries wn*32..
+  const int wm = warp % 4, wn = warp / 4;
+  // Phase 2 warp position: keys wk*32.., columns wd*kColsPerWarp..
+  const int wk = warp % 2, wd = warp / 2;
+
+  for (int it = 0; it < num_q_tiles; ++it) {
+    const int buf = it & 1;
+    const int q0 = (first_q_tile + it) * kBlockQ;
+    const Elem* s_qb = s_q + buf * kBlockQ * kStride;
+    const Elem* s_dob = s_do + buf * kBlockQ * kStride;
+    const float* s_lseb = s_lse + buf * kBlockQ;
+    const float* s_db = s_d + buf * kBlockQ;
+    // Tile `it` has landed; every warp is past phase 2 of it-1, so buffer buf^1 and s_p/s_ds
+    // are free.
+    cp_async_wait<0>();
+    __syncthreads();
+    if (it + 1 < num_q_tiles) load_query_tile(it + 1, buf ^ 1);
+    cp_async_commit();
+
+    // Phase 1: S^T and dP^T for 16 keys x 32 queries.
+    float st[kQTiles][4], dpt[kQTiles][4];
+#pragma unroll
+    for (int nt = 0; nt < kQTiles; ++nt)
+#pragma unroll
+      for (int e = 0; e < 4; ++e) st[nt][e] = dpt[nt][e] = 0.0f;
+#pragma unroll
+    for (int kk = 0; kk < kDh / 16; ++kk) {
+      uint32_t a_k[4], a_v[4];
+      load_a<kStride>(a_k, s_k, wm * 16, kk * 16, lane);
+      load_a<kStride>(a_v, s_v, wm * 16, kk * 16, lane);
+#pragma unroll
+      for (int np = 0; np < kQTiles / 2; ++np) {
+        uint32_t bf[4];
+        load_b_nk<kStride>(bf, s_qb, wn * 32 + np * 16, kk * 16, lane);
+        mma_16816<Elem>(st[2 * np], a_k, bf[0], bf[1]);
+        mma_16816<Elem>(st[2 * np + 1], a_k, bf[2], bf[3]);
+        load_b_nk<kStride>(bf, s_dob, wn * 32 + np * 16, kk * 16, lane);
+        mma_16816<Elem>(dpt[2 * np], a_v, bf[0], bf[1]);
+        mma_16816<Elem>(dpt[2 * np + 1], a_v, bf[2], bf[3]);
+      }
+    }
+    // P^T = 2^(S^T scale log2e - lse log2e) (0 where key > query or past the sequence), dS^T.
+    const bool need_mask = k0 + kBlockK - 1 > q0 || q0 + kBlockQ > seq || k0 + kBlockK > seq;
+#pragma unroll
+    for (int nt = 0; nt < kQTiles; ++nt) {
+      const int q_local = wn * 32 + nt * 8 + 2 * c;
+      float p[4], ds[4];
+#pragma unroll
+      for (int e = 0; e < 4; ++e) {
+        const int key = k0 + wm * 16 + g + (e >> 1) * 8;
+        const int ql = q_local + (e & 1);
+        const int query = q0 + ql;
+        const bool masked = need_mask && (key > query || query >= seq || key >= seq);
+        p[e] = masked ? 0.0f : exp2_approx(fmaf(st[nt][e], scale_log2, -s_lseb[ql] * kLog2e));
+        ds[e] = p[e] * (dpt[nt][e] - s_db[ql]);
+      }
+      const int row = wm * 16 + g;
+      *reinterpret_cast<uint32_t*>(s_p + row * kPStride + q_local) = pack2<Elem>(p[0], p[1]);
+      *reinterpret_cast<uint32_t*>(s_p + (row + 8) * kPStride + q_local) = pack2<Elem>(p[2], p[3]);
+      *reinterpret_cast<uint32_t*>(s_ds + row * kPStride + q_local) = pack2<Elem>(ds[0], ds[1]);
+      *reinterpret_cast<uint32_t*>(s_ds + (row + 8) * kPStride + q_local) =
+          pack2<Elem>(ds[2], ds[3]);
+    }
+    __syncthreads();  // P^T and dS^T complete
+
+    // Phase 2: dV += P^T dO, dK += dS^T Q over the 64 queries of the tile.
+#pragma unroll
+    for (int kk = 0; kk < kBlockQ / 16; ++kk) {
+      uint32_t a_p[2][4], a_ds[2][4];
+#pragma unroll
+      for (int mt = 0; mt < 2; ++mt) {
+        load_a<kPStride>(a_p[mt], s_p, wk * 32 + mt * 16, kk * 16, lane);
+        load_a<kPStride>(a_ds[mt], s_ds, wk * 32 + mt * 16, kk * 16, lane);
+      }
+#pragma unroll
+      for (int np = 0; np < kColTiles / 2; ++np) {
+        const int col0 = wd * kColsPerWarp + np * 16;
+        uint32_t bf[4];
+        load_b_kn<kStride>(bf, s_dob, kk * 16, col0, lane);
+#pragma unroll
+        for (int mt = 0; mt < 2; ++mt) {
+          mma_16816<Elem>(acc_dv[mt][2 * np], a_p[mt], bf[0], bf[1]);
+          mma_16816<Elem>(acc_dv[mt][2 * np + 1], a_p[mt], bf[2], bf[3]);
+        }
+        load_b_kn<kStride>(bf, s_qb, kk * 16, col0, lane);
+#pragma unroll
+        for (int mt = 0; mt < 2; ++mt) {
+          mma_16816<Elem>(acc_dk[mt][2 * np], a_ds[mt], bf[0], bf[1]);
+          mma_16816<Elem>(acc_dk[mt][2 * np + 1], a_ds[mt], bf[2], bf[3]);
+        }
+      }
+    }
+  }
+  cp_async_wait<0>();
+  // Every warp is past the loop: s_k and s_v (read only in phase 1) take dK and dV.
+  __syncthreads();
+#pragma unroll
+  for (int mt = 0; mt < 2; ++mt) {
+    store_c<kStride>(s_k, acc_dk[mt], wk * 32 + mt * 16, wd * kColsPerWarp, scale, lane);
+    store_c<kStride>(s_v, acc_dv[mt], wk * 32 + mt * 16, wd * kColsPerWarp, 1.0f, lane);
+  }
+  __syncthreads();
+  store_tile<kBlockK, kDh, kDkvThreads>(dk + key_off, s_k, row_stride, seq - k0, head_dim, tid);
+  store_tile<kBlockK, kDh, kDkvThreads>(dv + key_off, s_v, row_stride, seq - k0, head_dim, tid);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Backward step 3: dQ. One block = 64 queries of one (b, h); 4 warps of 16 query rows each (the
+// forward's layout); key tiles of 32 from 0 to the diagonal, so each dQ row is summed by one warp
+// in a fixed order. Per key tile: dP = dO V_j^T, S = Q K_j^T, P = exp(S scale - lse),
+// dS = P (dP - D), dQ += dS K_j (scale at the end). Shared memory at Dh = 256: Q, dO [64][264]
+// and K, V [32][264] = 99 KiB (two blocks per SM). V_{j+1} is fetched during S and dS K_j;
+// K_{j+1} during dO V_{j+1}^T.
+
+constexpr int kDqThreads = 128;
+
+template <int kDh>
+constexpr int dq_smem_bytes() {
+  return (2 * kAttentionDqBlockQ + 2 * kAttentionDqBlockK) * padded_stride<kDh>() * 2;
+}
+
+template <class Elem, int kDh>
+__global__ void __launch_bounds__(kDqThreads, 2)
+    attention_backward_dq_kernel(const Elem* __restrict__ dout, const Elem* __restrict__ q,
+                                 const Elem* __restrict__ k, const Elem* __restrict__ v,
+                                 const float* __restrict__ lse, const float* __restrict__ dsum,
+                                 Elem* __restrict__ dq, int seq, int heads, int head_dim,
+                                 float scale, float scale_log2) {
+  constexpr int kBlockQ = kAttentionDqBlockQ;
+  constexpr int kBlockK = kAttentionDqBlockK;
+  constexpr int kStride = padded_stride<kDh>();
+  constexpr int kScoreTiles = kBlockK / 8;
+  constexpr int kOutTiles = kDh / 8;
+  static_assert(kBlockQ == 16 * (kDqThreads / 32), "one 16-row slab per warp");
+
+  extern __shared__ __align__(16) unsigned char smem_raw[];
+  Elem* s_q = reinterpret_cast<Elem*>(smem_raw);  // [kBlockQ][kStride]
+  Elem* s_do = s_q + kBlockQ * kStride;           // [kBlockQ][kStride]
+  Elem* s_k = s_do + kBlockQ * kStride;           // [kBlockK][kStride]
+  Elem* s_v = s_k + kBlockK * kStride;            // [kBlockK][kStride]
+
+  const int bh = blockIdx.x;
+  const int b = bh / heads, h = bh % heads;
+  const int q_tile = int(gridDim.y) - 1 - int(blockIdx.y);  // heaviest first
+  const int q0 = q_tile * kBlockQ;
+  const int64_t row_stride = int64_t(heads) * head_dim;
+  const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
+  const int g = lane / 4, c = lane % 4;
+
+  const int key_end = min(q0 + kBlockQ, seq);
+  const int num_kv_tiles = (key_end + kBlockK - 1) / kBlockK;
+
+  // Groups: {Q, dO, V_0}, then {K_0}; per tile {V_j+1}, then {K_j+1}.
+  const int64_t q_off = token_offset(b, q0, h, seq, heads, head_dim);
+  load_tile<kBlockQ, kDh, kDqThreads>(s_q, q + q_off, row_stride, seq - q0, head_dim);
+  load_tile<kBlockQ, kDh, kDqThreads>(s_do, dout + q_off, row_stride, seq - q0, head_dim);
+  const int64_t kv0_off = token_offset(b, 0, h, seq, heads, head_dim);
+  load_tile<kBlockK, kDh, kDqThreads>(s_v, v + kv0_off, row_stride, seq, head_dim);
+  cp_async_commit();
+  load_tile<kBlockK, kDh, kDqThreads>(s_k, k + kv0_off, row_stride, seq, head_dim);
+  cp_async_commit();
+
+  // lse (log2-scaled) and D of the thread's two rows; rows past the sequence are masked below.
+  float row_lse2[2], row_d[2];
+#pragma unroll
+  for (int r = 0; r < 2; ++r) {
+    const int query = q0 + warp * 16 + g + r * 8;
+    const bool valid = query < seq;
+    row_lse2[r] = valid ? lse[int64_t(bh) * seq + query] * kLog2e : 0.0f;
+    row_d[r] = valid ? dsum[int64_t(bh) * seq + query] : 0.0f;
+  }
+
+  float acc_dq[kOutTiles][4];
+#pragma unroll
+  for (int nt = 0; nt < kOutTiles; ++nt)
+#pragma unroll
+    for (int e = 0; e < 4; ++e) acc_dq[nt][e] = 0.0f;
+
+  for (int j = 0; j < num_kv_tiles; ++j) {
+    const int k0 = j * kBlockK;
+    // All groups but the newest (K_j) are complete: V_j (and Q, dO) have landed.
+    cp_async_wait<1>();
+    __syncthreads();
+
+    float dp[kScoreTiles][4];
+#pragma unroll
+    for (int nt = 0; nt < kScoreTiles; ++nt)
+#pragma unroll
+      for (int e = 0; e < 4; ++e) dp[nt][e] = 0.0f;
+#pragma unroll
+    for (int kk = 0; kk < kDh / 16; ++kk) {
+      uint32_t a[4];
+      load_a<kStride>(a, s_do, warp * 16, kk * 16, lane);
+#pragma unroll
+      for (int np = 0; np < kScoreTiles / 2; ++np) {
+        uint32_t bf[4];
+        load_b_nk<kStride>(bf, s_v, np * 16, kk * 16, lane);
+        mma_16816<Elem>(dp[2 * np], a, bf[0], bf[1]);
+        mma_16816<Elem>(dp[2 * np + 1], a, bf[2], bf[3]);
+      }
+    }
+
+    // K_j has landed; every warp is done reading s_v, so V_{j+1} may be fetched.
+    cp_async_wait<0>();
+    __syncthreads();
+    if (j + 1 < num_kv_tiles)
+      load_tile<kBlockK, kDh, kDqThreads>(
+          s_v, v + token_offset(b, k0 + kBlockK, h, seq, heads, head_dim), row_stride,
+          seq - (k0 + kBlockK), head_dim);
+    cp_async_commit();
+
+    float s[kScoreTiles][4];
+#pragma unroll
+    for (int nt = 0; nt < kScoreTiles; ++nt)
+#pragma unroll
+      for (int e = 0; e < 4; ++e) s[nt][e] = 0.0f;
+#pragma unroll
+    for (int kk = 0; kk < kDh / 16; ++kk) {
+      uint32_t a[4];
+      load_a<kStride>(a, s_q, warp * 16, kk * 16, lane);
+#pragma unroll
+      for (int np = 0; np < kScoreTiles / 2; ++np) {
+        uint32_t bf[4];
+        load_b_nk<kStride>(bf, s_k, np * 16, kk * 16, lane);
+        mma_16816<Elem>(s[2 * np], a, bf[0], bf[1]);
+        mma_16816<Elem>(s[2 * np + 1], a, bf[2], bf[3]);
+      }
+    }
+
+    // dS = P (dP - D) into s; P is 0 where key > query or either is past the sequence.
+    const bool need_mask = k0 + kBlockK - 1 > q0 || k0 + kBlockK > seq || q0 + kBlockQ > seq;
+#pragma unroll
+    for (int nt = 0; nt < kScoreTiles; ++nt) {
+#pragma unroll
+      for (int e = 0; e < 4; ++e) {
+        const int key = k0 + nt * 8 + 2 * c + (e & 1);
+        const int query = q0 + warp * 16 + g + (e >> 1) * 8;
+        const bool masked = need_mask && (key > query || key >= seq || query >= seq);
+        const float p = masked ? 0.0f : exp2_approx(fmaf(s[nt][e], scale_log2, -row_lse2[e >> 1]));
+        s[nt][e] = p * (dp[nt][e] - row_d[e >> 1]);
+      }
+    }
+
+    // dQ += dS K_j (dS rounded to the 16-bit type).
+#pragma unroll
+    for (int kk = 0; kk < kBlockK / 16; ++kk) {
+      uint32_t a[4];
+      c_to_a<Elem>(a, s, kk);
+#pragma unroll
+      for (int np = 0; np < kOutTiles / 2; ++np) {
+        uint32_t bf[4];
+        load_b_kn<kStride>(bf, s_k, kk * 16, np * 16, lane);
+        mma_16816<Elem>(acc_dq[2 * np], a, bf[0], bf[1]);
+        mma_16816<Elem>(acc_dq[2 * np + 1], a, bf[2], bf[3]);
+      }
+    }
+
+    // Every warp is done reading s_k: K_{j+1} may be fetched.
+    __syncthreads();
+    if (j + 1 < num_kv_tiles)
+      load_tile<kBlockK, kDh, kDqThreads>(
+          s_k, k + token_offset(b, k0 + kBlockK, h, seq, heads, head_dim), row_stride,
+          seq - (k0 + kBlockK), head_dim);
+    cp_async_commit();
+  }
+  cp_async_wait<0>();
+
+  // The warp's own rows of s_q (read by no other warp) stage dQ for 16-byte stores.
+  __syncwarp();
+  store_c<kStride>(s_q, acc_dq, warp * 16, 0, scale, lane);
+  __syncwarp();
+  store_tile<16, kDh, 32>(dq + token_offset(b, q0 + warp * 16, h, seq, heads, head_dim),
+                          s_q + warp * 16 * kStride, row_stride, seq - (q0 + warp * 16), head_dim,
+                          lane);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Host side
+
+void check_arguments(const char* what, int64_t batch, int64_t seq, int64_t heads, int64_t head_dim,
+                     DType dt, std::initializer_list<const void*> pointers) {
+  ZT_CHECK(dt == DType::kBF16 || dt == DType::kF16, what, ": dtype must be bf16 or fp16, got ",
+           dtype_name(dt));
+  ZT_CHECK(batch >= 0 && seq >= 0 && heads >= 0, what, ": bad size batch=", batch, " seq=", seq,
+           " heads=", heads);
+  ZT_CHECK(head_dim > 0 && head_dim <= kAttentionMaxHeadDim && head_dim % 8 == 0, what,
+           ": head_dim must be a multiple of 8 in [8, ", kAttentionMaxHeadDim, "], got ", head_dim);
+  // Kernels index tokens and (b, h) pairs with int; global offsets are 64-bit.
+  ZT_CHECK(seq < (int64_t(1) << 31) - kAttentionForwardBlockQ &&
+               batch * heads < (int64_t(1) << 31) &&
+               (seq + kAttentionForwardBlockQ - 1) / kAttentionForwardBlockQ <= 65535,
+           what, ": sizes too large: batch=", batch, " seq=", seq, " heads=", heads);
+  // 16-byte vector loads and cp.async need 16-byte aligned rows.
+  for (const void* p : pointers)
+    ZT_CHECK(reinterpret_cast<uintptr_t>(p) % 16 == 0, what, ": pointers must be 16-byte aligned");
+}
+
+// The kernel width for a head dim: the next of 64, 128, 256 (narrower heads are zero-padded).
+int padded_head_dim(int64_t head_dim) { return head_dim <= 64 ? 64 : head_dim <= 128 ? 128 : 256; }
+
+template <class Kernel>
+void set_smem(Kernel kernel, int bytes) {
+  ZT_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, bytes));
+}
+
+template <class Elem, int kDh>
+void launch_forward(const CudaContext& ctx, const void* q, const void* k, const void* v, void* out,
+                    float* lse, int64_t batch, int64_t seq, int64_t heads, int64_t head_dim) {
+  constexpr int kSmem = forward_smem_bytes<kDh>();
+  auto kernel = attention_forward_kernel<Elem, kDh>;
+  set_smem(kernel, kSmem);
+  const dim3 grid(unsigned(batch * heads),
+                  unsigned((seq + kAttentionForwardBlockQ - 1) / kAttentionForwardBlockQ));
+  const float scale_log2 = float(kLog2e / std::sqrt(double(head_dim)));
+  kernel<<<grid, kForwardThreads, kSmem, ctx.stream()>>>(
+      static_cast<const Elem*>(q), static_cast<const Elem*>(k), static_cast<const Elem*>(v),
+      static_cast<Elem*>(out), lse, int(seq), int(heads), int(head_dim), scale_log2);
+  ZT_CUDA_CHECK(cudaGetLastError());
+}
+
+template <class Elem, int kDh>
+void launch_backward(const CudaContext& ctx, const void* dout, const void* q, const void* k,
+                     const void* v, const float* lse, const float* dsum, void* dq, void* dk,
+                     void* dv, int64_t batch, int64_t seq, int64_t heads, int64_t head_dim) {
+  const double scale = 1.0 / std::sqrt(double(head_dim));
+  const float scale_log2 = float(scale * kLog2e);
+  {
+    constexpr int kSmem = dkv_smem_bytes<kDh>();
+    auto kernel = attention_backward_dkv_kernel<Elem, kDh>;
+    set_smem(kernel, kSmem);
+    const dim3 grid(unsigned(batch * heads),
+                    unsigned((seq + kAttentionDkvBlockK - 1) / kAttentionDkvBlockK));
+    kernel<<<grid, kDkvThreads, kSmem, ctx.stream()>>>(
+        static_cast<const Elem*>(dout), static_cast<const Elem*>(q), static_cast<const Elem*>(k),
+        static_cast<const Elem*>(v), lse, dsum, static_cast<Elem*>(dk), static_cast<Elem*>(dv),
+        int(seq), int(heads), int(head_dim), float(scale), scale_log2);
+    ZT_CUDA_CHECK(cudaGetLastError());
+  }
+  {
+    constexpr int kSmem = dq_smem_bytes<kDh>();
+    auto kernel = attention_backward_dq_kernel<Elem, kDh>;
+    set_smem(kernel, kSmem);
+    const dim3 grid(unsigned(batch * heads),
+                    unsigned((seq + kAttentionDqBlockQ - 1) / kAttentionDqBlockQ));
+    kernel<<<grid, kDqThreads, kSmem, ctx.stream()>>>(
+        static_cast<const Elem*>(dout), static_cast<const Elem*>(q), static_cast<const Elem*>(k),
+        static_cast<const Elem*>(v), lse, dsum, static_cast<Elem*>(dq), int(seq), int(heads),
+        int(head_dim), float(scale), scale_log2);
+    ZT_CUDA_CHECK(cudaGetLastError());
+  }
+}
+
+template <class Elem>
+void dispatch_forward(const CudaContext& ctx, const void* q, const void* k, const void* v,
+                      void* out, float* lse, int64_t batch, int64_t seq, int64_t heads,
+                      int64_t head_dim) {
+  switch (padded_head_dim(head_dim)) {
+    case 64: launch_forward<Elem, 64>(ctx, q, k, v, out, lse, batch, seq, heads, head_dim); break;
+    case 128: launch_forward<Elem, 128>(ctx, q, k, v, out, lse, batch, seq, heads, head_dim); break;
+    default: launch_forward<Elem, 256>(ctx, q, k, v, out, lse, batch, seq, heads, head_dim); break;
+  }
+}
+
+template <class Elem>
+void dispatch_backward(const CudaContext& ctx, const void* dout, const void* q, const void* k,
+                       const void* v, const float* lse, const float* dsum, void* dq, void* dk,
+                       void* dv, int64_t batch, int64_t seq, int64_t heads, int64_t head_dim) {
+  switch (padded_head_dim(head_dim)) {
+    case 64:
+      launch_backward<Elem, 64>(ctx, dout, q, k, v, lse, dsum, dq, dk, dv, batch, seq, heads,
+                                head_dim);
+      break;
+    case 128:
+      launch_backward<Elem, 128>(ctx, dout, q, k, v, lse, dsum, dq, dk, dv, batch, seq, heads,
+                                 head_dim);
+      break;
+    default:
+      launch_backward<Elem, 256>(ctx, dout, q, k, v, lse, dsum, dq, dk, dv, batch, seq, heads,
+                                 head_dim);
+      break;
+  }
+}
+
+}  // namespace
+
+void attention_forward(const CudaContext& ctx, const void* q, const void* k, const void* v,
+                       void* out, float* lse, int64_t batch, int64_t seq, int64_t heads,
+                       int64_t head_dim, DType dt) {
+  check_arguments("attention_forward", batch, seq, heads, head_dim, dt, {q, k, v, out});
+  if (batch == 0 || seq == 0 || heads == 0) return;
+  ZT_CUDA_CHECK(cudaSetDevice(ctx.device()));
+  if (dt == DType::kBF16)
+    dispatch_forward<__nv_bfloat16>(ctx, q, k, v, out, lse, batch, seq, heads, head_dim);
+  else
+    dispatch_forward<__half>(ctx, q, k, v, out, lse, batch, seq, heads, head_dim);
+}
+
+void attention_backward(const CudaContext& ctx, const void* dout, const void* q, const void* k,
+                        const void* v, const void* out, const float* lse, void* dq, void* dk,
+                        void* dv, int64_t batch, int64_t seq, int64_t heads, int64_t head_dim,
+                        DType dt) {
+  check_arguments("attention_backward", batch, seq, heads, head_dim, dt,
+                  {dout, q, k, v, out, dq, dk, dv});
+  if (batch == 0 || seq == 0 || heads == 0) return;
+  ZT_CUDA_CHECK(cudaSetDevice(ctx.device()));
+  // D = rowsum(dout * out): [B, H, T] fp32 scratch from the stream-ordered pool.
+  const int64_t rows = batch * seq * heads;
+  detail::StreamScratch dsum_scratch(ctx.stream(), size_t(rows) * sizeof(float));
+  float* dsum = dsum_scratch.at<float>(0);
+  const unsigned row_blocks = unsigned((rows + kRowDotThreads / 32 - 1) / (kRowDotThreads / 32));
+  if (dt == DType::kBF16) {
+    attention_row_dot_kernel<__nv_bfloat16><<<row_blocks, kRowDotThreads, 0, ctx.stream()>>>(
+        static_cast<const __nv_bfloat16*>(dout), static_cast<const __nv_bfloat16*>(out), dsum, rows,
+        int(seq), int(heads), int(head_dim));
+    ZT_CUDA_CHECK(cudaGetLastError());
+    dispatch_backward<__nv_bfloat16>(ctx, dout, q, k, v, lse, dsum, dq, dk, dv, batch, seq, heads,
+                                     head_dim);
+  } else {
+    attention_row_dot_kernel<__half><<<row_blocks, kRowDotThreads, 0, ctx.stream()>>>(
+        static_cast<const __half*>(dout), static_cast<const __half*>(out), dsum, rows, int(seq),
+        int(heads), int(head_dim));
+    ZT_CUDA_CHECK(cudaGetLastError());
+    dispatch_backward<__half>(ctx, dout, q, k, v, lse, dsum, dq, dk, dv, batch, seq, heads,
+                              head_dim);
+  }
+}
+
+// =============================================================================================
+// Materialising reference (tests only): plain kernels, [B, H, T, T] fp32 matrices in global
+// memory, fp64 accumulation.
+
+namespace {
+
+constexpr int kRefTile = 16;
+
+__device__ __forceinline__ double load_elem(const void* p, DType dt, int64_t i) {
+  return load_as_double(p, dt, size_t(i));
+}
+
+// m[bh, i, j] = scale * x_i . y_j for j <= i, `fill` above the diagonal. x, y: [B, T, H, Dh].
+// Block (16, 16): a 16 x 16 tile of (i, j); x and y chunks staged in shared memory.
+__global__ void ref_scores_kernel(const void* x, const void* y, DType dt, float* m, int seq,
+                                  int heads, int head_dim, double scale, float fill) {
+  __shared__ double xs[kRefTile][kRefTile + 1];
+  __shared__ double ys[kRefTile][kRefTile + 1];
+  const int bh = blockIdx.z;
+  const int b = bh / heads, h = bh % heads;
+  const int i0 = blockIdx.y * kRefTile, j0 = blockIdx.x * kRefTile;
+  const int tx = threadIdx.x, ty = threadIdx.y;
+  const int i = i0 + ty, j = j0 + tx;
+  double acc = 0.0;
+  if (j0 <= i0 + kRefTile - 1) {  // the tile touches the causal triangle (uniform per block)
+    for (int d0 = 0; d0 < head_dim; d0 += kRefTile) {
+      const int d = d0 + tx;
+      // Row ty of each staged chunk: x[i0 + ty, d0 + tx], y[j0 + ty, d0 + tx].
+      xs[ty][tx] = (i0 + ty < seq && d < head_dim)
+                       ? load_elem(x, dt, token_offset(b, i0 + ty, h, seq, heads, head_dim) + d)
+                       : 0.0;
+      ys[ty][tx] = (j0 + ty < seq && d < head_dim)
+                       ? load_elem(y, dt, token_offset(b, j0 + ty, h, seq, heads, head_dim) + d)
+                       : 0.0;
+      __syncthreads();
+      for (int dd = 0; dd < kRefTile; ++dd) acc += xs[ty][dd] * ys[tx][dd];
+      __syncthreads();
+    }
+  }
+  if (i < seq && j < seq) m[(int64_t(bh) * seq + i) * seq + j] = j <= i ? float(acc * scale) : fill;
+}
+
+// Block-wide sum (blockDim.x = 256) in a fixed order; all threads get the result.
+__device__ double block_sum(double x, double* scratch) {
+  scratch[threadIdx.x] = x;
+  __syncthreads();
+  for (int s = blockDim.x / 2; s > 0; s /= 2) {
+    if (int(threadIdx.x) < s) scratch[threadIdx.x] += scratch[threadIdx.x + s];
+    __syncthreads();
+  }
+  const double r = scratch[0];
+  __syncthreads();
+  return r;
+}
+
+__device__ double block_max(double x, double* scratch) {
+  scratch[threadIdx.x] = x;
+  __syncthreads();
+  for (int s = blockDim.x / 2; s > 0; s /= 2) {
+    if (int(threadIdx.x) < s)
+      scratch[threadIdx.x] = fmax(scratch[threadIdx.x], scratch[threadIdx.x + s]);
+    __syncthreads();
+  }
+  const double r = scratch[0];
+  __syncthreads();
+  return r;
+}
+
+// One block per row (bh, i): scores -> probabilities in place (0 above the diagonal), and
+// lse[bh, i] = max + log(sum exp(score - max)).
+__global__ void ref_softmax_kernel(float* m, float* lse, int seq) {
+  __shared__ double scratch[256];
+  const int64_t row = blockIdx.x;  // bh * seq + i
+  const int i = int(row % seq);
+  float* r = m + row * seq;
+  double mx = -INFINITY;
+  for (int j = threadIdx.x; j <= i; j += blockDim.x) mx = fmax(mx, double(r[j]));
+  mx = block_max(mx, scratch);
+  double sum = 0.0;
+  for (int j = threadIdx.x; j <= i; j += blockDim.x) sum += exp(double(r[j]) - mx);
+  sum = block_sum(sum, scratch);
+  for (int j = threadIdx.x; j < seq; j += blockDim.x)
+    r[j] = j <= i ? float(exp(double(r[j]) - mx) / sum) : 0.0f;
+  if (threadIdx.x == 0 && lse != nullptr) lse[row] = float(mx + log(sum));
+}
+
+// One block per row: D = sum_j P_ij dP_ij; dP -> dS = P (dP - D) in place.
+__global__ void ref_ds_kernel(const float* p, float* dp, int seq) {
+  __shared__ double scratch[256];
+  const int64_t row = blockIdx.x;
+  const int i = int(row % seq);
+  const float* pr = p + row * seq;
+  float* dr = dp + row * seq;
+  double sum = 0.0;
+  for (int j = threadIdx.x; j <= i; j += blockDim.x) sum += double(pr[j]) * double(dr[j]);
+  sum = block_sum(sum, scratch);
+  for (int j = threadIdx.x; j < seq; j += blockDim.x)
+    dr[j] = j <= i ? float(double(pr[j]) * (double(dr[j]) - sum)) : 0.0f;
+}
+
+// One thread per output element (b, t, h, d); out is [B, T, H, Dh] fp32.
+//   by_row:  out[b, i, h, d] = scale sum_{j <= i} f(M[bh, i, j]) g(x[b, j, h, d])
+//   !by_row: out[b, j, h, d] = scale sum_{i >= j} f(M[bh, i, j]) g(x[b, i, h, d])
+// with f, g the identity or |.| (abs_m, abs_x).
+__global__ void ref_apply_kernel(const float* m, const void* x, DType dt, float* out, int batch,
+                                 int seq, int heads, int head_dim, double scale, bool by_row,
+                                 bool abs_m, bool abs_x) {
+  const int64_t idx = int64_t(blockIdx.x) * blockDim.x + threadIdx.x;
+  const int64_t total = int64_t(batch) * seq * heads * head_dim;
+  if (idx >= total) return;
+  const int d = int(idx % head_dim);
+  const int h = int((idx / head_dim) % heads);
+  const int t = int((idx / (int64_t(head_dim) * heads)) % seq);
+  const int b = int(idx / (int64_t(head_dim) * heads * seq));
+  const int64_t bh = int64_t(b) * heads + h;
+  const float* mat = m + bh * seq * seq;
+  double acc = 0.0;
+  const int lo = by_row ? 0 : t;
+  const int hi = by_row ? t : seq - 1;
+  for (int s = lo; s <= hi; ++s) {
+    double mv = by_row ? mat[int64_t(t) * seq + s] : mat[int64_t(s) * seq + t];
+    double xv = load_elem(x, dt, token_offset(b, s, h, seq, heads, head_dim) + d);
+    if (abs_m) mv = fabs(mv);
+    if (abs_x) xv = fabs(xv);
+    acc += mv * xv;
+  }
+  out[idx] = float(acc * scale);
+}
+
+// P [B, H, T, T] from q, k (and lse when asked).
+void ref_probs(const CudaContext& ctx, const void* q, const void* k, float* p, float* lse,
+               int64_t batch, int64_t seq, int64_t heads, int64_t head_dim, DType dt) {
+  const double scale = 1.0 / std::sqrt(double(head_dim));
+  const unsigned tiles = unsigned((seq + kRefTile - 1) / kRefTile);
+  ref_scores_kernel<<<dim3(tiles, tiles, unsigned(batch * heads)), dim3(kRefTile, kRefTile), 0,
+                      ctx.stream()>>>(q, k, dt, p, int(seq), int(heads), int(head_dim), scale,
+                                      -INFINITY);
+  ZT_CUDA_CHECK(cudaGetLastError());
+  ref_softmax_kernel<<<unsigned(batch * heads * seq), 256, 0, ctx.stream()>>>(p, lse, int(seq));
+  ZT_CUDA_CHECK(cudaGetLastError());
+}
+
+void ref_apply(const CudaContext& ctx, const float* m, const void* x, DType dt, float* out,
+               int64_t batch, int64_t seq, int64_t heads, int64_t head_dim, double scale,
+               bool by_row, bool abs_m, bool abs_x) {
+  const int64_t total = batch * seq * heads * head_dim;
+  ref_apply_kernel<<<unsigned((total + 255) / 256), 256, 0, ctx.stream()>>>(
+      m, x, dt, out, int(batch), int(seq), int(heads), int(head_dim), scale, by_row, abs_m, abs_x);
+  ZT_CUDA_CHECK(cudaGetLastError());
+}
+
+}  // namespace
+
+void attention_reference_forward(const CudaContext& ctx, const void* q, const void* k,
+                                 const void* v, float* out, float* lse, float* out_abs,
+                                 int64_t batch, int64_t seq, int64_t heads, int64_t head_dim,
+                                 DType dt) {
+  check_arguments("attention_reference_forward", batch, seq, heads, head_dim, dt, {});
+  if (batch == 0 || seq == 0 || heads == 0) return;
+  ZT_CUDA_CHECK(cudaSetDevice(ctx.device()));
+  detail::StreamScratch p(ctx.stream(), size_t(batch * heads * seq * seq) * sizeof(float));
+  float* probs = p.at<float>(0);
+  ref_probs(ctx, q, k, probs, lse, batch, seq, heads, head_dim, dt);
+  ref_apply(ctx, probs, v, dt, out, batch, seq, heads, head_dim, 1.0, true, false, false);
+  if (out_abs != nullptr)
+    ref_apply(ctx, probs, v, dt, out_abs, batch, seq, heads, head_dim, 1.0, true, false, true);
+}
+
+void attention_reference_backward(const CudaContext& ctx, const void* dout, const void* q,
+                                  const void* k, const void* v, float* dq, float* dk, float* dv,
+                                  const AttentionReferenceAbs* abs, int64_t batch, int64_t seq,
+                                  int64_t heads, int64_t head_dim, DType dt) {
+  check_arguments("attention_reference_backward", batch, seq, heads, head_dim, dt, {});
+  if (batch == 0 || seq == 0 || heads == 0) return;
+  ZT_CUDA_CHECK(cudaSetDevice(ctx.device()));
+  const double scale = 1.0 / std::sqrt(double(head_dim));
+  const size_t matrix_bytes = size_t(batch * heads * seq * seq) * sizeof(float);
+  detail::StreamScratch p_scratch(ctx.stream(), matrix_bytes);
+  detail::StreamScratch ds_scratch(ctx.stream(), matrix_bytes);
+  float* p = p_scratch.at<float>(0);
+  float* ds = ds_scratch.at<float>(0);
+  ref_probs(ctx, q, k, p, nullptr, batch, seq, heads, head_dim, dt);
+  // dP = dout v^T (lower triangle), then dS = P (dP - D) in place.
+  const unsigned tiles = unsigned((seq + kRefTile - 1) / kRefTile);
+  ref_scores_kernel<<<dim3(tiles, tiles, unsigned(batch * heads)), dim3(kRefTile, kRefTile), 0,
+                      ctx.stream()>>>(dout, v, dt, ds, int(seq), int(heads), int(head_dim), 1.0,
+                                      0.0f);
+  ZT_CUDA_CHECK(cudaGetLastError());
+  const unsigned rows = unsigned(batch * heads * seq);
+  ref_ds_kernel<<<rows, 256, 0, ctx.stream()>>>(p, ds, int(seq));
+  ZT_CUDA_CHECK(cudaGetLastError());
+  ref_apply(ctx, ds, k, dt, dq, batch, seq, heads, head_dim, scale, true, false, false);
+  ref_apply(ctx, ds, q, dt, dk, batch, seq, heads, head_dim, scale, false, false, false);
+  ref_apply(ctx, p, dout, dt, dv, batch, seq, heads, head_dim, 1.0, false, false, false);
+  if (abs == nullptr) return;
+  if (abs->dq_pabs != nullptr)
+    ref_apply(ctx, p, k, dt, abs->dq_pabs, batch, seq, heads, head_dim, scale, true, false, true);
+  if (abs->dk_pabs != nullptr)
+    ref_apply(ctx, p, q, dt, abs->dk_pabs, batch, seq, heads, head_dim, scale, false, false, true);
+  if (abs->dv_abs != nullptr)
+    ref_apply(ctx, p, dout, dt, abs->dv_abs, batch, seq, heads, head_dim, 1.0, false, false, true);
+  if (abs->dq_abs != nullptr)
+    ref_apply(ctx, ds, k, dt, abs->dq_abs, batch, seq, heads, head_dim, scale, true, true, true);
+  if (abs->dk_abs != nullptr)
+    ref_apply(ctx, ds, q, dt, abs->dk_abs, batch, seq, heads, head_dim, scale, false, true, true);
+}
+
+}  // namespace zt::model::cuda

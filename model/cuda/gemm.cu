@@ -1,1 +1,334 @@
-// placeholder: being written
+// gemm and the shared matmul on cuBLASLt: row-major C = alpha op(A) op(B) + beta C (+ epilogue)
+// mapped onto column-major cuBLASLt, with one cached plan (descriptors, layouts, algorithm) per
+// shape, dtype, epilogue and pointer alignment.
+#include <cublasLt.h>
+#include <cuda_runtime.h>
+
+#include <compare>
+#include <cstdint>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <type_traits>
+
+#include "model/cuda/kernels_common.cuh"
+#include "model/ops_cuda.h"
+#include "runtime/cuda/cuda_check.h"
+#include "runtime/error.h"
+
+namespace zt::model::cuda {
+namespace detail {
+namespace {
+
+cudaDataType_t cuda_data_type(DType dt) {
+  switch (dt) {
+    case DType::kBF16:
+      return CUDA_R_16BF;
+    case DType::kF16:
+      return CUDA_R_16F;
+    case DType::kF32:
+      return CUDA_R_32F;
+    default:
+      ZT_FAIL("matmul: dtype ", dtype_name(dt), " is not supported");
+  }
+}
+
+// The alignment cuBLASLt is told a pointer has: the largest power of two dividing the address,
+// capped at 16 bytes. The cap makes every 16-byte aligned pointer (all of the engine's buffers)
+// get the same plan, hence the same algorithm and the same bits wherever a buffer happens to lie:
+// activation recompute reproduces the forward's bits. 16 bytes is what Hopper's TMA kernels need.
+constexpr uint32_t kAlignmentCap = 16;
+uint32_t pointer_alignment(const void* p) {
+  const uintptr_t address = reinterpret_cast<uintptr_t>(p);
+  uint32_t alignment = 1;
+  while (alignment < kAlignmentCap && (address & (uintptr_t(alignment) * 2 - 1)) == 0)
+    alignment *= 2;
+  return alignment;
+}
+
+// Everything the algorithm choice depends on. Pointer values are not part of it (they change every
+// call), only their alignments: cuBLASLt's heuristic picks kernels that need the alignment it is
+// told, so a plan made for 16-byte aligned pointers must not run on 4-byte aligned ones.
+struct PlanKey {
+  int device;
+  bool trans_a, trans_b;
+  int64_t m, n, k, lda, ldb, ldc;
+  DType ab_dtype, c_dtype;
+  Epilogue epilogue;
+  int64_t aux_ld;
+  uint32_t align_a, align_b, align_c, align_bias, align_aux;
+  size_t workspace_bytes;
+  auto operator<=>(const PlanKey&) const = default;
+};
+
+// cuBLASLt objects of one problem. The matmul descriptor's bias/aux pointers are set per call.
+// `found` is false when cuBLASLt has no algorithm for it (kept, so the heuristic is asked once).
+struct MatmulPlan {
+  cublasLtMatmulDesc_t desc = nullptr;
+  cublasLtMatrixLayout_t layout_a = nullptr;  // cuBLASLt's A = our B
+  cublasLtMatrixLayout_t layout_b = nullptr;  // cuBLASLt's B = our A
+  cublasLtMatrixLayout_t layout_c = nullptr;  // C and D (in place)
+  cublasLtMatmulAlgo_t algo{};
+  bool found = false;
+  cublasStatus_t heuristic_status = CUBLAS_STATUS_SUCCESS;
+
+  MatmulPlan() = default;
+  MatmulPlan(const MatmulPlan&) = delete;
+  MatmulPlan& operator=(const MatmulPlan&) = delete;
+  ~MatmulPlan() {
+    if (layout_c != nullptr) cublasLtMatrixLayoutDestroy(layout_c);
+    if (layout_b != nullptr) cublasLtMatrixLayoutDestroy(layout_b);
+    if (layout_a != nullptr) cublasLtMatrixLayoutDestroy(layout_a);
+    if (desc != nullptr) cublasLtMatmulDescDestroy(desc);
+  }
+};
+
+struct PreferenceDeleter {
+  void operator()(cublasLtMatmulPreferenceOpaque_t* pref) const {
+    cublasLtMatmulPreferenceDestroy(pref);
+  }
+};
+
+// Plans for the life of the process. Deliberately never destroyed: a static destructor would run
+// after the CUDA libraries may have been torn down at exit. Shapes in training repeat, so the map
+// holds a few dozen entries.
+struct PlanCache {
+  std::mutex mutex;
+  std::map<PlanKey, std::unique_ptr<MatmulPlan>> plans;
+};
+PlanCache& plan_cache() {
+  static PlanCache* cache = new PlanCache;
+  return *cache;
+}
+
+template <class V>
+void set_desc(cublasLtMatmulDesc_t desc, cublasLtMatmulDescAttributes_t attribute, const V& value) {
+  ZT_CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(desc, attribute, &value, sizeof(value)));
+}
+
+template <class V>
+void set_pref(cublasLtMatmulPreference_t pref, cublasLtMatmulPreferenceAttributes_t attribute,
+              const V& value) {
+  ZT_CUBLAS_CHECK(cublasLtMatmulPreferenceSetAttribute(pref, attribute, &value, sizeof(value)));
+}
+
+cublasLtEpilogue_t lt_epilogue(Epilogue e) {
+  switch (e) {
+    case Epilogue::kNone:
+      return CUBLASLT_EPILOGUE_DEFAULT;
+    case Epilogue::kBias:
+      return CUBLASLT_EPILOGUE_BIAS;
+    case Epilogue::kGeluAux:
+      return CUBLASLT_EPILOGUE_GELU_AUX;
+    case Epilogue::kGeluAuxBias:
+      return CUBLASLT_EPILOGUE_GELU_AUX_BIAS;
+  }
+  return CUBLASLT_EPILOGUE_DEFAULT;
+}
+
+bool has_bias(Epilogue e) { return e == Epilogue::kBias || e == Epilogue::kGeluAuxBias; }
+bool has_aux(Epilogue e) { return e == Epilogue::kGeluAux || e == Epilogue::kGeluAuxBias; }
+
+// Row-major C[M, N] is the column-major matrix C^T [N, M] with the same leading dimension, and
+// C^T = op(B)^T op(A)^T. So cuBLASLt runs m' = N, n' = M, k' = K with its A = our B and its B = our
+// A, each transposed exactly when ours is:
+//   our B [K, N] row-major (ldb)         = column-major [N, K]: op N;  trans_b: [K, N], op T
+//   our A [M, K] row-major (lda)         = column-major [K, M]: op N;  trans_a: [M, K], op T
+std::unique_ptr<MatmulPlan> make_plan(const CudaContext& ctx, const MatmulArgs& args,
+                                      const PlanKey& key) {
+  auto plan = std::make_unique<MatmulPlan>();
+  const cudaDataType_t ab_type = cuda_data_type(args.ab_dtype);
+  const cudaDataType_t c_type = cuda_data_type(args.c_dtype);
+  ZT_CUBLAS_CHECK(cublasLtMatmulDescCreate(&plan->desc, CUBLAS_COMPUTE_32F, CUDA_R_32F));
+  const cublasOperation_t op_a = args.trans_b ? CUBLAS_OP_T : CUBLAS_OP_N;
+  const cublasOperation_t op_b = args.trans_a ? CUBLAS_OP_T : CUBLAS_OP_N;
+  set_desc(plan->desc, CUBLASLT_MATMUL_DESC_TRANSA, int32_t(op_a));
+  set_desc(plan->desc, CUBLASLT_MATMUL_DESC_TRANSB, int32_t(op_b));
+  set_desc(plan->desc, CUBLASLT_MATMUL_DESC_EPILOGUE, uint32_t(lt_epilogue(args.epilogue)));
+  // The heuristic reads these pointers' alignment, so they are set before it runs.
+  if (has_bias(args.epilogue)) set_desc(plan->desc, CUBLASLT_MATMUL_DESC_BIAS_POINTER, args.bias);
+  if (has_aux(args.epilogue)) {
+    set_desc(plan->desc, CUBLASLT_MATMUL_DESC_EPILOGUE_AUX_POINTER, static_cast<void*>(args.aux));
+    set_desc(plan->desc, CUBLASLT_MATMUL_DESC_EPILOGUE_AUX_LD, int64_t(args.aux_ld));
+  }
+
+  const uint64_t m = uint64_t(args.n), n = uint64_t(args.m), k = uint64_t(args.k);
+  ZT_CUBLAS_CHECK(cublasLtMatrixLayoutCreate(&plan->layout_a, ab_type, args.trans_b ? k : m,
+                                             args.trans_b ? m : k, args.ldb));
+  ZT_CUBLAS_CHECK(cublasLtMatrixLayoutCreate(&plan->layout_b, ab_type, args.trans_a ? n : k,
+                                             args.trans_a ? k : n, args.lda));
+  ZT_CUBLAS_CHECK(cublasLtMatrixLayoutCreate(&plan->layout_c, c_type, m, n, args.ldc));
+
+  cublasLtMatmulPreference_t raw_pref = nullptr;
+  ZT_CUBLAS_CHECK(cublasLtMatmulPreferenceCreate(&raw_pref));
+  const std::unique_ptr<cublasLtMatmulPreferenceOpaque_t, PreferenceDeleter> pref(raw_pref);
+  set_pref(raw_pref, CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES, uint64_t(ctx.workspace_bytes()));
+  // Split-K only with its partial sums kept in fp32 in the workspace and reduced in a fixed order:
+  // the in-place and output-type schemes round partial sums to the 16-bit output (more than one
+  // rounding per result).
+  set_pref(raw_pref, CUBLASLT_MATMUL_PREF_REDUCTION_SCHEME_MASK,
+           uint32_t(CUBLASLT_REDUCTION_SCHEME_COMPUTE_TYPE));
+  set_pref(raw_pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_A_BYTES, key.align_b);  // its A = our B
+  set_pref(raw_pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_B_BYTES, key.align_a);
+  set_pref(raw_pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_C_BYTES, key.align_c);
+  set_pref(raw_pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_D_BYTES, key.align_c);
+  cublasLtMatmulHeuristicResult_t result{};
+  int found = 0;
+  plan->heuristic_status =
+      cublasLtMatmulAlgoGetHeuristic(ctx.lt(), plan->desc, plan->layout_a, plan->layout_b,
+                                     plan->layout_c, plan->layout_c, raw_pref, 1, &result, &found);
+  plan->found = plan->heuristic_status == CUBLAS_STATUS_SUCCESS && found > 0 &&
+                result.state == CUBLAS_STATUS_SUCCESS;
+  if (plan->found) plan->algo = result.algo;
+  return plan;
+}
+
+// C[M, N] *= beta (0 writes zeros, ignoring NaN in C): the K == 0 product, which cuBLASLt does not
+// take. One thread per element.
+template <class T>
+__global__ void scale_matrix_kernel(T* c, int64_t rows, int64_t cols, int64_t ldc, float beta) {
+  const int64_t total = rows * cols;
+  for (int64_t i = int64_t(blockIdx.x) * blockDim.x + threadIdx.x; i < total;
+       i += int64_t(gridDim.x) * blockDim.x) {
+    T* p = c + (i / cols) * ldc + i % cols;
+    if constexpr (std::is_same_v<T, float>) {
+      *p = beta == 0.0f ? 0.0f : *p * beta;
+    } else {
+      *p = from_float<T>(beta == 0.0f ? 0.0f : to_float(*p) * beta);
+    }
+  }
+}
+
+void scale_matrix(const CudaContext& ctx, void* c, int64_t rows, int64_t cols, int64_t ldc,
+                  float beta, DType dt) {
+  if (beta == 1.0f || rows == 0 || cols == 0) return;
+  constexpr int kThreads = 256;
+  const unsigned blocks = grid_for(rows * cols, kThreads);
+  if (dt == DType::kF32) {
+    scale_matrix_kernel<<<blocks, kThreads, 0, ctx.stream()>>>(static_cast<float*>(c), rows, cols,
+                                                               ldc, beta);
+  } else {
+    dispatch_16bit(dt, "gemm", [&](auto tag) {
+      using T = decltype(tag);
+      scale_matrix_kernel<<<blocks, kThreads, 0, ctx.stream()>>>(static_cast<T*>(c), rows, cols,
+                                                                 ldc, beta);
+    });
+  }
+  check_launch();
+}
+
+}  // namespace
+
+bool try_matmul(const CudaContext& ctx, const MatmulArgs& args) {
+  ZT_CHECK(args.m >= 0 && args.n >= 0 && args.k >= 0, "gemm: negative size M=", args.m,
+           " N=", args.n, " K=", args.k);
+  ZT_CHECK(args.ab_dtype == DType::kBF16 || args.ab_dtype == DType::kF16,
+           "gemm: A and B must be bf16 or fp16, got ", dtype_name(args.ab_dtype));
+  // cuBLASLt's 16-bit GEMMs write C in the input type or in fp32 (no bf16 x bf16 -> fp16).
+  ZT_CHECK(args.c_dtype == args.ab_dtype || args.c_dtype == DType::kF32, "gemm: C must be ",
+           dtype_name(args.ab_dtype), " or fp32 for ", dtype_name(args.ab_dtype), " inputs, got ",
+           dtype_name(args.c_dtype));
+  ZT_CHECK(args.lda >= std::max<int64_t>(1, args.trans_a ? args.m : args.k) &&
+               args.ldb >= std::max<int64_t>(1, args.trans_b ? args.k : args.n) &&
+               args.ldc >= std::max<int64_t>(1, args.n),
+           "gemm: leading dimension too small: lda=", args.lda, " ldb=", args.ldb,
+           " ldc=", args.ldc, " for M=", args.m, " N=", args.n, " K=", args.k,
+           " trans_a=", args.trans_a, " trans_b=", args.trans_b);
+  if (has_bias(args.epilogue)) ZT_CHECK(args.bias != nullptr, "gemm: bias epilogue without bias");
+  if (has_aux(args.epilogue)) {
+    ZT_CHECK(args.aux != nullptr && args.aux_ld >= args.n && args.aux_ld % 8 == 0,
+             "gemm: the GELU epilogue needs an aux buffer with a leading dimension that is a "
+             "multiple of 8 and at least N=",
+             args.n, ", got ", args.aux_ld);
+  }
+  if (args.m == 0 || args.n == 0) return true;
+  if (args.k == 0) {
+    // Nothing to multiply: C = beta C. The epilogues are only used by linear, which has K > 0.
+    ZT_CHECK(args.epilogue == Epilogue::kNone, "gemm: an epilogue needs K > 0");
+    scale_matrix(ctx, args.c, args.m, args.n, args.ldc, args.beta, args.c_dtype);
+    return true;
+  }
+  const size_t ab_size = dtype_size(args.ab_dtype), c_size = dtype_size(args.c_dtype);
+  ZT_CHECK(is_aligned(args.a, ab_size) && is_aligned(args.b, ab_size) &&
+               is_aligned(args.c, c_size) && is_aligned(args.bias, c_size) &&
+               is_aligned(args.aux, c_size),
+           "gemm: pointers must be aligned to their element size");
+
+  int device = 0;
+  ZT_CUDA_CHECK(cudaGetDevice(&device));
+  const PlanKey key{device,
+                    args.trans_a,
+                    args.trans_b,
+                    args.m,
+                    args.n,
+                    args.k,
+                    args.lda,
+                    args.ldb,
+                    args.ldc,
+                    args.ab_dtype,
+                    args.c_dtype,
+                    args.epilogue,
+                    has_aux(args.epilogue) ? args.aux_ld : 0,
+                    pointer_alignment(args.a),
+                    pointer_alignment(args.b),
+                    pointer_alignment(args.c),
+                    has_bias(args.epilogue) ? pointer_alignment(args.bias) : kAlignmentCap,
+                    has_aux(args.epilogue) ? pointer_alignment(args.aux) : kAlignmentCap,
+                    ctx.workspace_bytes()};
+
+  PlanCache& cache = plan_cache();
+  // Held over the launch too: the cached descriptor's bias/aux pointers are set per call, and
+  // cuBLASLt reads them when the matmul is enqueued (it is asynchronous; the lock is short).
+  std::lock_guard<std::mutex> lock(cache.mutex);
+  auto it = cache.plans.find(key);
+  if (it == cache.plans.end()) it = cache.plans.emplace(key, make_plan(ctx, args, key)).first;
+  MatmulPlan& plan = *it->second;
+  if (!plan.found) return false;
+  if (has_bias(args.epilogue)) set_desc(plan.desc, CUBLASLT_MATMUL_DESC_BIAS_POINTER, args.bias);
+  if (has_aux(args.epilogue)) {
+    set_desc(plan.desc, CUBLASLT_MATMUL_DESC_EPILOGUE_AUX_POINTER, static_cast<void*>(args.aux));
+  }
+  // beta == 0: cuBLASLt does not read C, so NaN in C's old contents does not survive (as on the
+  // CPU). The same algorithm runs every time for a key, so results are reproducible.
+  ZT_CUBLAS_CHECK(cublasLtMatmul(ctx.lt(), plan.desc, &args.alpha, args.b, plan.layout_a, args.a,
+                                 plan.layout_b, &args.beta, args.c, plan.layout_c, args.c,
+                                 plan.layout_c, &plan.algo, ctx.workspace(), ctx.workspace_bytes(),
+                                 ctx.stream()));
+  return true;
+}
+
+void matmul(const CudaContext& ctx, const MatmulArgs& args) {
+  ZT_CHECK(try_matmul(ctx, args), "cuBLASLt has no algorithm for gemm M=", args.m, " N=", args.n,
+           " K=", args.k, " trans_a=", args.trans_a, " trans_b=", args.trans_b, " lda=", args.lda,
+           " ldb=", args.ldb, " ldc=", args.ldc, " ", dtype_name(args.ab_dtype), " -> ",
+           dtype_name(args.c_dtype), " epilogue=", int(args.epilogue), " with pointers A=", args.a,
+           " B=", args.b, " C=", args.c,
+           " (16-byte aligned pointers and leading dimensions that "
+           "are multiples of 8 elements are supported everywhere)");
+}
+
+}  // namespace detail
+
+void gemm(const CudaContext& ctx, bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K,
+          float alpha, const void* A, int64_t lda, const void* B, int64_t ldb, float beta, void* C,
+          int64_t ldc, DType ab_dtype, DType c_dtype) {
+  detail::MatmulArgs args;
+  args.trans_a = trans_a;
+  args.trans_b = trans_b;
+  args.m = M;
+  args.n = N;
+  args.k = K;
+  args.alpha = alpha;
+  args.a = A;
+  args.lda = lda;
+  args.b = B;
+  args.ldb = ldb;
+  args.beta = beta;
+  args.c = C;
+  args.ldc = ldc;
+  args.ab_dtype = ab_dtype;
+  args.c_dtype = c_dtype;
+  detail::matmul(ctx, args);
+}
+
+}  // namespace zt::model::cuda
