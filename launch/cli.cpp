@@ -5,6 +5,7 @@
 #include <exception>
 #include <optional>
 
+#include "launch/bench.h"
 #include "launch/bootstrap.h"
 #include "launch/config.h"
 #include "launch/estimate.h"
@@ -68,6 +69,8 @@ std::string usage_text() {
          "  zerotrain train --help     every config key with its type, default and meaning\n"
          "  zerotrain estimate [--model gptj-6b] [--gpus N] [--offload] ...\n"
          "      per-GPU memory for each ZeRO stage and what fits (zerotrain estimate --help)\n"
+         "  zerotrain bench [--model gptj-6b] [--micro-batch 4] [--seq-len 2048]\n"
+         "      per-op timings of the CUDA backend at the model's shapes (zerotrain bench --help)\n"
          "  zerotrain --help           this text\n"
          "  zerotrain --version\n"
          "\n"
@@ -95,20 +98,21 @@ CliCommand parse_cli(const std::vector<std::string>& args) {
     cmd.kind = CliCommand::Kind::kVersion;
     return cmd;
   }
-  if (args[0] == "estimate") {
-    cmd.kind = CliCommand::Kind::kEstimate;
+  if (args[0] == "estimate" || args[0] == "bench") {
+    const bool estimate = args[0] == "estimate";
+    cmd.kind = estimate ? CliCommand::Kind::kEstimate : CliCommand::Kind::kBench;
     for (size_t i = 1; i < args.size(); ++i) {
       if (args[i] == "--help" || args[i] == "-h") {
-        cmd.kind = CliCommand::Kind::kEstimateHelp;
+        cmd.kind = estimate ? CliCommand::Kind::kEstimateHelp : CliCommand::Kind::kBenchHelp;
         return cmd;
       }
-      cmd.estimate_args.push_back(args[i]);
+      cmd.command_args.push_back(args[i]);
     }
     return cmd;
   }
   if (args[0] != "train")
-    throw_user_error("unknown command \"", args[0], "\": the commands are `zerotrain train` and "
-                     "`zerotrain estimate` (run `zerotrain --help`)");
+    throw_user_error("unknown command \"", args[0], "\": the commands are train, estimate and "
+                     "bench (run `zerotrain --help`)");
   cmd.kind = CliCommand::Kind::kTrain;
   for (size_t i = 1; i < args.size(); ++i) {
     const std::string& a = args[i];
@@ -150,7 +154,11 @@ int run_cli(const std::vector<std::string>& args) {
       case CliCommand::Kind::kTrain: return run_train(cmd);
       case CliCommand::Kind::kEstimateHelp: std::fputs(estimate_usage_text().c_str(), stdout); return 0;
       case CliCommand::Kind::kEstimate:
-        std::fputs(run_estimate(parse_estimate_args(cmd.estimate_args)).c_str(), stdout);
+        std::fputs(run_estimate(parse_estimate_args(cmd.command_args)).c_str(), stdout);
+        return 0;
+      case CliCommand::Kind::kBenchHelp: std::fputs(bench_usage_text().c_str(), stdout); return 0;
+      case CliCommand::Kind::kBench:
+        std::fputs(run_bench(parse_bench_args(cmd.command_args)).c_str(), stdout);
         return 0;
     }
   } catch (const UserError& e) {

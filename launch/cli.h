@@ -7,11 +7,11 @@
 namespace zt::launch {
 
 struct CliCommand {
-  enum class Kind { kHelp, kVersion, kTrain, kTrainHelp, kEstimate, kEstimateHelp };
+  enum class Kind { kHelp, kVersion, kTrain, kTrainHelp, kEstimate, kEstimateHelp, kBench, kBenchHelp };
   Kind kind = Kind::kHelp;
   std::string config_path;             // train: empty = the built-in defaults (tiny CPU run)
   std::vector<std::string> overrides;  // train: "section.key=value" from --set, in order
-  std::vector<std::string> estimate_args;  // estimate: the flags after the command
+  std::vector<std::string> command_args;  // estimate, bench: the flags after the command
 };
 
 // Throws zt::UserError naming the bad argument and the usage.

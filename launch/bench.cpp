@@ -1,0 +1,264 @@
+// `zerotrain bench`: per-op timings of the CUDA backend at GPT-J layer shapes (GEMMs in TFLOP/s
+// against a bf16 8192^3 GEMM measured in the same run, attention in TFLOP/s, memory-bound ops in
+// GB/s), so performance work starts from measured figures.
+#include "launch/bench.h"
+
+#include <cstdarg>
+#include <cstdio>
+#include <cstdlib>
+#include <functional>
+#include <string>
+
+#include "runtime/device.h"
+#include "runtime/error.h"
+
+#ifdef ZT_WITH_CUDA
+#include <cuda_runtime.h>
+
+#include "model/ops_cuda.h"
+#include "optim/adamw_cuda.h"
+#include "runtime/cuda/context.h"
+#include "runtime/cuda/cuda_check.h"
+#endif
+
+namespace zt::launch {
+
+namespace {
+
+int64_t parse_positive(const std::string& flag, const std::string& text) {
+  char* end = nullptr;
+  const long long v = std::strtoll(text.c_str(), &end, 10);
+  if (text.empty() || *end != '\0' || v < 1) throw_user_error(flag, " ", text, ": expected a positive integer");
+  return v;
+}
+
+}  // namespace
+
+std::string bench_usage_text() {
+  return "usage: zerotrain bench [--model gptj-6b|gptj-tiny] [--micro-batch B] [--seq-len T]\n"
+         "                       [--precision bf16|fp16] [--iters N]\n"
+         "\n"
+         "Times the CUDA ops at the model's layer shapes on GPU 0 (N = B x T tokens): every GEMM\n"
+         "of a block and of the head, forward and backward, in TFLOP/s and as a share of a bf16\n"
+         "8192^3 GEMM measured in the same run; the fused causal attention in TFLOP/s (causal\n"
+         "FLOPs: forward 2 B H T^2 Dh, backward 2.5x that) and as a share of the 989 TFLOP/s dense\n"
+         "bf16 peak of an H100 SXM / H200; LayerNorm, gelu, cross-entropy and AdamW in GB/s.\n"
+         "Defaults: gptj-6b, micro-batch 4 x 2048 tokens, bf16, 20 timed iterations.\n";
+}
+
+BenchArgs parse_bench_args(const std::vector<std::string>& args) {
+  BenchArgs b;
+  b.model = model::gptj_preset("gptj-6b");
+  for (size_t i = 0; i < args.size(); ++i) {
+    const std::string& flag = args[i];
+    if (i + 1 >= args.size()) throw_user_error(flag, " needs a value (see `zerotrain bench --help`)");
+    const std::string& value = args[++i];
+    if (flag == "--model") {
+      b.model = model::gptj_preset(value);
+    } else if (flag == "--micro-batch") {
+      b.micro_batch = parse_positive(flag, value);
+    } else if (flag == "--seq-len") {
+      b.seq_len = parse_positive(flag, value);
+    } else if (flag == "--iters") {
+      b.iters = int(parse_positive(flag, value));
+    } else if (flag == "--precision") {
+      if (!parse_dtype(value, &b.precision) || (b.precision != DType::kBF16 && b.precision != DType::kF16))
+        throw_user_error("--precision ", value, ": the CUDA ops run in bf16 or fp16");
+    } else {
+      throw_user_error("unknown option \"", flag, "\" for `zerotrain bench` (see `zerotrain bench --help`)");
+    }
+  }
+  if (b.seq_len > b.model.n_positions)
+    throw_user_error("--seq-len ", b.seq_len, " exceeds the model's n_positions ", b.model.n_positions);
+  return b;
+}
+
+#ifndef ZT_WITH_CUDA
+
+std::string run_bench(const BenchArgs&) {
+  throw_user_error("`zerotrain bench` times the CUDA backend, and this zerotrain was built without "
+                   "CUDA (configure with -DZT_CUDA=ON on a machine with the CUDA toolkit)");
+}
+
+#else
+
+namespace {
+
+constexpr double kPeakTflops = 989.0;  // dense bf16, H100 SXM and H200 (DESIGN.md section 6)
+
+// Device memory for the benchmark, freed at scope end; filled with small values so no op sees
+// NaN or inf.
+class DeviceBuffer {
+ public:
+  DeviceBuffer(size_t bytes) : bytes_(bytes) {
+    ZT_CUDA_CHECK(cudaMalloc(&ptr_, bytes));
+    ZT_CUDA_CHECK(cudaMemset(ptr_, 0x3c, bytes));  // 0x3c3c: ~1.1 in fp16, ~0.011 in bf16
+  }
+  ~DeviceBuffer() { cudaFree(ptr_); }
+  DeviceBuffer(const DeviceBuffer&) = delete;
+  DeviceBuffer& operator=(const DeviceBuffer&) = delete;
+  void* get() const { return ptr_; }
+  template <class T>
+  T* as() const { return static_cast<T*>(ptr_); }
+
+ private:
+  void* ptr_ = nullptr;
+  size_t bytes_;
+};
+
+// Milliseconds per call of `fn` on ctx's stream: warm-up, then `iters` calls between events.
+double time_ms(const CudaContext& ctx, int iters, const std::function<void()>& fn) {
+  for (int i = 0; i < 3; ++i) fn();
+  cudaEvent_t start, stop;
+  ZT_CUDA_CHECK(cudaEventCreate(&start));
+  ZT_CUDA_CHECK(cudaEventCreate(&stop));
+  ZT_CUDA_CHECK(cudaEventRecord(start, ctx.stream()));
+  for (int i = 0; i < iters; ++i) fn();
+  ZT_CUDA_CHECK(cudaEventRecord(stop, ctx.stream()));
+  ZT_CUDA_CHECK(cudaEventSynchronize(stop));
+  float ms = 0;
+  ZT_CUDA_CHECK(cudaEventElapsedTime(&ms, start, stop));
+  cudaEventDestroy(start);
+  cudaEventDestroy(stop);
+  return double(ms) / iters;
+}
+
+std::string line(const char* fmt, ...) __attribute__((format(printf, 1, 2)));
+std::string line(const char* fmt, ...) {
+  char buf[512];
+  va_list ap;
+  va_start(ap, fmt);
+  std::vsnprintf(buf, sizeof(buf), fmt, ap);
+  va_end(ap);
+  return std::string(buf) + "\n";
+}
+
+}  // namespace
+
+std::string run_bench(const BenchArgs& a) {
+  if (cuda_device_count() == 0)
+    throw_user_error("`zerotrain bench` needs a CUDA device, and none is visible");
+  const CudaContext ctx(0);
+  cudaDeviceProp prop;
+  ZT_CUDA_CHECK(cudaGetDeviceProperties(&prop, 0));
+  const model::GptjConfig& c = a.model;
+  const DType dt = a.precision;
+  const int64_t n = a.micro_batch * a.seq_len, d = c.d_model, f = c.d_ff, v = c.vocab_size;
+  const int64_t h = c.n_head, hd = c.head_dim();
+  const size_t e = dtype_size(dt);
+  std::string out = line("zerotrain bench on %s (%d SMs): %s, %lld tokens per micro-batch "
+                         "(%lld x %lld), d_model %lld, d_ff %lld, vocab %lld, %lld heads of %lld",
+                         prop.name, prop.multiProcessorCount, std::string(dtype_name(dt)).c_str(),
+                         (long long)n, (long long)a.micro_batch, (long long)a.seq_len, (long long)d,
+                         (long long)f, (long long)v, (long long)h, (long long)hd);
+
+  // The reference GEMM: bf16 8192^3, the figure DESIGN.md section 10 quotes.
+  double ref_tflops = 0;
+  {
+    const int64_t s = 8192;
+    DeviceBuffer A(size_t(s * s) * 2), B(size_t(s * s) * 2), C(size_t(s * s) * 2);
+    const double ms = time_ms(ctx, a.iters, [&] {
+      model::cuda::gemm(ctx, false, true, s, s, s, 1.0f, A.get(), s, B.get(), s, 0.0f, C.get(), s,
+                        DType::kBF16, DType::kBF16);
+    });
+    ref_tflops = 2.0 * double(s) * s * s / (ms * 1e-3) / 1e12;
+    out += line("\nreference GEMM bf16 8192^3: %.1f TFLOP/s (%.0f%% of the %.0f TFLOP/s dense peak)",
+                ref_tflops, 100 * ref_tflops / kPeakTflops, kPeakTflops);
+  }
+
+  out += line("\n%-34s %10s %12s %12s", "GEMM (M x N x K)", "ms", "TFLOP/s", "of 8192^3");
+  auto gemm_row = [&](const char* name, bool ta, bool tb, int64_t M, int64_t N, int64_t K) {
+    DeviceBuffer A(size_t(M * K) * e), B(size_t(K * N) * e), C(size_t(M * N) * e);
+    const int64_t lda = ta ? M : K, ldb = tb ? K : N;
+    const double ms = time_ms(ctx, a.iters, [&] {
+      model::cuda::gemm(ctx, ta, tb, M, N, K, 1.0f, A.get(), lda, B.get(), ldb, 0.0f, C.get(), N, dt, dt);
+    });
+    const double tflops = 2.0 * double(M) * N * K / (ms * 1e-3) / 1e12;
+    char label[128];
+    std::snprintf(label, sizeof(label), "%s %lldx%lldx%lld", name, (long long)M, (long long)N, (long long)K);
+    out += line("%-34s %10.3f %12.1f %11.0f%%", label, ms, tflops, 100 * tflops / ref_tflops);
+  };
+  gemm_row("q/k/v/out fwd", false, true, n, d, d);
+  gemm_row("q/k/v/out dx", false, false, n, d, d);
+  gemm_row("q/k/v/out dw", true, false, d, d, n);
+  gemm_row("fc_in fwd", false, true, n, f, d);
+  gemm_row("fc_in dx", false, false, n, d, f);
+  gemm_row("fc_in dw", true, false, f, d, n);
+  gemm_row("fc_out fwd", false, true, n, d, f);
+  gemm_row("fc_out dx", false, false, n, f, d);
+  gemm_row("fc_out dw", true, false, d, f, n);
+  gemm_row("lm_head fwd", false, true, n, v, d);
+  gemm_row("lm_head dx", false, false, n, d, v);
+  gemm_row("lm_head dw", true, false, v, d, n);
+
+  {
+    const int64_t b = a.micro_batch, t = a.seq_len;
+    DeviceBuffer q(size_t(n * d) * e), k(size_t(n * d) * e), vv(size_t(n * d) * e), o(size_t(n * d) * e),
+        dout(size_t(n * d) * e), dq(size_t(n * d) * e), dk(size_t(n * d) * e), dv(size_t(n * d) * e),
+        lse(size_t(b * h * t) * 4);
+    const double fwd = time_ms(ctx, a.iters, [&] {
+      model::cuda::attention_forward(ctx, q.get(), k.get(), vv.get(), o.get(), lse.as<float>(), b, t, h, hd, dt);
+    });
+    const double bwd = time_ms(ctx, a.iters, [&] {
+      model::cuda::attention_backward(ctx, dout.get(), q.get(), k.get(), vv.get(), o.get(), lse.as<float>(),
+                                      dq.get(), dk.get(), dv.get(), b, t, h, hd, dt);
+    });
+    const double flops_fwd = 2.0 * double(b) * h * double(t) * t * hd;  // 2 matmuls, causal half
+    const double flops_bwd = 2.5 * flops_fwd;                          // 5 matmuls
+    out += line("\n%-34s %10s %12s %12s", "causal attention", "ms", "TFLOP/s", "of peak");
+    out += line("%-34s %10.3f %12.1f %11.0f%%", "forward", fwd, flops_fwd / (fwd * 1e-3) / 1e12,
+                100 * flops_fwd / (fwd * 1e-3) / 1e12 / kPeakTflops);
+    out += line("%-34s %10.3f %12.1f %11.0f%%", "backward", bwd, flops_bwd / (bwd * 1e-3) / 1e12,
+                100 * flops_bwd / (bwd * 1e-3) / 1e12 / kPeakTflops);
+    const double both = (flops_fwd + flops_bwd) / ((fwd + bwd) * 1e-3) / 1e12;
+    out += line("%-34s %10.3f %12.1f %11.0f%%", "forward + backward", fwd + bwd, both, 100 * both / kPeakTflops);
+  }
+
+  out += line("\n%-34s %10s %12s", "memory-bound ops", "ms", "GB/s");
+  auto bw_row = [&](const char* name, double bytes, const std::function<void()>& fn) {
+    const double ms = time_ms(ctx, a.iters, fn);
+    out += line("%-34s %10.3f %12.0f", name, ms, bytes / (ms * 1e-3) / 1e9);
+  };
+  {
+    DeviceBuffer x(size_t(n * d) * e), y(size_t(n * d) * e), w(size_t(d) * e), bias(size_t(d) * e),
+        mean(size_t(n) * 4), rstd(size_t(n) * 4), dx(size_t(n * d) * e), dw(size_t(d) * e), db(size_t(d) * e);
+    bw_row("layernorm forward", double(n * d) * e * 2, [&] {
+      model::cuda::layernorm_forward(ctx, x.get(), w.get(), bias.get(), y.get(), mean.as<float>(),
+                                     rstd.as<float>(), n, d, 1e-5, dt);
+    });
+    bw_row("layernorm backward", double(n * d) * e * 4, [&] {
+      model::cuda::layernorm_backward(ctx, y.get(), x.get(), w.get(), mean.as<float>(), rstd.as<float>(),
+                                      dx.get(), dw.get(), db.get(), n, d, dt);
+    });
+  }
+  {
+    DeviceBuffer x(size_t(n * f) * e), y(size_t(n * f) * e), dy(size_t(n * f) * e);
+    bw_row("gelu forward", double(n * f) * e * 2, [&] { model::cuda::gelu_forward(ctx, x.get(), y.get(), n * f, dt); });
+    bw_row("gelu backward", double(n * f) * e * 3,
+           [&] { model::cuda::gelu_backward(ctx, x.get(), dy.get(), y.get(), n * f, dt); });
+  }
+  {
+    DeviceBuffer logits(size_t(n * v) * e), targets(size_t(n) * 4), losses(size_t(n) * 4);
+    ZT_CUDA_CHECK(cudaMemset(targets.get(), 0, size_t(n) * 4));
+    // dloss != 0: the training case, reading the logits and writing dlogits over them.
+    bw_row("cross-entropy + dlogits", double(n * v) * e * 2, [&] {
+      model::cuda::cross_entropy(ctx, logits.get(), targets.as<int32_t>(), losses.as<float>(), n, v,
+                                 1.0f / float(n), dt);
+    });
+  }
+  {
+    const int64_t p = int64_t(256) << 20;  // 268M parameters: an 8-way shard of GPT-J-6B's optimizer state and more
+    DeviceBuffer master(size_t(p) * 4), m(size_t(p) * 4), vv(size_t(p) * 4), g(size_t(p) * e), p16(size_t(p) * e);
+    ZT_CUDA_CHECK(cudaMemset(m.get(), 0, size_t(p) * 4));
+    ZT_CUDA_CHECK(cudaMemset(vv.get(), 0, size_t(p) * 4));
+    optim::AdamWStep hp;
+    bw_row("AdamW (fp32 state, 16-bit grad+param)", double(p) * (4 * 6 + e * 2), [&] {
+      optim::adamw_step_cuda(ctx, master.as<float>(), m.as<float>(), vv.as<float>(), g.get(), dt, p, hp, p16.get(), dt);
+    });
+  }
+  return out;
+}
+
+#endif  // ZT_WITH_CUDA
+
+}  // namespace zt::launch
