@@ -4,7 +4,6 @@
 #include <cmath>
 #include <cstring>
 
-#include "optim/adamw.h"
 #include "optim/grad_clip.h"
 #include "runtime/error.h"
 #include "runtime/log.h"
@@ -15,14 +14,15 @@ namespace {
 constexpr size_t kReducesInFlight = 2;  // stage 2-3 layer reductions kept pending before waiting
 }
 
-Engine::Engine(const model::GptjConfig& config, const EngineOptions& options, Comm& comm)
-    : config_(config), options_(options), comm_(comm) {
+Engine::Engine(const model::GptjConfig& config, const EngineOptions& options, Comm& comm,
+               std::unique_ptr<DeviceOps> ops)
+    : config_(config), options_(options), comm_(comm), ops_(ops ? std::move(ops) : make_cpu_device_ops()) {
   const DType dt = options.param_dtype;
   ZT_CHECK(dt == DType::kF32 || dt == DType::kBF16 || dt == DType::kF16,
            "the engine keeps parameters in fp32, bf16 or fp16, not ", dtype_name(dt));
   ZT_CHECK(options.stage >= 0 && options.stage <= 3, "zero.stage must be 0..3, got ", options.stage);
-  ZT_CHECK(comm.device().is_cpu(), "this engine runs on host buffers; the comm is on ",
-           comm.device().str());
+  ZT_CHECK(comm.device() == ops_->device(), "the engine's buffers are on ", ops_->device().str(),
+           " but its comm moves buffers on ", comm.device().str());
   const optim::OptimizerConfig& o = options.optimizer;
   schedule_ = optim::LrSchedule{o.decay, o.lr, o.min_lr, o.warmup_steps, options.total_steps};
   if (dt == DType::kF16) scaler_ = std::make_unique<optim::DynamicLossScaler>(options.loss_scaler);
@@ -35,21 +35,16 @@ Engine::Engine(const model::GptjConfig& config, const EngineOptions& options, Co
   owned_ = layout_.owned_pieces(rank);
   local_size_ = layout_.shard_size;
 
-  const Device cpu = Device::cpu();
   const int64_t param_elems = options.stage == 3 ? layout_.shard_size : layout_.total;
   const int64_t grad_elems = options.stage >= 2 ? layout_.shard_size : layout_.total;
-  params_ = Buffer::allocate(cpu, size_t(param_elems) * elem(), MemCategory::kParams, "parameters");
-  grads_ = Buffer::allocate(cpu, size_t(grad_elems) * elem(), MemCategory::kGrads, "gradients");
+  params_ = ops_->allocate(size_t(param_elems) * elem(), MemCategory::kParams, "parameters");
+  grads_ = ops_->allocate(size_t(grad_elems) * elem(), MemCategory::kGrads, "gradients");
   if (mixed())
-    master_ = Buffer::allocate(cpu, size_t(local_size_) * 4, MemCategory::kOptimizer,
-                               "fp32 master parameters");
-  adam_m_ = Buffer::allocate(cpu, size_t(local_size_) * 4, MemCategory::kOptimizer, "Adam m");
-  adam_v_ = Buffer::allocate(cpu, size_t(local_size_) * 4, MemCategory::kOptimizer, "Adam v");
-  params_.zero();  // padding stays zero forever
-  grads_.zero();
-  adam_m_.zero();
-  adam_v_.zero();
-  if (mixed()) master_.zero();
+    master_ = ops_->allocate(size_t(local_size_) * 4, MemCategory::kOptimizer, "fp32 master parameters");
+  adam_m_ = ops_->allocate(size_t(local_size_) * 4, MemCategory::kOptimizer, "Adam m");
+  adam_v_ = ops_->allocate(size_t(local_size_) * 4, MemCategory::kOptimizer, "Adam v");
+  for (Buffer* b : {&params_, &grads_, &master_, &adam_m_, &adam_v_})
+    if (!b->empty()) ops_->zero(b->data(), b->bytes());  // padding stays zero forever
 
   // Initial values from the counter-based init: the owned pieces' master (and, for stage 3, the
   // parameter shard); for stages 0-2 every parameter of the full copy, which each rank computes
@@ -61,16 +56,16 @@ Engine::Engine(const model::GptjConfig& config, const EngineOptions& options, Co
     values.resize(size_t(p.numel));
     model::init_param_values(specs_[size_t(fp.spec_index)], config_, options.seed, p.param_begin,
                              p.param_begin + p.numel, values.data());
-    if (mixed()) std::memcpy(piece_master(p), values.data(), size_t(p.numel) * 4);
-    if (options.stage == 3) convert_cpu(values.data(), DType::kF32, piece_param(p), dt, size_t(p.numel));
+    if (mixed()) ops_->upload(values.data(), piece_master(p), size_t(p.numel), DType::kF32);
+    if (options.stage == 3) ops_->upload(values.data(), piece_param(p), size_t(p.numel), dt);
   }
   if (options.stage < 3) {
     for (const FlatParam& fp : layout_.params) {
       values.resize(size_t(fp.numel));
       model::init_param_values(specs_[size_t(fp.spec_index)], config_, options.seed, 0, fp.numel,
                                values.data());
-      convert_cpu(values.data(), DType::kF32, static_cast<char*>(params_.data()) + size_t(fp.offset) * elem(),
-                  dt, size_t(fp.numel));
+      ops_->upload(values.data(), static_cast<char*>(params_.data()) + size_t(fp.offset) * elem(),
+                   size_t(fp.numel), dt);
     }
     for (int layer = 0; layer < layers; ++layer)
       param_views_.push_back(views_into(params_.data(), 0, layer));
@@ -129,7 +124,7 @@ double Engine::micro_grad_scale(int64_t grad_accum_steps) const {
 }
 
 void Engine::wait_all(std::vector<CommHandle>& handles) {
-  for (CommHandle& h : handles) h->wait();
+  for (CommHandle& h : handles) ops_->wait(*h);
   handles.clear();
 }
 
@@ -140,8 +135,7 @@ void Engine::gather_layer(int layer) {
   GatheredLayer& g = gathered_[layer];
   const int64_t begin = layout_.layer_begin[size_t(layer)];
   const int64_t n = layout_.layer_end[size_t(layer)] - begin;
-  g.buffer = Buffer::allocate(Device::cpu(), size_t(n) * elem(), MemCategory::kBuffers,
-                              "gathered layer parameters");
+  g.buffer = ops_->allocate(size_t(n) * elem(), MemCategory::kBuffers, "gathered layer parameters");
   const char* shard = static_cast<const char*>(params_.data());
   char* full = static_cast<char*>(g.buffer.data());
   for (int b = layout_.layer_first_bucket[size_t(layer)]; b < layout_.layer_end_bucket[size_t(layer)]; ++b) {
@@ -202,9 +196,9 @@ std::span<const Tensor> Engine::layer_grads(int layer) {
   // Stages 2-3: a zeroed full-size buffer for this layer only, freed once reduced.
   const int64_t begin = layout_.layer_begin[size_t(layer)];
   const int64_t n = layout_.layer_end[size_t(layer)] - begin;
-  Buffer buffer = Buffer::allocate(Device::cpu(), size_t(n) * elem(), MemCategory::kBuffers,
-                                   "layer gradients before reduce-scatter");
-  buffer.zero();
+  Buffer buffer = ops_->allocate(size_t(n) * elem(), MemCategory::kBuffers,
+                                 "layer gradients before reduce-scatter");
+  ops_->zero(buffer.data(), buffer.bytes());
   layer_grad_views_[layer] = views_into(buffer.data(), begin, layer);
   layer_grad_buffers_[layer] = std::move(buffer);
   return layer_grad_views_[layer];
@@ -226,8 +220,8 @@ void Engine::grad_ready(int layer) {
   if (options_.stage == 1) {
     if (!last_micro_step_) return;
     if (owned_grads_.empty())
-      owned_grads_ = Buffer::allocate(Device::cpu(), size_t(local_size_) * elem(), MemCategory::kBuffers,
-                                      "reduce-scattered gradient shard");
+      owned_grads_ = ops_->allocate(size_t(local_size_) * elem(), MemCategory::kBuffers,
+                                    "reduce-scattered gradient shard");
     const char* g = static_cast<const char*>(grads_.data());
     char* out = static_cast<char*>(owned_grads_.data());
     for (int b = first; b < end; ++b) {
@@ -246,8 +240,8 @@ void Engine::grad_ready(int layer) {
   layer_grad_buffers_.erase(it);
   layer_grad_views_.erase(layer);
   const int64_t shard_begin = layout_.layer_shard_begin(layer);
-  r.staging = Buffer::allocate(Device::cpu(), size_t(layout_.layer_shard_end(layer) - shard_begin) * elem(),
-                               MemCategory::kBuffers, "reduce-scatter staging");
+  r.staging = ops_->allocate(size_t(layout_.layer_shard_end(layer) - shard_begin) * elem(),
+                             MemCategory::kBuffers, "reduce-scatter staging");
   const int64_t begin = layout_.layer_begin[size_t(layer)];
   const char* full = static_cast<const char*>(r.full.data());
   char* staging = static_cast<char*>(r.staging.data());
@@ -266,8 +260,8 @@ void Engine::complete_reduce(PendingReduce& r) {
   const int64_t begin = layout_.layer_shard_begin(r.layer);
   const int64_t n = layout_.layer_shard_end(r.layer) - begin;
   const DType dt = options_.param_dtype;
-  accumulate_cpu(r.staging.data(), dt, static_cast<char*>(grads_.data()) + size_t(begin) * elem(), dt,
-                 size_t(n));
+  ops_->accumulate(r.staging.data(), static_cast<char*>(grads_.data()) + size_t(begin) * elem(),
+                   size_t(n), dt);
 }
 
 void Engine::drain_reduces(size_t keep) {
@@ -280,7 +274,7 @@ void Engine::drain_reduces(size_t keep) {
 void Engine::zero_grads() {
   drain_reduces(0);
   wait_all(grad_sync_);
-  grads_.zero();
+  ops_->zero(grads_.data(), grads_.bytes());
 }
 
 Tensor Engine::step_grads() {
@@ -306,16 +300,16 @@ StepStats Engine::step() {
 
   // Global gradient norm from the owned pieces: every element is owned by exactly one rank
   // (stage 0: every rank owns all of it, so no reduction is needed).
-  double sum_sq = 0.0;
-  for (const OwnedPiece& p : owned_) sum_sq += optim::sum_of_squares_cpu(piece_grad(p), dt, p.numel);
-  double flags[2] = {sum_sq, std::isfinite(sum_sq) ? 0.0 : 1.0};
+  for (const OwnedPiece& p : owned_) ops_->add_sum_of_squares(piece_grad(p), dt, p.numel);
+  double sum_sq = ops_->take_sum_of_squares();
+  double overflow = std::isfinite(sum_sq) ? 0.0 : 1.0;
   if (comm_.size() > 1) {
-    if (options_.stage > 0) comm_.all_reduce(&flags[0], 1, DType::kF64, ReduceOp::kSum)->wait();
+    if (options_.stage > 0) sum_sq = ops_->all_reduce_scalar(comm_, sum_sq, ReduceOp::kSum);
     // Overflow is agreed across ranks, so every rank skips together.
-    comm_.all_reduce(&flags[1], 1, DType::kF64, ReduceOp::kMax)->wait();
+    overflow = ops_->all_reduce_scalar(comm_, overflow, ReduceOp::kMax);
   }
-  stats.grad_norm = std::sqrt(flags[0]) / stats.loss_scale;
-  if (flags[1] != 0.0) {
+  stats.grad_norm = std::sqrt(sum_sq) / stats.loss_scale;
+  if (overflow != 0.0) {
     stats.skipped = true;
     ++skipped_steps_;
     if (scaler_) {
@@ -346,8 +340,8 @@ StepStats Engine::step() {
   for (const OwnedPiece& p : owned_) {
     const model::ParamSpec& s = specs_[size_t(layout_.params[size_t(p.param)].spec_index)];
     hp.weight_decay = (s.is_bias_or_norm() && !o.decay_bias_and_norm) ? 0.0 : o.weight_decay;
-    optim::adamw_step_cpu(piece_master(p), m + p.local_begin, v + p.local_begin, piece_grad(p), dt,
-                          p.numel, hp, mixed() ? piece_param(p) : nullptr, dt);
+    ops_->adamw(piece_master(p), m + p.local_begin, v + p.local_begin, piece_grad(p), dt, p.numel, hp,
+                mixed() ? piece_param(p) : nullptr, dt);
   }
   if (scaler_) scaler_->update(false);
   owned_grads_.release();
@@ -383,17 +377,23 @@ ModelStateBytes Engine::model_state_bytes() const {
 }
 
 std::vector<float> Engine::gather_master_values() {
-  // Every rank's master shard, side by side (stage 0: this rank's copy is the whole thing).
+  // Every rank's master shard side by side, gathered in the engine's device memory (the comm
+  // moves that memory), then read back (stage 0: this rank's copy is the whole thing).
   const int world = options_.stage == 0 ? 1 : comm_.size();
-  std::vector<float> local(static_cast<size_t>(local_size_));
+  Buffer local = ops_->allocate(size_t(local_size_) * 4, MemCategory::kBuffers, "master gather");
+  ops_->zero(local.data(), local.bytes());
   for (const OwnedPiece& p : owned_)
-    std::memcpy(local.data() + p.local_begin, piece_master(p), size_t(p.numel) * 4);
-  std::vector<float> all(size_t(local_size_) * size_t(world));
+    ops_->copy(piece_master(p), static_cast<float*>(local.data()) + p.local_begin, size_t(p.numel) * 4);
+  Buffer gathered = ops_->allocate(size_t(local_size_) * 4 * size_t(world), MemCategory::kBuffers,
+                                   "master gather");
   if (world == 1) {
-    all = local;
+    ops_->copy(local.data(), gathered.data(), local.bytes());
   } else {
-    comm_.all_gather(local.data(), all.data(), size_t(local_size_), DType::kF32)->wait();
+    CommHandle h = comm_.all_gather(local.data(), gathered.data(), size_t(local_size_), DType::kF32);
+    ops_->wait(*h);
   }
+  std::vector<float> all(size_t(local_size_) * size_t(world));
+  ops_->download(gathered.data(), all.data(), all.size() * 4);
   // Reassemble in forward order: offsets of each spec in the concatenation.
   std::vector<int64_t> spec_offset(specs_.size() + 1, 0);
   for (size_t i = 0; i < specs_.size(); ++i) spec_offset[i + 1] = spec_offset[i] + specs_[i].numel();

@@ -31,6 +31,7 @@
 #include "optim/lr_schedule.h"
 #include "runtime/comm.h"
 #include "runtime/memory.h"
+#include "zero/device_ops.h"
 #include "zero/flat_layout.h"
 
 namespace zt::zero {
@@ -71,7 +72,10 @@ ModelStateBytes model_state_bytes(const FlatLayout& layout, int stage, DType par
 
 class Engine final : public model::ParamProvider {
  public:
-  Engine(const model::GptjConfig& config, const EngineOptions& options, Comm& comm);
+  // `ops` says where the buffers live and how they are worked on (null: the host); `comm` must
+  // move buffers of that device (MpiComm/SelfComm on the host, NcclComm on a GPU).
+  Engine(const model::GptjConfig& config, const EngineOptions& options, Comm& comm,
+         std::unique_ptr<DeviceOps> ops = nullptr);
   ~Engine() override;
   Engine(const Engine&) = delete;
   Engine& operator=(const Engine&) = delete;
@@ -104,12 +108,13 @@ class Engine final : public model::ParamProvider {
   const std::vector<model::ParamSpec>& specs() const { return specs_; }
   ModelStateBytes model_state_bytes() const;
 
-  // The fp32 master values of every parameter, concatenated in forward (spec) order. Collective
-  // for stages 1-3 (shards are gathered); every rank gets the whole vector.
+  // The fp32 master values of every parameter, concatenated in forward (spec) order, on the host.
+  // Collective for stages 1-3 (shards are gathered); every rank gets the whole vector.
   std::vector<float> gather_master_values();
-  // The gradients the next step() reads on this rank, once pending reductions complete: the full
-  // flat buffer for stage 0, the rank's reduced shard (local order) for stages 1-3. For stage 1
-  // it exists from the last micro-step's backward until step(). Tests inject faults through it.
+  // The gradients the next step() reads on this rank (on the engine's device), once pending
+  // reductions complete: the full flat buffer for stage 0, the rank's reduced shard (local
+  // order) for stages 1-3. For stage 1 it exists from the last micro-step's backward until
+  // step(). Tests inject faults through it.
   Tensor step_grads();
   // The rank's Adam moments (local shard order); for tests that check a skipped step.
   Tensor adam_m() const { return adam_m_.tensor(DType::kF32, Shape{local_size_}); }
@@ -137,6 +142,7 @@ class Engine final : public model::ParamProvider {
   void release_layer(int layer);
   void complete_reduce(PendingReduce& r);
   void drain_reduces(size_t keep);
+  // Later work on this device sees the results of `handles`, which are then released.
   void wait_all(std::vector<CommHandle>& handles);
   // Where the owned piece's gradient, master value and model-facing parameter live.
   const void* piece_grad(const OwnedPiece& p) const;
@@ -146,6 +152,7 @@ class Engine final : public model::ParamProvider {
   model::GptjConfig config_;
   EngineOptions options_;
   Comm& comm_;
+  std::unique_ptr<DeviceOps> ops_;
   optim::LrSchedule schedule_;
   std::unique_ptr<optim::DynamicLossScaler> scaler_;  // fp16 only
   std::vector<model::ParamSpec> specs_;

@@ -16,5 +16,8 @@ void cuda_memset_zero(int device, void* ptr, size_t bytes);
 void cuda_copy(void* dst, const void* src, size_t bytes);
 // Elementwise dtype conversion on the GPU; the CPU twin is convert_cpu (dtype.h).
 void convert_cuda(const Tensor& src, const Tensor& dst);
+// dst[i] += src[i] for n elements of one dtype, in fp32 (fp64 for fp64) with one rounding, queued
+// on `stream` (a cudaStream_t); the CPU twin is accumulate_cpu (dtype.h).
+void accumulate_cuda(const void* src, void* dst, size_t n, DType dtype, void* stream);
 
 }  // namespace zt

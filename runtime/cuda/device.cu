@@ -1,6 +1,8 @@
 // CUDA device queries, raw device memory, copies, and the dtype conversion kernel.
 #include <cuda_runtime.h>
 
+#include <type_traits>
+
 #include "runtime/cuda/cuda_check.h"
 #include "runtime/cuda/cuda_device.h"
 #include "runtime/device.h"
@@ -55,7 +57,43 @@ __global__ void convert_kernel(const void* src, DType src_dtype, void* dst, DTyp
     store_from_double(dst, dst_dtype, i, load_as_double(src, src_dtype, i));
 }
 
+template <class T>
+__global__ void accumulate_kernel(const T* src, T* dst, size_t n) {
+  for (size_t i = blockIdx.x * size_t(blockDim.x) + threadIdx.x; i < n;
+       i += size_t(gridDim.x) * blockDim.x) {
+    if constexpr (std::is_same_v<T, bf16>) {
+      dst[i] = float_to_bf16(bf16_to_float(dst[i]) + bf16_to_float(src[i]));
+    } else if constexpr (std::is_same_v<T, f16>) {
+      dst[i] = float_to_f16(f16_to_float(dst[i]) + f16_to_float(src[i]));
+    } else {
+      dst[i] = dst[i] + src[i];
+    }
+  }
+}
+
 }  // namespace
+
+void accumulate_cuda(const void* src, void* dst, size_t n, DType dtype, void* stream) {
+  if (n == 0) return;
+  const int threads = 256;
+  const int blocks = int(std::min<size_t>((n + threads - 1) / threads, 4096));
+  cudaStream_t s = static_cast<cudaStream_t>(stream);
+  switch (dtype) {
+    case DType::kF32:
+      accumulate_kernel<<<blocks, threads, 0, s>>>(static_cast<const float*>(src), static_cast<float*>(dst), n);
+      break;
+    case DType::kF64:
+      accumulate_kernel<<<blocks, threads, 0, s>>>(static_cast<const double*>(src), static_cast<double*>(dst), n);
+      break;
+    case DType::kBF16:
+      accumulate_kernel<<<blocks, threads, 0, s>>>(static_cast<const bf16*>(src), static_cast<bf16*>(dst), n);
+      break;
+    case DType::kF16:
+      accumulate_kernel<<<blocks, threads, 0, s>>>(static_cast<const f16*>(src), static_cast<f16*>(dst), n);
+      break;
+  }
+  ZT_CUDA_CHECK(cudaGetLastError());
+}
 
 void convert_cuda(const Tensor& src, const Tensor& dst) {
   ZT_CHECK(src.device.is_cuda() && dst.device == src.device, "convert_cuda needs both tensors on ",

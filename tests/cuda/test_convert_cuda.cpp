@@ -68,3 +68,34 @@ TEST(CudaMemory, DeviceBuffersAreAccounted) {
 
 }  // namespace
 }  // namespace zt
+
+namespace zt {
+namespace {
+
+TEST(CudaAccumulate, MatchesCpuBitForBit) {
+  if (cuda_device_count() == 0) GTEST_SKIP() << "no CUDA device";
+  const size_t n = 100003;
+  for (DType dt : {DType::kF32, DType::kBF16, DType::kF16, DType::kF64}) {
+    std::vector<float> a(n), b(n);
+    for (size_t i = 0; i < n; ++i) {
+      a[i] = float(random_normal(8, 0, i) * std::ldexp(1.0, int(i % 20) - 10));
+      b[i] = float(random_normal(8, 1, i) * std::ldexp(1.0, int(i % 13) - 6));
+    }
+    const size_t w = dtype_size(dt);
+    std::vector<unsigned char> src(n * w), dst(n * w);
+    convert_cpu(a.data(), DType::kF32, src.data(), dt, n);
+    convert_cpu(b.data(), DType::kF32, dst.data(), dt, n);
+    Buffer d_src = Buffer::allocate(Device::cuda(0), n * w, MemCategory::kBuffers, "src");
+    Buffer d_dst = Buffer::allocate(Device::cuda(0), n * w, MemCategory::kBuffers, "dst");
+    cuda_copy(d_src.data(), src.data(), n * w);
+    cuda_copy(d_dst.data(), dst.data(), n * w);
+    accumulate_cpu(src.data(), dt, dst.data(), dt, n);
+    accumulate_cuda(d_src.data(), d_dst.data(), n, dt, nullptr);
+    std::vector<unsigned char> got(n * w);
+    cuda_copy(got.data(), d_dst.data(), n * w);  // cudaMemcpy waits for the default stream
+    EXPECT_EQ(got, dst) << dtype_name(dt);
+  }
+}
+
+}  // namespace
+}  // namespace zt

@@ -1,0 +1,399 @@
+// The GPT-J layer walk, written once over a compute backend: forward, backward with the running
+// residual gradient, activation recompute and the ParamProvider protocol. The CPU model
+// (gptj_cpu.cpp) and the CUDA model (gptj_cuda.cpp) are GptjGraph over their backends.
+//
+// Data flow per micro-batch (N = batch * seq tokens, D = d_model, F = d_ff, V = vocab):
+//   x[0] = wte[inputs]                                   layer 0
+//   x[i+1] = block_i(x[i]),  i = 0..n_layer-1            layers 1..n_layer
+//   logits = lm_head(ln_f(x[n_layer])), loss = CE         layer n_layer+1 (head)
+// Backward runs the layers in reverse with one running residual gradient dh [N, D]: each block's
+// backward reads dh as d(output) and leaves d(input) in it (the parallel residual makes that an
+// in-place update: dh += d(ln_1 path)). With activation checkpointing only x[i] is kept and a
+// block's activations are recomputed into one shared area right before its backward.
+//
+// Provider protocol, per layer and pass (the order zero/ relies on; tests record it):
+//   forward:  before_layer(i, kForward), layer_params(i), after_layer(i, kForward)
+//   backward: before_layer(i, kBackward), layer_params(i) (not for layer 0), layer_grads(i),
+//             grad_ready(i), after_layer(i, kBackward); head first, embedding last.
+//
+// The Backend concept (everything GptjGraph<Backend> uses; the ops have the semantics of their
+// namesakes in ops_cpu.h, with every pointer in the backend's memory):
+//   using T = ...;          element type of activations, parameters and gradients
+//   using Stat = ...;       element type of the LayerNorm statistics mean[N], rstd[N]
+//   using AttnState = ...;  element type of the attention state saved for backward
+//   using Memory = ...;     owner of one workspace allocation; has void* data()
+//   using Tokens = ...;     the batch's token ids as the ops read them: members `ids` (and what
+//                           the backend's cross_entropy needs)
+//   using LossPending = ...;  what cross_entropy leaves until finish_loss
+//   class LayerParams { LayerParams(Backend&, std::span<const Tensor>); const T* operator[](int); };
+//   class LayerGrads  { LayerGrads(Backend&, std::span<const Tensor>); T* operator[](int);
+//                       void flush(); };  flush: the layer's gradients are complete
+//   static constexpr size_t kWorkspaceAlign;   alignment of every workspace piece, in bytes
+//   void check_tensor(const Tensor&, const ParamSpec&, const char* what);  device and dtype
+//   void check_tokens(const Batch&, bool need_targets);  host-side checks before any work
+//   int64_t attention_state_count(batch, seq, heads);
+//   Memory allocate_workspace(size_t bytes);
+//   Tokens take_tokens(WorkspaceCarver&, const Batch&);   carves what Tokens needs
+//   void load_tokens(const Batch&, Tokens&);               makes the ids readable by the ops
+//   ops: embedding_forward/backward, layernorm_forward/backward, linear_forward/backward,
+//        rotary_forward/backward, attention_forward/backward (backward gets the forward's `out`
+//        too), gelu_forward/backward, add3, zero(T*, count);
+//   LossPending cross_entropy(T* logits, const Tokens&, n, v, bool want_grad, double grad_scale):
+//        per-token losses; with want_grad, logits become dlogits with dloss = grad_scale / count
+//        (0 when nothing is counted);
+//   LossSum finish_loss(const LossPending&);   the loss sum and count, once they are known;
+//   void logits_to_host(const T* logits, int64_t count, float* out).
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <span>
+#include <utility>
+#include <vector>
+
+#include "model/gptj.h"
+#include "model/params.h"
+#include "runtime/error.h"
+#include "runtime/tensor.h"
+
+namespace zt::model {
+
+// Carves typed pieces, each aligned to `align` bytes, out of one allocation. With a null base it
+// only measures (every piece is nullptr), so one layout function both sizes and fills a
+// workspace.
+class WorkspaceCarver {
+ public:
+  WorkspaceCarver(void* base, size_t capacity, size_t align)
+      : base_(static_cast<char*>(base)), capacity_(capacity), align_(align) {}
+
+  template <class E>
+  E* take(int64_t count) {
+    used_ = (used_ + align_ - 1) / align_ * align_;
+    E* p = base_ == nullptr ? nullptr : reinterpret_cast<E*>(base_ + used_);
+    used_ += size_t(count) * sizeof(E);
+    ZT_CHECK(base_ == nullptr || used_ <= capacity_, "workspace overflow: ", used_, " > ",
+             capacity_, " bytes");
+    return p;
+  }
+  size_t bytes() const { return used_; }
+
+ private:
+  char* base_;
+  size_t capacity_;
+  size_t align_;
+  size_t used_ = 0;
+};
+
+template <class Backend>
+class GptjGraph final : public GptjModel {
+ public:
+  using T = typename Backend::T;
+  using Stat = typename Backend::Stat;
+  using AttnState = typename Backend::AttnState;
+  using Tokens = typename Backend::Tokens;
+  using LayerParams = typename Backend::LayerParams;
+  using LayerGrads = typename Backend::LayerGrads;
+
+  template <class... BackendArgs>
+  GptjGraph(const GptjConfig& config, const ModelOptions& options, BackendArgs&&... backend_args)
+      : config_(config), options_(options), backend_(std::forward<BackendArgs>(backend_args)...) {
+    config_.validate();
+    const std::vector<ParamSpec> specs = gptj_param_specs(config_);
+    layer_specs_.resize(size_t(num_layers_total(config_)));
+    for (const ParamSpec& s : specs) layer_specs_[size_t(s.layer)].push_back(s);
+  }
+
+  const GptjConfig& config() const override { return config_; }
+
+  LossSum forward(const Batch& batch, ParamProvider& params) override {
+    check_batch(batch, true);
+    Workspace p(*this, batch, /*store_all=*/false);
+    run_forward(batch, params, p);
+    return backend_.finish_loss(head_forward(batch, params, p, /*want_grad=*/false, 0.0));
+  }
+
+  LossSum forward_backward(const Batch& batch, ParamProvider& params, double grad_scale) override {
+    check_batch(batch, true);
+    Workspace p(*this, batch, /*store_all=*/!options_.activation_checkpointing);
+    run_forward(batch, params, p);
+    const auto pending = head_forward(batch, params, p, /*want_grad=*/true, grad_scale);
+    run_backward(batch, params, p);
+    // Read the loss only now: a backend that computes it asynchronously (CUDA) has the whole
+    // backward queued behind it by the time the host waits for it.
+    return backend_.finish_loss(pending);
+  }
+
+  void logits(const Batch& batch, ParamProvider& params, float* out) override {
+    check_batch(batch, false);
+    Workspace p(*this, batch, /*store_all=*/false);
+    run_forward(batch, params, p);
+    head_logits(params, p);
+    backend_.logits_to_host(p.logits, batch.tokens() * config_.vocab_size, out);
+  }
+
+
+ private:
+  // One block's saved activations; every pointer is [N, ...] row-major.
+  struct BlockActs {
+    T* ln_out;        // [N, D]  ln_1(x)
+    Stat* ln_mean;    // [N]
+    Stat* ln_rstd;    // [N]
+    T* q;             // [B, T, H, Dh] after rotary
+    T* k;             // [B, T, H, Dh] after rotary
+    T* v;             // [B, T, H, Dh]
+    AttnState* attn;  // the backend's attention state (CPU: probs [B, H, T, T]; CUDA: lse [B, H, T])
+    T* ctx;           // [N, D] attention output before out_proj
+    T* pre;           // [N, F] fc_in output before gelu
+    T* act;           // [N, F] gelu output
+  };
+
+  // Everything one forward(+backward) needs, in one backend allocation made per call (the
+  // backend accounts it as activations).
+  struct Workspace {
+    Workspace(GptjGraph& m, const Batch& batch, bool store_all) : n(batch.tokens()) {
+      WorkspaceCarver measure(nullptr, 0, Backend::kWorkspaceAlign);
+      layout(m, batch, store_all, measure);
+      memory = m.backend_.allocate_workspace(measure.bytes());
+      WorkspaceCarver carve(memory.data(), measure.bytes(), Backend::kWorkspaceAlign);
+      layout(m, batch, store_all, carve);
+      m.backend_.load_tokens(batch, tokens);
+    }
+
+    // Takes every piece from `a` in a fixed order (run once to measure, once to carve).
+    void layout(GptjGraph& m, const Batch& b, bool store_all, WorkspaceCarver& a) {
+      const GptjConfig& c = m.config_;
+      const int64_t d = c.d_model, f = c.d_ff;
+      xs.clear();
+      blocks.clear();
+      for (int64_t i = 0; i <= c.n_layer; ++i) xs.push_back(a.take<T>(n * d));
+      const int64_t acts = store_all ? c.n_layer : 1;
+      for (int64_t i = 0; i < acts; ++i) {
+        BlockActs s;
+        s.ln_out = a.take<T>(n * d);
+        s.ln_mean = a.take<Stat>(n);
+        s.ln_rstd = a.take<Stat>(n);
+        s.q = a.take<T>(n * d);
+        s.k = a.take<T>(n * d);
+        s.v = a.take<T>(n * d);
+        s.attn = a.take<AttnState>(m.backend_.attention_state_count(b.batch_size, b.seq_len, c.n_head));
+        s.ctx = a.take<T>(n * d);
+        s.pre = a.take<T>(n * f);
+        s.act = a.take<T>(n * f);
+        blocks.push_back(s);
+      }
+      tmp = a.take<T>(n * d);
+      dh = a.take<T>(n * d);
+      hf = a.take<T>(n * d);
+      hf_mean = a.take<Stat>(n);
+      hf_rstd = a.take<Stat>(n);
+      logits = a.take<T>(n * c.vocab_size);
+      d_ctx = a.take<T>(n * d);
+      dq = a.take<T>(n * d);
+      dk = a.take<T>(n * d);
+      dv = a.take<T>(n * d);
+      d_act = a.take<T>(n * f);
+      d_pre = a.take<T>(n * f);
+      tokens = m.backend_.take_tokens(a, b);
+    }
+
+    BlockActs& acts(int64_t block) { return blocks.size() == 1 ? blocks[0] : blocks[size_t(block)]; }
+
+    int64_t n;
+    typename Backend::Memory memory;
+    std::vector<T*> xs;  // x[i]: input of block i; x[n_layer]: input of the head
+    std::vector<BlockActs> blocks;
+    T* tmp;    // [N, D] scratch
+    T* dh;     // [N, D] running residual gradient
+    T* hf;     // [N, D] ln_f output
+    Stat* hf_mean;
+    Stat* hf_rstd;
+    T* logits;  // [N, V]; overwritten by dlogits in backward
+    T* d_ctx;   // [N, D]
+    T* dq;
+    T* dk;
+    T* dv;
+    T* d_act;  // [N, F]
+    T* d_pre;  // [N, F]
+    Tokens tokens;
+  };
+
+  void check_layer_tensors(std::span<const Tensor> ts, int layer, const char* what) {
+    const std::vector<ParamSpec>& specs = layer_specs_[size_t(layer)];
+    ZT_CHECK(ts.size() == specs.size(), "provider gave ", ts.size(), " ", what, " for layer ",
+             layer, ", the model expects ", specs.size());
+    for (size_t i = 0; i < ts.size(); ++i) {
+      backend_.check_tensor(ts[i], specs[i], what);
+      ZT_CHECK(ts[i].numel() == specs[i].numel(), what, " of ", specs[i].name, ": got ",
+               ts[i].shape.str(), ", expected ", specs[i].shape.str());
+    }
+  }
+
+  LayerParams bind_params(ParamProvider& provider, int layer) {
+    const std::span<const Tensor> ts = provider.layer_params(layer);
+    check_layer_tensors(ts, layer, "parameters");
+    return LayerParams(backend_, ts);
+  }
+
+  LayerGrads bind_grads(ParamProvider& provider, int layer) {
+    const std::span<const Tensor> ts = provider.layer_grads(layer);
+    check_layer_tensors(ts, layer, "gradients");
+    return LayerGrads(backend_, ts);
+  }
+
+  void check_batch(const Batch& batch, bool need_targets) {
+    ZT_CHECK(batch.inputs != nullptr && (!need_targets || batch.targets != nullptr),
+             "batch without token ids");
+    ZT_CHECK(batch.batch_size >= 1 && batch.seq_len >= 1, "empty batch ", batch.batch_size, "x",
+             batch.seq_len);
+    ZT_CHECK(batch.seq_len <= config_.n_positions, "sequence length ", batch.seq_len,
+             " exceeds model.n_positions = ", config_.n_positions);
+    backend_.check_tokens(batch, need_targets);
+  }
+
+  // Block forward: x [N, D] -> y [N, D], filling `a`.
+  void block_forward(const Batch& b, const LayerParams& w, const T* x, T* y, BlockActs& a, T* tmp) {
+    const GptjConfig& c = config_;
+    const int64_t n = b.tokens(), d = c.d_model, f = c.d_ff, hd = c.head_dim();
+    Backend& k = backend_;
+    k.layernorm_forward(x, w[kLn1Weight], w[kLn1Bias], a.ln_out, a.ln_mean, a.ln_rstd, n, d,
+                        c.layer_norm_eps);
+    k.linear_forward(a.ln_out, w[kQProj], nullptr, a.q, n, d, d);
+    k.linear_forward(a.ln_out, w[kKProj], nullptr, a.k, n, d, d);
+    k.linear_forward(a.ln_out, w[kVProj], nullptr, a.v, n, d, d);
+    k.rotary_forward(a.q, b.batch_size, b.seq_len, c.n_head, hd, c.rotary_dim);
+    k.rotary_forward(a.k, b.batch_size, b.seq_len, c.n_head, hd, c.rotary_dim);
+    k.attention_forward(a.q, a.k, a.v, a.ctx, a.attn, b.batch_size, b.seq_len, c.n_head, hd);
+    k.linear_forward(a.ln_out, w[kFcInWeight], w[kFcInBias], a.pre, n, d, f);
+    k.gelu_forward(a.pre, a.act, n * f);
+    // Parallel residual: y = x + out_proj(ctx) + fc_out(gelu(fc_in(ln_1(x)))).
+    k.linear_forward(a.ctx, w[kOutProj], nullptr, y, n, d, d);
+    k.linear_forward(a.act, w[kFcOutWeight], w[kFcOutBias], tmp, n, f, d);
+    k.add3(x, y, tmp, y, n * d);
+  }
+
+  // Block backward: dh [N, D] holds d(y) on entry and d(x) on exit.
+  void block_backward(const Batch& b, const LayerParams& w, LayerGrads& g, const T* x,
+                      const BlockActs& a, Workspace& p) {
+    const GptjConfig& c = config_;
+    const int64_t n = b.tokens(), d = c.d_model, f = c.d_ff, hd = c.head_dim();
+    Backend& k = backend_;
+    T* dh = p.dh;
+    // MLP path: fc_out, gelu, fc_in; d(ln_out) lands in p.tmp.
+    k.linear_backward(dh, a.act, w[kFcOutWeight], p.d_act, g[kFcOutWeight], g[kFcOutBias], n, f,
+                      d, false);
+    k.gelu_backward(a.pre, p.d_act, p.d_pre, n * f);
+    k.linear_backward(p.d_pre, a.ln_out, w[kFcInWeight], p.tmp, g[kFcInWeight], g[kFcInBias], n,
+                      d, f, false);
+    // Attention path: out_proj, attention, rotary, q/k/v; d(ln_out) added into p.tmp.
+    k.linear_backward(dh, a.ctx, w[kOutProj], p.d_ctx, g[kOutProj], nullptr, n, d, d, false);
+    k.attention_backward(p.d_ctx, a.q, a.k, a.v, a.ctx, a.attn, p.dq, p.dk, p.dv, b.batch_size,
+                         b.seq_len, c.n_head, hd);
+    k.rotary_backward(p.dq, b.batch_size, b.seq_len, c.n_head, hd, c.rotary_dim);
+    k.rotary_backward(p.dk, b.batch_size, b.seq_len, c.n_head, hd, c.rotary_dim);
+    k.linear_backward(p.dq, a.ln_out, w[kQProj], p.tmp, g[kQProj], nullptr, n, d, d, true);
+    k.linear_backward(p.dk, a.ln_out, w[kKProj], p.tmp, g[kKProj], nullptr, n, d, d, true);
+    k.linear_backward(p.dv, a.ln_out, w[kVProj], p.tmp, g[kVProj], nullptr, n, d, d, true);
+    // ln_1: dh (the residual gradient) += d(x) through the norm.
+    k.layernorm_backward(p.tmp, x, w[kLn1Weight], a.ln_mean, a.ln_rstd, dh, g[kLn1Weight],
+                         g[kLn1Bias], n, d);
+  }
+
+  void run_forward(const Batch& b, ParamProvider& provider, Workspace& p) {
+    const GptjConfig& c = config_;
+    provider.before_layer(0, Pass::kForward);
+    {
+      const LayerParams w = bind_params(provider, 0);
+      backend_.embedding_forward(p.tokens.ids, w[0], p.xs[0], p.n, c.d_model, c.vocab_size);
+    }
+    provider.after_layer(0, Pass::kForward);
+    for (int64_t i = 0; i < c.n_layer; ++i) {
+      const int layer = int(i) + 1;
+      provider.before_layer(layer, Pass::kForward);
+      {
+        const LayerParams w = bind_params(provider, layer);
+        block_forward(b, w, p.xs[size_t(i)], p.xs[size_t(i) + 1], p.acts(i), p.tmp);
+      }
+      provider.after_layer(layer, Pass::kForward);
+    }
+  }
+
+  // ln_f and lm_head: fills p.hf and p.logits. The caller brackets it with before/after_layer.
+  void head_compute(const LayerParams& w, Workspace& p) {
+    const GptjConfig& c = config_;
+    backend_.layernorm_forward(p.xs.back(), w[kLnFWeight], w[kLnFBias], p.hf, p.hf_mean,
+                               p.hf_rstd, p.n, c.d_model, c.layer_norm_eps);
+    backend_.linear_forward(p.hf, w[kLmHeadWeight], w[kLmHeadBias], p.logits, p.n, c.d_model,
+                            c.vocab_size);
+  }
+
+  void head_logits(ParamProvider& provider, Workspace& p) {
+    const int head = head_layer(config_);
+    provider.before_layer(head, Pass::kForward);
+    {
+      const LayerParams w = bind_params(provider, head);
+      head_compute(w, p);
+    }
+    provider.after_layer(head, Pass::kForward);
+  }
+
+  // Forward through the head and the loss; with want_grad, also turns logits into dlogits.
+  auto head_forward(const Batch& b, ParamProvider& provider, Workspace& p, bool want_grad,
+                    double grad_scale) {
+    head_logits(provider, p);
+    return backend_.cross_entropy(p.logits, p.tokens, p.n, config_.vocab_size, want_grad,
+                                  grad_scale);
+  }
+
+  void run_backward(const Batch& b, ParamProvider& provider, Workspace& p) {
+    const GptjConfig& c = config_;
+    const int64_t n = p.n, d = c.d_model;
+    const int head = head_layer(c);
+    provider.before_layer(head, Pass::kBackward);
+    {
+      const LayerParams w = bind_params(provider, head);
+      LayerGrads g = bind_grads(provider, head);
+      backend_.linear_backward(p.logits, p.hf, w[kLmHeadWeight], p.tmp, g[kLmHeadWeight],
+                               g[kLmHeadBias], n, d, c.vocab_size, false);
+      backend_.zero(p.dh, n * d);
+      backend_.layernorm_backward(p.tmp, p.xs.back(), w[kLnFWeight], p.hf_mean, p.hf_rstd, p.dh,
+                                  g[kLnFWeight], g[kLnFBias], n, d);
+      g.flush();
+    }
+    provider.grad_ready(head);
+    provider.after_layer(head, Pass::kBackward);
+
+    for (int64_t i = c.n_layer - 1; i >= 0; --i) {
+      const int layer = int(i) + 1;
+      provider.before_layer(layer, Pass::kBackward);
+      {
+        const LayerParams w = bind_params(provider, layer);
+        if (options_.activation_checkpointing) {
+          // Recompute this block's activations from its saved input; the output goes to the
+          // scratch d_ctx (it equals x[i+1] and is not needed).
+          block_forward(b, w, p.xs[size_t(i)], p.d_ctx, p.acts(i), p.tmp);
+        }
+        LayerGrads g = bind_grads(provider, layer);
+        block_backward(b, w, g, p.xs[size_t(i)], p.acts(i), p);
+        g.flush();
+      }
+      provider.grad_ready(layer);
+      provider.after_layer(layer, Pass::kBackward);
+    }
+
+    provider.before_layer(0, Pass::kBackward);
+    {
+      LayerGrads g = bind_grads(provider, 0);
+      backend_.embedding_backward(p.tokens.ids, p.dh, g[0], n, d, c.vocab_size);
+      g.flush();
+    }
+    provider.grad_ready(0);
+    provider.after_layer(0, Pass::kBackward);
+  }
+
+  GptjConfig config_;
+  ModelOptions options_;
+  Backend backend_;
+  std::vector<std::vector<ParamSpec>> layer_specs_;  // per provider layer, params.h order
+};
+
+}  // namespace zt::model

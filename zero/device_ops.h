@@ -1,0 +1,59 @@
+// DeviceOps: what the ZeRO engine does to its flat buffers, on the device they live on (the host
+// for the CPU backend, a GPU's stream for the CUDA backend), so one engine serves both.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <memory>
+
+#include "optim/adamw.h"
+#include "runtime/comm.h"
+#include "runtime/device.h"
+#include "runtime/dtype.h"
+#include "runtime/memory.h"
+
+#ifdef ZT_WITH_CUDA
+#include "runtime/cuda/context.h"
+#endif
+
+namespace zt::zero {
+
+class DeviceOps {
+ public:
+  virtual ~DeviceOps() = default;
+  virtual Device device() const = 0;
+
+  Buffer allocate(size_t bytes, MemCategory category, const char* what) const {
+    return Buffer::allocate(device(), bytes, category, what);
+  }
+  virtual void zero(void* data, size_t bytes) = 0;
+  // dst[i] += src[i], one rounding to dtype.
+  virtual void accumulate(const void* src, void* dst, size_t n, DType dtype) = 0;
+  // Host fp32 values into device storage of `dtype` (rounded to nearest even).
+  virtual void upload(const float* host, void* dst, size_t n, DType dtype) = 0;
+  // Device bytes to the host, after the work queued so far.
+  virtual void download(const void* src, void* host, size_t bytes) = 0;
+  // Bytes between two buffers of this device, in queue order.
+  virtual void copy(const void* src, void* dst, size_t bytes) = 0;
+  // Adds the sum of squares of data[0..n) to a running total; take_sum_of_squares returns the
+  // total (waiting for queued work) and resets it.
+  virtual void add_sum_of_squares(const void* data, DType dtype, int64_t n) = 0;
+  virtual double take_sum_of_squares() = 0;
+  // optim::adamw_step_cpu / adamw_step_cuda on this device's buffers.
+  virtual void adamw(float* param, float* m, float* v, const void* grad, DType grad_dtype, int64_t n,
+                     const optim::AdamWStep& hp, void* param16, DType param16_dtype) = 0;
+  // Work queued after this call sees the collective's result (the host waits on the CPU; on a
+  // GPU the compute stream waits on the device).
+  virtual void wait(CommRequest& request) = 0;
+  // One double reduced over `comm`'s ranks (staged through this device's memory when the comm
+  // moves device buffers).
+  virtual double all_reduce_scalar(Comm& comm, double value, ReduceOp op) = 0;
+};
+
+std::unique_ptr<DeviceOps> make_cpu_device_ops();
+#ifdef ZT_WITH_CUDA
+// Work goes to ctx.stream(); `ctx` must outlive the returned object.
+std::unique_ptr<DeviceOps> make_cuda_device_ops(const CudaContext& ctx);
+#endif
+
+}  // namespace zt::zero

@@ -1,0 +1,84 @@
+// DeviceOps on a GPU: everything queued on the context's stream; only reads back to the host wait.
+#include <vector>
+
+#include "optim/adamw_cuda.h"
+#include "runtime/cuda/cuda_check.h"
+#include "runtime/cuda/cuda_device.h"
+#include "runtime/cuda/nccl_comm.h"
+#include "zero/device_ops.h"
+
+namespace zt::zero {
+
+namespace {
+
+class CudaDeviceOps final : public DeviceOps {
+ public:
+  explicit CudaDeviceOps(const CudaContext& ctx) : ctx_(ctx) {
+    ZT_CUDA_CHECK(cudaSetDevice(ctx.device()));
+    ZT_CUDA_CHECK(cudaMalloc(reinterpret_cast<void**>(&scalars_), 2 * sizeof(double)));
+    ZT_CUDA_CHECK(cudaMemsetAsync(scalars_, 0, 2 * sizeof(double), ctx.stream()));
+  }
+  ~CudaDeviceOps() override { cudaFree(scalars_); }
+
+  Device device() const override { return Device::cuda(ctx_.device()); }
+  void zero(void* data, size_t bytes) override {
+    ZT_CUDA_CHECK(cudaMemsetAsync(data, 0, bytes, ctx_.stream()));
+  }
+  void accumulate(const void* src, void* dst, size_t n, DType dtype) override {
+    accumulate_cuda(src, dst, n, dtype, ctx_.stream());
+  }
+  void upload(const float* host, void* dst, size_t n, DType dtype) override {
+    // Convert on the host, then copy on the stream and wait for it while `staged` is alive
+    // (initialisation only, not inside a step).
+    std::vector<unsigned char> staged(n * dtype_size(dtype));
+    convert_cpu(host, DType::kF32, staged.data(), dtype, n);
+    ZT_CUDA_CHECK(cudaMemcpyAsync(dst, staged.data(), staged.size(), cudaMemcpyHostToDevice, ctx_.stream()));
+    ZT_CUDA_CHECK(cudaStreamSynchronize(ctx_.stream()));
+  }
+  void download(const void* src, void* host, size_t bytes) override {
+    ZT_CUDA_CHECK(cudaMemcpyAsync(host, src, bytes, cudaMemcpyDeviceToHost, ctx_.stream()));
+    ZT_CUDA_CHECK(cudaStreamSynchronize(ctx_.stream()));
+  }
+  void copy(const void* src, void* dst, size_t bytes) override {
+    ZT_CUDA_CHECK(cudaMemcpyAsync(dst, src, bytes, cudaMemcpyDeviceToDevice, ctx_.stream()));
+  }
+  void add_sum_of_squares(const void* data, DType dtype, int64_t n) override {
+    optim::sum_of_squares_cuda(ctx_, data, dtype, n, scalars_);
+  }
+  double take_sum_of_squares() override {
+    double s = 0.0;
+    download(scalars_, &s, sizeof(s));
+    zero(scalars_, sizeof(double));
+    return s;
+  }
+  void adamw(float* param, float* m, float* v, const void* grad, DType grad_dtype, int64_t n,
+             const optim::AdamWStep& hp, void* param16, DType param16_dtype) override {
+    optim::adamw_step_cuda(ctx_, param, m, v, grad, grad_dtype, n, hp, param16, param16_dtype);
+  }
+  // Device buffers move through an NcclComm, whose requests carry an event to wait on.
+  void wait(CommRequest& request) override { NcclComm::stream_wait(request, ctx_.stream()); }
+  double all_reduce_scalar(Comm& comm, double value, ReduceOp op) override {
+    if (comm.device().is_cpu()) {
+      comm.all_reduce(&value, 1, DType::kF64, op)->wait();
+      return value;
+    }
+    double* slot = scalars_ + 1;
+    ZT_CUDA_CHECK(cudaMemcpyAsync(slot, &value, sizeof(double), cudaMemcpyHostToDevice, ctx_.stream()));
+    CommHandle h = comm.all_reduce(slot, 1, DType::kF64, op);
+    wait(*h);
+    download(slot, &value, sizeof(double));
+    return value;
+  }
+
+ private:
+  const CudaContext& ctx_;
+  double* scalars_ = nullptr;  // [0]: the running sum of squares; [1]: all_reduce_scalar staging
+};
+
+}  // namespace
+
+std::unique_ptr<DeviceOps> make_cuda_device_ops(const CudaContext& ctx) {
+  return std::make_unique<CudaDeviceOps>(ctx);
+}
+
+}  // namespace zt::zero
