@@ -8,6 +8,9 @@
 #include "model/config.h"
 #include "model/provider.h"
 #include "runtime/dtype.h"
+#ifdef ZT_WITH_CUDA
+#include "runtime/cuda/context.h"
+#endif
 
 namespace zt::model {
 
@@ -54,5 +57,15 @@ class GptjModel {
 // The CPU reference implementation (OpenMP; compute in fp32 or fp64; reads parameters of any
 // storage dtype and adds into gradients of any storage dtype).
 std::unique_ptr<GptjModel> make_cpu_gptj(const GptjConfig& config, const ModelOptions& options);
+
+#ifdef ZT_WITH_CUDA
+// The CUDA implementation: the same layer walk over the ops of ops_cuda.h, queued on
+// ctx.stream(). options.compute_dtype (kBF16 or kF16) is the storage dtype of activations,
+// parameters and gradients; the provider must hand tensors of that dtype on ctx.device(). Token
+// ids arrive on the host, are checked there and copied over. Every call returns after one
+// synchronisation of ctx.stream() (to read the loss or the logits). `ctx` must outlive the model.
+std::unique_ptr<GptjModel> make_cuda_gptj(const GptjConfig& config, const ModelOptions& options,
+                                          const CudaContext& ctx);
+#endif
 
 }  // namespace zt::model

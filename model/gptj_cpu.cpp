@@ -117,8 +117,10 @@ class CpuBackend {
   Buffer allocate_workspace(size_t bytes) const {
     return Buffer::allocate(Device::cpu(), bytes, MemCategory::kActivations, "activations");
   }
-  Tokens take_tokens(WorkspaceCarver&, const Batch& b) const { return Tokens{b.inputs, b.targets}; }
-  void load_tokens(const Batch&, Tokens&) const {}
+  Tokens take_tokens(WorkspaceCarver&, const Batch& b, bool) const {
+    return Tokens{b.inputs, b.targets};
+  }
+  void load_tokens(const Batch&, bool, Tokens&) const {}
 
   // ---- ops (ops_cpu.h) ----
   void embedding_forward(const int32_t* ids, const T* wte, T* out, int64_t n, int64_t d,

@@ -33,8 +33,9 @@
 //   void check_tokens(const Batch&, bool need_targets);  host-side checks before any work
 //   int64_t attention_state_count(batch, seq, heads);
 //   Memory allocate_workspace(size_t bytes);
-//   Tokens take_tokens(WorkspaceCarver&, const Batch&);   carves what Tokens needs
-//   void load_tokens(const Batch&, Tokens&);               makes the ids readable by the ops
+//   Tokens take_tokens(WorkspaceCarver&, const Batch&, bool need_targets);  carves what
+//                           Tokens needs (targets are not read when !need_targets: logits())
+//   void load_tokens(const Batch&, bool need_targets, Tokens&);  makes them readable by the ops
 //   ops: embedding_forward/backward, layernorm_forward/backward, linear_forward/backward,
 //        rotary_forward/backward, attention_forward/backward (backward gets the forward's `out`
 //        too), gelu_forward/backward, add3, zero(T*, count);
@@ -107,14 +108,15 @@ class GptjGraph final : public GptjModel {
 
   LossSum forward(const Batch& batch, ParamProvider& params) override {
     check_batch(batch, true);
-    Workspace p(*this, batch, /*store_all=*/false);
+    Workspace p(*this, batch, /*store_all=*/false, /*need_targets=*/true);
     run_forward(batch, params, p);
     return backend_.finish_loss(head_forward(batch, params, p, /*want_grad=*/false, 0.0));
   }
 
   LossSum forward_backward(const Batch& batch, ParamProvider& params, double grad_scale) override {
     check_batch(batch, true);
-    Workspace p(*this, batch, /*store_all=*/!options_.activation_checkpointing);
+    Workspace p(*this, batch, /*store_all=*/!options_.activation_checkpointing,
+                /*need_targets=*/true);
     run_forward(batch, params, p);
     const auto pending = head_forward(batch, params, p, /*want_grad=*/true, grad_scale);
     run_backward(batch, params, p);
@@ -125,7 +127,7 @@ class GptjGraph final : public GptjModel {
 
   void logits(const Batch& batch, ParamProvider& params, float* out) override {
     check_batch(batch, false);
-    Workspace p(*this, batch, /*store_all=*/false);
+    Workspace p(*this, batch, /*store_all=*/false, /*need_targets=*/false);
     run_forward(batch, params, p);
     head_logits(params, p);
     backend_.logits_to_host(p.logits, batch.tokens() * config_.vocab_size, out);
@@ -150,17 +152,19 @@ class GptjGraph final : public GptjModel {
   // Everything one forward(+backward) needs, in one backend allocation made per call (the
   // backend accounts it as activations).
   struct Workspace {
-    Workspace(GptjGraph& m, const Batch& batch, bool store_all) : n(batch.tokens()) {
+    Workspace(GptjGraph& m, const Batch& batch, bool store_all, bool need_targets)
+        : n(batch.tokens()) {
       WorkspaceCarver measure(nullptr, 0, Backend::kWorkspaceAlign);
-      layout(m, batch, store_all, measure);
+      layout(m, batch, store_all, need_targets, measure);
       memory = m.backend_.allocate_workspace(measure.bytes());
       WorkspaceCarver carve(memory.data(), measure.bytes(), Backend::kWorkspaceAlign);
-      layout(m, batch, store_all, carve);
-      m.backend_.load_tokens(batch, tokens);
+      layout(m, batch, store_all, need_targets, carve);
+      m.backend_.load_tokens(batch, need_targets, tokens);
     }
 
     // Takes every piece from `a` in a fixed order (run once to measure, once to carve).
-    void layout(GptjGraph& m, const Batch& b, bool store_all, WorkspaceCarver& a) {
+    void layout(GptjGraph& m, const Batch& b, bool store_all, bool need_targets,
+                WorkspaceCarver& a) {
       const GptjConfig& c = m.config_;
       const int64_t d = c.d_model, f = c.d_ff;
       xs.clear();
@@ -193,7 +197,7 @@ class GptjGraph final : public GptjModel {
       dv = a.take<T>(n * d);
       d_act = a.take<T>(n * f);
       d_pre = a.take<T>(n * f);
-      tokens = m.backend_.take_tokens(a, b);
+      tokens = m.backend_.take_tokens(a, b, need_targets);
     }
 
     BlockActs& acts(int64_t block) { return blocks.size() == 1 ? blocks[0] : blocks[size_t(block)]; }

@@ -29,8 +29,9 @@ float fake_grad(int rank, size_t spec, int64_t j, int step) {
 }
 
 // One micro-batch's backward as the model would run it: layers from the head down, each adding
-// scale * its gradient into the provider's tensors (uploaded from the host for the GPU engine).
-void fake_backward(zero::Engine& e, int rank, int world, int step, bool on_gpu) {
+// scale * (the sum of the gradients of ranks first_rank..end_rank-1) into the provider's tensors
+// (copied through the host for the GPU engine).
+void fake_backward(zero::Engine& e, int first_rank, int end_rank, int step, bool on_gpu) {
   const model::GptjConfig c;
   const double scale = e.micro_grad_scale(1);
   std::vector<size_t> spec_of;  // spec index of each tensor of a layer, in params.h order
@@ -53,13 +54,9 @@ void fake_backward(zero::Engine& e, int rank, int world, int step, bool on_gpu) 
         std::memcpy(host.data(), g.data, g.nbytes());
       }
       for (int64_t j = 0; j < g.numel(); ++j) {
-        if (world == 1) {  // the reference: the mean over the ranks of the run it stands for
-          float sum = 0;
-          for (int r = 0; r < rank; ++r) sum += fake_grad(r, spec, j, step);
-          host[size_t(j)] += float(scale) * sum;
-        } else {
-          host[size_t(j)] += float(scale) * fake_grad(rank, spec, j, step);
-        }
+        float sum = 0;
+        for (int r = first_rank; r < end_rank; ++r) sum += fake_grad(r, spec, j, step);
+        host[size_t(j)] += float(scale) * sum;
       }
       if (on_gpu) {
         cudaMemcpy(g.data, host.data(), g.nbytes(), cudaMemcpyHostToDevice);
@@ -95,15 +92,15 @@ TEST_F(ZeroCuda, EveryStageMatchesTheHostEngineBitForBit) {
   o.seed = 9;
   o.optimizer.grad_clip = 0.0;  // the norm's summation order differs between host and GPU
   o.optimizer.warmup_steps = 1;
-  // Reference: the host engine on one rank, fed the mean of the N ranks' gradients (rank = n
-  // makes fake_backward add all N contributions; the sum is then divided by n).
+  // Reference: the host engine on one rank, fed the mean of the N ranks' gradients (all N
+  // contributions added, then divided by n).
   SelfComm self;
   zero::EngineOptions ref_o = o;
   zero::Engine ref(c, ref_o, self);
   for (int step = 0; step < 3; ++step) {
     ref.zero_grads();
     ref.set_last_micro_step(true);
-    fake_backward(ref, n, 1, step, false);
+    fake_backward(ref, 0, n, step, false);
     // fake_backward added the SUM over ranks; the N-rank run follows the MEAN.
     Tensor g = ref.step_grads();
     for (int64_t i = 0; i < g.numel(); ++i) g.as<float>()[i] /= float(n);
@@ -119,7 +116,7 @@ TEST_F(ZeroCuda, EveryStageMatchesTheHostEngineBitForBit) {
     for (int step = 0; step < 3; ++step) {
       e.zero_grads();
       e.set_last_micro_step(true);
-      fake_backward(e, world_.rank(), n, step, true);
+      fake_backward(e, world_.rank(), world_.rank() + 1, step, true);
       const zero::StepStats s = e.step();
       EXPECT_FALSE(s.skipped);
     }

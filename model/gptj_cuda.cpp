@@ -1,0 +1,316 @@
+// The CUDA GPT-J: the layer walk of gptj_graph.h over a backend that queues the ops of
+// ops_cuda.h on one CudaContext's stream.
+//
+// Storage: activations, parameters and gradients are in the compute dtype dt (bf16 or fp16) on
+// the device; LayerNorm statistics and the attention log-sum-exp lse [B, H, T] are fp32; the
+// cross-entropy runs fused and in place over the dt logits [N, V] and writes fp32 per-token
+// losses [N]. One workspace per call comes from the stream-ordered pool (StreamBuffer, accounted
+// as activations) and is freed in stream order when the call returns.
+//
+// Host traffic per call: token ids (and targets) are checked on the host, staged in pinned
+// memory and copied on the stream; the per-token losses come back the same way and are summed on
+// the host. Reading the loss is the call's one stream synchronisation (after the backward is
+// queued, in forward_backward). That is acceptable while a step is one call per micro-batch; a
+// pipelined engine would read the losses of step k during step k+1 instead.
+#include <cuda_runtime.h>
+
+#include <cstdint>
+#include <cstring>
+#include <span>
+#include <vector>
+
+#include "model/gptj.h"
+#include "model/gptj_graph.h"
+#include "model/ops_cpu.h"
+#include "model/ops_cuda.h"
+#include "model/params.h"
+#include "runtime/cuda/context.h"
+#include "runtime/cuda/cuda_check.h"
+#include "runtime/cuda/stream_buffer.h"
+#include "runtime/error.h"
+#include "runtime/memory.h"
+
+namespace zt::model {
+namespace {
+
+// Largest head dim of the CUDA attention (ops_cuda.h: "Dh up to 256", multiples of 8).
+constexpr int64_t kCudaMaxHeadDim = 256;
+
+// Page-locked host memory, so that copies queued on the stream run asynchronously. Grows on
+// demand and never shrinks: a training run's batches have one shape, so it is allocated once
+// (cudaFreeHost may synchronise the device; it runs only when a larger batch arrives).
+class PinnedHost {
+ public:
+  PinnedHost() = default;
+  ~PinnedHost() { release(); }
+  PinnedHost(const PinnedHost&) = delete;
+  PinnedHost& operator=(const PinnedHost&) = delete;
+
+  void reserve(size_t bytes, const char* what) {
+    if (bytes <= bytes_) return;
+    release();
+    void* p = nullptr;
+    const cudaError_t status = cudaMallocHost(&p, bytes);
+    if (status == cudaErrorMemoryAllocation) {
+      (void)cudaGetLastError();
+      ZT_FAIL("out of pinned host memory allocating ", bytes, " bytes for ", what);
+    }
+    ZT_CUDA_CHECK(status);
+    data_ = p;
+    bytes_ = bytes;
+    MemoryTracker::of(Device::cpu()).on_alloc(MemCategory::kBuffers, bytes_);
+  }
+  template <class E>
+  E* as() const {
+    return static_cast<E*>(data_);
+  }
+
+ private:
+  void release() {
+    if (data_ == nullptr) return;
+    (void)cudaFreeHost(data_);
+    MemoryTracker::of(Device::cpu()).on_free(MemCategory::kBuffers, bytes_);
+    data_ = nullptr;
+    bytes_ = 0;
+  }
+  void* data_ = nullptr;
+  size_t bytes_ = 0;
+};
+
+// Elem is the host-side 16-bit type (zt::bf16 or zt::f16); the ops take void* and dt.
+template <class Elem>
+class CudaBackend {
+ public:
+  using T = Elem;
+  using Stat = float;       // LayerNorm mean/rstd [N]
+  using AttnState = float;  // lse [B, H, T]
+  using Memory = StreamBuffer;
+  struct Tokens {
+    int32_t* ids = nullptr;      // device [N]
+    int32_t* targets = nullptr;  // device [N]; nullptr when the call has none (logits())
+    float* losses = nullptr;     // device [N] fp32 per-token losses
+    int64_t count = 0;           // targets != -100, counted on the host
+  };
+  struct LossPending {
+    int64_t n = 0;
+    int64_t count = 0;
+  };
+
+  static constexpr DType kDt = dtype_of<T>();
+  // 256 bytes: the attention kernels need 16-byte aligned rows, and cuBLASLt plans depend on
+  // pointer alignment (capped at 16 bytes), so a recompute lands on the same GEMM kernels.
+  static constexpr size_t kWorkspaceAlign = 256;
+
+  CudaBackend(const CudaContext& ctx, int64_t vocab) : ctx_(ctx), vocab_(vocab) {
+    ZT_CUDA_CHECK(cudaEventCreateWithFlags(&staged_, cudaEventDisableTiming));
+  }
+  ~CudaBackend() {
+    // A call that threw midway may have left copies to or from the pinned memory queued.
+    (void)cudaStreamSynchronize(ctx_.stream());
+    if (staged_ != nullptr) (void)cudaEventDestroy(staged_);
+  }
+  CudaBackend(const CudaBackend&) = delete;
+  CudaBackend& operator=(const CudaBackend&) = delete;
+
+  // A layer's parameters / gradients: the provider's device tensors themselves (the ops read and
+  // add into them directly; nothing to convert or flush).
+  class LayerParams {
+   public:
+    LayerParams(CudaBackend&, std::span<const Tensor> ts) {
+      for (const Tensor& t : ts) ptrs_.push_back(static_cast<const T*>(t.data));
+    }
+    const T* operator[](int i) const { return ptrs_[size_t(i)]; }
+
+   private:
+    std::vector<const T*> ptrs_;
+  };
+  class LayerGrads {
+   public:
+    LayerGrads(CudaBackend&, std::span<const Tensor> ts) {
+      for (const Tensor& t : ts) ptrs_.push_back(static_cast<T*>(t.data));
+    }
+    T* operator[](int i) const { return ptrs_[size_t(i)]; }
+    void flush() {}
+
+   private:
+    std::vector<T*> ptrs_;
+  };
+
+  void check_tensor(const Tensor& t, const ParamSpec& spec, const char* what) const {
+    const Device device = Device::cuda(ctx_.device());
+    ZT_CHECK(t.device == device && t.dtype == kDt, what, " of ", spec.name, " are ",
+             dtype_name(t.dtype), " on ", t.device.str(), "; the CUDA model needs ",
+             dtype_name(kDt), " tensors (its compute dtype) on ", device.str(),
+             " (its CudaContext's device)");
+  }
+
+  // The checks the CPU ops make (same messages), here on the host before any device work: the
+  // CUDA kernels do not check ids, and a bad target would only show as a NaN loss.
+  void check_tokens(const Batch& b, bool need_targets) const {
+    const int64_t n = b.tokens();
+    for (int64_t i = 0; i < n; ++i)
+      ZT_CHECK(b.inputs[i] >= 0 && b.inputs[i] < vocab_, "embedding_forward: token id ",
+               b.inputs[i], " at position ", i, " is outside the vocabulary [0, ", vocab_, ")");
+    if (!need_targets) return;
+    for (int64_t i = 0; i < n; ++i)
+      ZT_CHECK(b.targets[i] == cpu::kIgnoreIndex || (b.targets[i] >= 0 && b.targets[i] < vocab_),
+               "cross_entropy_forward: target ", b.targets[i], " at position ", i,
+               " is neither ", cpu::kIgnoreIndex, " nor in [0, ", vocab_, ")");
+  }
+
+  int64_t attention_state_count(int64_t batch, int64_t seq, int64_t heads) const {
+    return batch * heads * seq;
+  }
+  StreamBuffer allocate_workspace(size_t bytes) const {
+    ZT_CUDA_CHECK(cudaSetDevice(ctx_.device()));
+    return StreamBuffer::allocate(ctx_.device(), ctx_.stream(), bytes, MemCategory::kActivations,
+                                  "activations");
+  }
+  Tokens take_tokens(WorkspaceCarver& a, const Batch& b, bool need_targets) const {
+    Tokens tk;
+    tk.ids = a.take<int32_t>(b.tokens());
+    if (need_targets) {
+      tk.targets = a.take<int32_t>(b.tokens());
+      tk.losses = a.take<float>(b.tokens());
+    }
+    return tk;
+  }
+  // Stages ids (and targets) in pinned memory and queues their copies to the device.
+  void load_tokens(const Batch& b, bool need_targets, Tokens& tk) {
+    const size_t n = size_t(b.tokens());
+    // The previous call's copies out of the staging memory must be done before it is rewritten.
+    ZT_CUDA_CHECK(cudaEventSynchronize(staged_));
+    staging_.reserve(2 * n * sizeof(int32_t), "token ids and targets");
+    int32_t* ids = staging_.as<int32_t>();
+    std::memcpy(ids, b.inputs, n * sizeof(int32_t));
+    ZT_CUDA_CHECK(cudaMemcpyAsync(tk.ids, ids, n * sizeof(int32_t), cudaMemcpyHostToDevice,
+                                  ctx_.stream()));
+    tk.count = 0;
+    if (need_targets) {
+      int32_t* targets = ids + n;
+      std::memcpy(targets, b.targets, n * sizeof(int32_t));
+      for (size_t i = 0; i < n; ++i) tk.count += targets[i] != cpu::kIgnoreIndex;
+      ZT_CUDA_CHECK(cudaMemcpyAsync(tk.targets, targets, n * sizeof(int32_t),
+                                    cudaMemcpyHostToDevice, ctx_.stream()));
+    }
+    ZT_CUDA_CHECK(cudaEventRecord(staged_, ctx_.stream()));
+  }
+
+  // ---- ops (ops_cuda.h) ----
+  void embedding_forward(const int32_t* ids, const T* wte, T* out, int64_t n, int64_t d,
+                         int64_t /*vocab: checked on the host*/) const {
+    cuda::embedding_forward(ctx_, ids, wte, out, n, d, kDt);
+  }
+  void embedding_backward(const int32_t* ids, const T* dout, T* dwte, int64_t n, int64_t d,
+                          int64_t vocab) const {
+    cuda::embedding_backward(ctx_, ids, dout, dwte, n, d, vocab, kDt);
+  }
+  void layernorm_forward(const T* x, const T* w, const T* b, T* y, float* mean, float* rstd,
+                         int64_t n, int64_t d, double eps) const {
+    cuda::layernorm_forward(ctx_, x, w, b, y, mean, rstd, n, d, eps, kDt);
+  }
+  void layernorm_backward(const T* dy, const T* x, const T* w, const float* mean,
+                          const float* rstd, T* dx, T* dw, T* db, int64_t n, int64_t d) const {
+    cuda::layernorm_backward(ctx_, dy, x, w, mean, rstd, dx, dw, db, n, d, kDt);
+  }
+  void linear_forward(const T* x, const T* w, const T* b, T* y, int64_t n, int64_t in,
+                      int64_t out) const {
+    cuda::linear_forward(ctx_, x, w, b, y, n, in, out, kDt);
+  }
+  void linear_backward(const T* dy, const T* x, const T* w, T* dx, T* dw, T* db, int64_t n,
+                       int64_t in, int64_t out, bool accumulate_dx) const {
+    cuda::linear_backward(ctx_, dy, x, w, dx, dw, db, n, in, out, kDt, accumulate_dx);
+  }
+  void rotary_forward(T* x, int64_t batch, int64_t seq, int64_t heads, int64_t head_dim,
+                      int64_t rotary_dim) const {
+    cuda::rotary_forward(ctx_, x, batch, seq, heads, head_dim, rotary_dim, kDt);
+  }
+  void rotary_backward(T* dx, int64_t batch, int64_t seq, int64_t heads, int64_t head_dim,
+                       int64_t rotary_dim) const {
+    cuda::rotary_backward(ctx_, dx, batch, seq, heads, head_dim, rotary_dim, kDt);
+  }
+  void attention_forward(const T* q, const T* k, const T* v, T* out, float* lse, int64_t batch,
+                         int64_t seq, int64_t heads, int64_t head_dim) const {
+    cuda::attention_forward(ctx_, q, k, v, out, lse, batch, seq, heads, head_dim, kDt);
+  }
+  void attention_backward(const T* dout, const T* q, const T* k, const T* v, const T* out,
+                          const float* lse, T* dq, T* dk, T* dv, int64_t batch, int64_t seq,
+                          int64_t heads, int64_t head_dim) const {
+    cuda::attention_backward(ctx_, dout, q, k, v, out, lse, dq, dk, dv, batch, seq, heads,
+                             head_dim, kDt);
+  }
+  void gelu_forward(const T* x, T* y, int64_t n) const { cuda::gelu_forward(ctx_, x, y, n, kDt); }
+  void gelu_backward(const T* x, const T* dy, T* dx, int64_t n) const {
+    cuda::gelu_backward(ctx_, x, dy, dx, n, kDt);
+  }
+  void add3(const T* a, const T* b, const T* c, T* out, int64_t n) const {
+    cuda::add3(ctx_, a, b, c, out, n, kDt);
+  }
+  void zero(T* p, int64_t n) const {
+    ZT_CUDA_CHECK(cudaMemsetAsync(p, 0, size_t(n) * sizeof(T), ctx_.stream()));
+  }
+
+  // Queues the fused cross-entropy and the copy of its per-token losses to the host.
+  LossPending cross_entropy(T* logits, const Tokens& tk, int64_t n, int64_t v, bool want_grad,
+                            double grad_scale) {
+    // As the CPU model: d(grad_scale * mean loss)/d(logits), 0 when no token is counted.
+    const float dloss = want_grad && tk.count > 0 ? float(grad_scale / double(tk.count)) : 0.0f;
+    cuda::cross_entropy(ctx_, logits, tk.targets, tk.losses, n, v, dloss, kDt);
+    // The kernel leaves the logits alone when dloss == 0, but backward reads them as dlogits.
+    if (want_grad && dloss == 0.0f)
+      ZT_CUDA_CHECK(cudaMemsetAsync(logits, 0, size_t(n * v) * sizeof(T), ctx_.stream()));
+    losses_host_.reserve(size_t(n) * sizeof(float), "per-token losses");
+    ZT_CUDA_CHECK(cudaMemcpyAsync(losses_host_.as<float>(), tk.losses, size_t(n) * sizeof(float),
+                                  cudaMemcpyDeviceToHost, ctx_.stream()));
+    return LossPending{n, tk.count};
+  }
+  // The call's one wait: everything queued so far (the forward, and in forward_backward the
+  // backward too) runs before the losses can be read.
+  LossSum finish_loss(const LossPending& pending) const {
+    ctx_.synchronize();
+    LossSum loss;
+    loss.count = pending.count;
+    const float* losses = losses_host_.as<float>();
+    for (int64_t i = 0; i < pending.n; ++i) loss.sum += double(losses[i]);  // index order
+    return loss;
+  }
+
+  void logits_to_host(const T* logits, int64_t count, float* out) const {
+    std::vector<T> host(static_cast<size_t>(count));
+    ZT_CUDA_CHECK(cudaMemcpyAsync(host.data(), logits, size_t(count) * sizeof(T),
+                                  cudaMemcpyDeviceToHost, ctx_.stream()));
+    ctx_.synchronize();
+    convert_cpu(host.data(), kDt, out, DType::kF32, size_t(count));
+  }
+
+ private:
+  const CudaContext& ctx_;
+  int64_t vocab_;
+  PinnedHost staging_;      // ids [N] then targets [N], int32
+  PinnedHost losses_host_;  // per-token losses [N], fp32
+  cudaEvent_t staged_ = nullptr;  // recorded after the copies out of staging_
+};
+
+}  // namespace
+
+std::unique_ptr<GptjModel> make_cuda_gptj(const GptjConfig& config, const ModelOptions& options,
+                                          const CudaContext& ctx) {
+  config.validate();
+  const int64_t hd = config.head_dim();
+  if (hd % 8 != 0 || hd > kCudaMaxHeadDim)
+    throw_user_error("model: head_dim = d_model / n_head = ", config.d_model, " / ",
+                     config.n_head, " = ", hd, "; the CUDA attention needs a multiple of 8 up to ",
+                     kCudaMaxHeadDim);
+  switch (options.compute_dtype) {
+    case DType::kBF16:
+      return std::make_unique<GptjGraph<CudaBackend<bf16>>>(config, options, ctx,
+                                                            config.vocab_size);
+    case DType::kF16:
+      return std::make_unique<GptjGraph<CudaBackend<f16>>>(config, options, ctx,
+                                                           config.vocab_size);
+    default:
+      ZT_FAIL("the CUDA model computes in bf16 or fp16, not ", dtype_name(options.compute_dtype));
+  }
+}
+
+}  // namespace zt::model
