@@ -43,7 +43,10 @@ int run_train(const CliCommand& cmd) {
   resolved = mpi.broadcast_string(resolved);
   if (me.rank != 0) config = parse_config(resolved, "(resolved config from rank 0)", {});
   try {
-    train(*config, mpi.world());
+    TrainOptions options;
+    options.local_rank = me.local_rank;
+    options.local_size = me.local_size;
+    train(*config, mpi.world(), options);
   } catch (const std::exception& e) {
     const bool user = dynamic_cast<const UserError*>(&e) != nullptr;
     std::fflush(stdout);

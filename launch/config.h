@@ -31,6 +31,9 @@ struct TrainSection {
   bool overwrite = false;  // allow replacing the outputs of an earlier run in out_dir
   int64_t threads = 0;     // OpenMP threads; 0 = OpenMP's default (all cores, or OMP_NUM_THREADS)
   DType precision = DType::kF32;  // storage dtype of the parameters the model reads
+  // "cuda", "cpu", or "auto": cuda when a GPU is visible and precision is bf16/fp16 (the CUDA
+  // backend computes in 16 bits), else cpu.
+  std::string device = "auto";
 };
 
 struct ZeroSection {

@@ -220,6 +220,12 @@ std::vector<ConfigKey> build_schema() {
       "Dtype of the parameters and gradients the model uses; bf16 and fp16 keep fp32 master "
       "weights in the optimizer, fp16 adds dynamic loss scaling ([fp16])"));
 
+  keys.push_back(enum_key(
+      "train", "device", {"auto", "cuda", "cpu"}, [](const RunConfig& c) { return c.train.device; },
+      [](RunConfig& c, const std::string& name) { c.train.device = name; },
+      "Where to compute: cuda (one rank per GPU, NCCL between them), cpu, or auto (cuda when a "
+      "GPU is visible and precision is bf16 or fp16)"));
+
   // [optimizer]
   keys.push_back(float_key(
       "optimizer", "lr", [](auto& c) -> auto& { return c.optimizer.lr; }, 0, true,

@@ -49,11 +49,11 @@ void MetricsWriter::write(const StepMetrics& m) {
   if (file_ == nullptr) return;
   std::fprintf(file_,
                "{\"step\": %lld, \"loss\": %s, \"lr\": %s, \"grad_norm\": %s, \"tokens_per_s\": %s, "
-               "\"peak_mem_bytes\": %lld, \"elapsed_s\": %s, \"skipped\": %s}\n",
+               "\"peak_mem_bytes\": %lld, \"elapsed_s\": %s, \"mfu\": %s, \"skipped\": %s}\n",
                (long long)m.step, json_number(m.loss).c_str(), json_number(m.lr).c_str(),
                json_number(m.grad_norm).c_str(), json_number(m.tokens_per_s).c_str(),
                (long long)m.peak_mem_bytes, json_number(m.elapsed_s).c_str(),
-               m.skipped ? "true" : "false");
+               json_number(m.mfu).c_str(), m.skipped ? "true" : "false");
   if (std::fflush(file_) != 0)
     throw_user_error("writing the metrics file \"", path_, "\" failed: ", std::strerror(errno));
 }
@@ -61,10 +61,16 @@ void MetricsWriter::write(const StepMetrics& m) {
 std::string format_step_line(const StepMetrics& m, int64_t total_steps) {
   char buf[256];
   std::snprintf(buf, sizeof(buf),
-                "step %lld/%lld | loss %.4f | lr %.3e | grad norm %.3f | %.0f tokens/s | peak mem %s%s",
+                "step %lld/%lld | loss %.4f | lr %.3e | grad norm %.3f | %.0f tokens/s | peak mem %s",
                 (long long)m.step, (long long)total_steps, m.loss, m.lr, m.grad_norm, m.tokens_per_s,
-                format_bytes(double(m.peak_mem_bytes)).c_str(), m.skipped ? " | SKIPPED" : "");
-  return buf;
+                format_bytes(double(m.peak_mem_bytes)).c_str());
+  std::string line = buf;
+  if (m.mfu > 0) {
+    std::snprintf(buf, sizeof(buf), " | MFU %.1f%%", 100 * m.mfu);
+    line += buf;
+  }
+  if (m.skipped) line += " | SKIPPED";
+  return line;
 }
 
 ProgressLine::ProgressLine() : enabled_(isatty(STDOUT_FILENO) == 1 && log_enabled(LogLevel::kInfo)) {}

@@ -15,6 +15,7 @@ struct StepMetrics {
   double tokens_per_s = 0.0;
   int64_t peak_mem_bytes = 0;  // peak bytes so far on the compute device, max over ranks
   double elapsed_s = 0.0;
+  double mfu = 0.0;  // model FLOPs utilisation per GPU (0 on the CPU backend)
   bool skipped = false;
 };
 

@@ -17,11 +17,18 @@
 #include "runtime/timer.h"
 #include "zero/engine.h"
 
+#ifdef ZT_WITH_CUDA
+#include "runtime/cuda/context.h"
+#include "runtime/cuda/nccl_comm.h"
+#endif
+
 namespace zt::launch {
 
 namespace {
 
 namespace fs = std::filesystem;
+
+constexpr double kPeakFlops = 989e12;  // dense bf16, H100 SXM / H200 (DESIGN.md section 6)
 
 void write_text_file(const fs::path& path, const std::string& text) {
   std::ofstream out(path, std::ios::trunc);
@@ -65,6 +72,25 @@ void log_model_state(Comm& comm, const zero::Engine& engine) {
 
 }  // namespace
 
+Device resolve_device(const TrainSection& t, int local_rank, int local_size) {
+  const bool sixteen_bit = t.precision == DType::kBF16 || t.precision == DType::kF16;
+  const int gpus = cuda_device_count();
+  if (t.device == "cpu" || (t.device == "auto" && (gpus == 0 || !sixteen_bit))) return Device::cpu();
+  if (!built_with_cuda())
+    throw_user_error("train.device = \"cuda\", but this zerotrain was built without CUDA: rebuild "
+                     "on a machine with the CUDA toolkit, or set train.device = \"cpu\"");
+  if (gpus == 0)
+    throw_user_error("train.device = \"cuda\", but no GPU is visible (check nvidia-smi and "
+                     "CUDA_VISIBLE_DEVICES), or set train.device = \"cpu\"");
+  if (!sixteen_bit)
+    throw_user_error("train.precision = \"", dtype_name(t.precision), "\" runs on the CPU backend "
+                     "only; on GPUs use \"bf16\" or \"fp16\" (or set train.device = \"cpu\")");
+  if (local_size > gpus)
+    throw_user_error(local_size, " ranks on this node but only ", gpus, " GPUs: NCCL needs one GPU "
+                     "per rank, so start at most ", gpus, " ranks per node (mpirun -np / --map-by)");
+  return Device::cuda(local_rank);
+}
+
 void check_out_dir(const TrainSection& t) {
   const fs::path metrics = fs::path(t.out_dir) / "metrics.jsonl";
   std::error_code ec;
@@ -92,9 +118,30 @@ TrainSummary train(const RunConfig& config, Comm& comm, const TrainOptions& opti
     metrics.emplace((fs::path(t.out_dir) / "metrics.jsonl").string());
   }
 
+  // The backend: on the CPU the engine uses `comm` directly; on a GPU it gets a CUDA context
+  // (stream, cuBLASLt) and an NcclComm bootstrapped over `comm`.
+  const Device device = resolve_device(t, options.local_rank, options.local_size);
+#ifdef ZT_WITH_CUDA
+  // Declared first so they outlive the model and engine that queue work on them.
+  std::unique_ptr<CudaContext> cuda;
+  std::unique_ptr<NcclComm> nccl;
+#endif
   model::ModelOptions model_options;
   model_options.activation_checkpointing = config.model.activation_checkpointing;
-  std::unique_ptr<model::GptjModel> model = model::make_cpu_gptj(shape, model_options);
+  std::unique_ptr<model::GptjModel> model;
+  std::unique_ptr<zero::DeviceOps> device_ops;
+  Comm* engine_comm = &comm;
+#ifdef ZT_WITH_CUDA
+  if (device.is_cuda()) {
+    cuda = std::make_unique<CudaContext>(device.index);
+    nccl = std::make_unique<NcclComm>(comm, device.index, cuda->stream());
+    engine_comm = nccl.get();
+    model_options.compute_dtype = t.precision;
+    model = model::make_cuda_gptj(shape, model_options, *cuda);
+    device_ops = zero::make_cuda_device_ops(*cuda);
+  }
+#endif
+  if (!model) model = model::make_cpu_gptj(shape, model_options);
 
   zero::EngineOptions engine_options;
   engine_options.param_dtype = t.precision;
@@ -104,7 +151,7 @@ TrainSummary train(const RunConfig& config, Comm& comm, const TrainOptions& opti
   engine_options.loss_scaler = config.fp16;
   engine_options.total_steps = t.steps;
   engine_options.seed = uint64_t(t.seed);
-  zero::Engine engine(shape, engine_options, comm);
+  zero::Engine engine(shape, engine_options, *engine_comm, std::move(device_ops));
 
   const datasets::SyntheticCorpus corpus(shape.vocab_size, uint64_t(t.seed));
   TrainSummary summary;
@@ -114,9 +161,11 @@ TrainSummary train(const RunConfig& config, Comm& comm, const TrainOptions& opti
   const int64_t b = t.micro_batch_size, seq = t.seq_len, accum = t.grad_accum_steps;
   const int64_t samples_per_step = b * accum * world;
   const int64_t tokens_per_step = samples_per_step * seq;
+  const double flops_per_token = model::gptj_flops_per_token(shape, seq);
   log_info("model gptj (", config.model.preset, " shapes): ", summary.num_params, " parameters, ",
            shape.n_layer, " layers, d_model ", shape.d_model, "; precision ", dtype_name(t.precision),
-           "; device cpu (", omp_get_max_threads(), " threads per rank)");
+           "; ", device.is_cuda() ? "one GPU per rank (" + device.str() + " on rank 0)"
+                                  : "device cpu (" + std::to_string(omp_get_max_threads()) + " threads per rank)");
   log_info("world size ", world, ", zero stage ", config.zero.stage, ", ",
            engine.layout().buckets.size(), " buckets of up to ", config.zero.bucket_elements,
            " parameters");
@@ -157,9 +206,11 @@ TrainSummary train(const RunConfig& config, Comm& comm, const TrainOptions& opti
     m.tokens_per_s = double(tokens_per_step) / step_timer.seconds();
     m.elapsed_s = run_timer.seconds();
     m.skipped = stats.skipped;
-    // Peak bytes of the rank that peaked highest.
+    // Peak bytes of the rank that peaked highest, on the compute device.
     m.peak_mem_bytes = int64_t(all_reduce_scalar(
-        comm, double(MemoryTracker::of(Device::cpu()).stats().peak_total), ReduceOp::kMax));
+        comm, double(MemoryTracker::of(device).stats().peak_total), ReduceOp::kMax));
+    // MFU per GPU with the 6N + 12 L d T convention against the dense bf16 peak (GPU runs only).
+    if (device.is_cuda()) m.mfu = m.tokens_per_s / world * flops_per_token / kPeakFlops;
     if (metrics) metrics->write(m);
     summary.steps.push_back(m);
     if (step % t.log_every == 0 || step == t.steps || step == 1) {

@@ -24,6 +24,8 @@ struct TrainSummary {
 };
 
 struct TrainOptions {
+  int local_rank = 0;                 // this rank among the ranks of its node: its GPU index
+  int local_size = 1;
   bool write_outputs = true;          // rank 0 writes config.toml and metrics.jsonl to out_dir
   bool collect_final_params = false;  // fill TrainSummary::final_params (collective)
   // Called on every rank after each step's backward, right before the optimizer step (tests use
@@ -35,7 +37,12 @@ struct TrainOptions {
 // train.overwrite is false. Rank 0 calls it before training starts.
 void check_out_dir(const TrainSection& train);
 
-// Runs the job on every rank of `comm`: rank 0 prints the resolved config, writes
+// Where train.device sends this run: cpu or this rank's GPU. Throws zt::UserError when cuda is
+// asked for and cannot be had (no CUDA build or GPU, fp32 precision, more ranks than GPUs).
+Device resolve_device(const TrainSection& train, int local_rank, int local_size);
+
+// Runs the job on every rank of `comm` (a host Comm over all ranks; on GPUs the engine talks
+// over an NcclComm built from it): rank 0 prints the resolved config, writes
 // <out_dir>/config.toml and <out_dir>/metrics.jsonl and logs every train.log_every steps (and the
 // first and last). Returns the metrics.
 TrainSummary train(const RunConfig& config, Comm& comm, const TrainOptions& options = {});

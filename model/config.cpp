@@ -61,3 +61,11 @@ int64_t gptj_param_count(const GptjConfig& c) {
 }
 
 }  // namespace zt::model
+
+namespace zt::model {
+
+double gptj_flops_per_token(const GptjConfig& c, int64_t seq_len) {
+  return 6.0 * double(gptj_param_count(c)) + 12.0 * double(c.n_layer) * double(c.d_model) * double(seq_len);
+}
+
+}  // namespace zt::model

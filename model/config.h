@@ -33,4 +33,9 @@ GptjConfig gptj_preset(std::string_view name);
 // Number of parameters, computed from the shapes alone (no allocation).
 int64_t gptj_param_count(const GptjConfig& config);
 
+// Training FLOPs per token for MFU, the convention of DESIGN.md section 6: 6 N + 12 L d T
+// (dense matmuls forward and backward, plus attention scores and values; activation recompute
+// is not counted). 39.12 GFLOP for gptj-6b at T = 2048.
+double gptj_flops_per_token(const GptjConfig& config, int64_t seq_len);
+
 }  // namespace zt::model

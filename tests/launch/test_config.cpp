@@ -53,6 +53,7 @@ void expect_same_config(const RunConfig& a, const RunConfig& b) {
   EXPECT_EQ(a.train.overwrite, b.train.overwrite);
   EXPECT_EQ(a.train.threads, b.train.threads);
   EXPECT_EQ(a.train.precision, b.train.precision);
+  EXPECT_EQ(a.train.device, b.train.device);
 
   EXPECT_EQ(a.data.source, b.data.source);
 
@@ -117,6 +118,7 @@ RunConfig every_key_changed() {
   c.train.threads = 3;
   c.train.precision = DType::kBF16;
   c.data.source = "synthetic";
+  c.train.device = "cpu";
   c.zero.stage = 2;
   c.zero.bucket_elements = 123457;
   c.fp16.initial_scale = 1024.0;

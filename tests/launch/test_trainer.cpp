@@ -12,6 +12,7 @@
 #include "launch/config.h"
 #include "launch/trainer.h"
 #include "runtime/error.h"
+#include "runtime/device.h"
 #include "runtime/self_comm.h"
 
 namespace zt::launch {
@@ -167,6 +168,40 @@ TEST(Cli, TrainHelpListsEveryKey) {
                           "train.grad_accum_steps", "train.seq_len", "train.precision",
                           "optimizer.lr", "optimizer.grad_clip", "data.source"})
     EXPECT_NE(help.find(key), std::string::npos) << key;
+}
+
+}  // namespace
+}  // namespace zt::launch
+
+namespace zt::launch {
+namespace {
+
+TEST(Device, AutoPicksTheCpuForFp32OrWithoutAGpu) {
+  TrainSection t;
+  EXPECT_TRUE(resolve_device(t, 0, 1).is_cpu());  // fp32 default
+  t.precision = DType::kBF16;
+  if (cuda_device_count() == 0) EXPECT_TRUE(resolve_device(t, 0, 1).is_cpu());
+  else EXPECT_EQ(resolve_device(t, 1, 2), Device::cuda(1));
+}
+
+TEST(Device, CudaThatCannotBeHadIsAClearError) {
+  TrainSection t;
+  t.device = "cuda";
+  t.precision = DType::kBF16;
+  std::string message;
+  try {
+    resolve_device(t, 0, 64);  // more ranks on a node than any machine here has GPUs
+  } catch (const UserError& e) {
+    message = e.what();
+  }
+  EXPECT_TRUE(message.find("built without CUDA") != std::string::npos ||
+              message.find("no GPU is visible") != std::string::npos ||
+              message.find("NCCL needs one GPU per rank") != std::string::npos)
+      << message;
+  if (cuda_device_count() > 0) {
+    t.precision = DType::kF32;
+    EXPECT_THROW(resolve_device(t, 0, 1), UserError);  // the CUDA backend computes in 16 bits
+  }
 }
 
 }  // namespace

@@ -22,6 +22,8 @@ TEST(GptjParams, SixBillionPresetHasExactlyTheHuggingFaceCount) {
   int64_t total = 0;
   for (const ParamSpec& s : gptj_param_specs(c)) total += s.numel();
   EXPECT_EQ(total, 6050882784LL);
+  // DESIGN.md section 6: 6N + 12 L d T = 39.12 GFLOP per token at T = 2048.
+  EXPECT_NEAR(gptj_flops_per_token(c, 2048) / 1e9, 39.12, 0.005);
 }
 
 TEST(GptjParams, NamesShapesAndOrderFollowHuggingFace) {
