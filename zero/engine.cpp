@@ -95,7 +95,7 @@ std::vector<Tensor> Engine::views_into(void* base, int64_t base_offset, int laye
     const model::ParamSpec& s = specs_[size_t(p.spec_index)];
     ZT_CHECK(s.index_in_layer == i - first.first_param, "flat layout out of params.h order at ", s.name);
     views.emplace_back(static_cast<char*>(base) + size_t(p.offset - base_offset) * elem(),
-                       options_.param_dtype, s.shape);
+                       options_.param_dtype, s.shape, ops_->device());
   }
   return views;
 }
