@@ -112,19 +112,21 @@ void raw_memset_zero(Device device, void* ptr, size_t bytes) {
 #endif
 }
 
+void throw_out_of_memory(Device device, size_t bytes, MemCategory category, std::string_view what) {
+  const MemStats s = MemoryTracker::of(device).stats();
+  ZT_FAIL("out of memory on ", device.str(), " allocating ", format_bytes(double(bytes)), " for ",
+          what, " (", mem_category_name(category), "); in use: ", s.describe_current(),
+          ". Try a smaller micro_batch_size or seq_len, model.activation_checkpointing = true, "
+          "or a higher zero.stage; `zerotrain estimate` shows what fits");
+}
+
 Buffer Buffer::allocate(Device device, size_t bytes, MemCategory category, std::string_view what) {
   Buffer b;
   b.device_ = device;
   b.category_ = category;
   if (bytes == 0) return b;
   b.data_ = raw_allocate(device, bytes);
-  if (b.data_ == nullptr) {
-    const MemStats s = MemoryTracker::of(device).stats();
-    ZT_FAIL("out of memory on ", device.str(), " allocating ", format_bytes(double(bytes)),
-            " for ", what, " (", mem_category_name(category), "); in use: ", s.describe_current(),
-            ". Try a smaller micro_batch_size or seq_len, model.activation_checkpointing = true, "
-            "or a higher zero.stage; `zerotrain estimate` shows what fits");
-  }
+  if (b.data_ == nullptr) throw_out_of_memory(device, bytes, category, what);
   b.bytes_ = bytes;
   MemoryTracker::of(device).on_alloc(category, bytes);
   return b;

@@ -80,6 +80,11 @@ class Buffer {
   MemCategory category_ = MemCategory::kBuffers;
 };
 
+// Throws the out-of-memory error every allocator of the project gives: what was being allocated,
+// how much each category holds on the device, and what to try.
+[[noreturn]] void throw_out_of_memory(Device device, size_t bytes, MemCategory category,
+                                      std::string_view what);
+
 // Device-specific raw allocation hooks, used by Buffer (CUDA versions live in runtime/cuda/).
 void* raw_allocate(Device device, size_t bytes);
 void raw_free(Device device, void* ptr);

@@ -38,12 +38,7 @@ StreamBuffer StreamBuffer::allocate(int device, cudaStream_t stream, size_t byte
   const cudaError_t status = cudaMallocAsync(&ptr, bytes, stream);
   if (status == cudaErrorMemoryAllocation) {
     (void)cudaGetLastError();  // reset the last error, so later launch checks do not report it
-    const MemStats s = MemoryTracker::of(Device::cuda(device)).stats();
-    ZT_FAIL("out of memory on ", Device::cuda(device).str(), " allocating ",
-            format_bytes(double(bytes)), " for ", what, " (", mem_category_name(category),
-            "); in use: ", s.describe_current(),
-            ". Try a smaller micro_batch_size or seq_len, model.activation_checkpointing = true, "
-            "or a higher zero.stage; `zerotrain estimate` shows what fits");
+    throw_out_of_memory(Device::cuda(device), bytes, category, what);
   }
   ZT_CUDA_CHECK(status);
   b.data_ = ptr;
