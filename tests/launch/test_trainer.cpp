@@ -45,6 +45,7 @@ RunConfig quick_config(const std::string& out_dir, int64_t steps) {
   c.train.out_dir = out_dir;
   c.train.log_every = 1000;
   c.optimizer.warmup_steps = 5;
+  c.train.device = "cpu";  // the CPU trainer, also on machines with GPUs
   return c;
 }
 

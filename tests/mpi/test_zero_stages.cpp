@@ -32,6 +32,7 @@ RunConfig base_config(int64_t steps) {
   c.train.seq_len = 32;
   c.train.log_every = 1000;
   c.train.seed = 77;
+  c.train.device = "cpu";  // these tests hold the CPU engine to its 1-rank run (auto would pick GPUs)
   c.optimizer.warmup_steps = 5;
   c.zero.bucket_elements = 20000;
   return c;
