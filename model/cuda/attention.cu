@@ -124,16 +124,7 @@ __device__ __forceinline__ uint32_t pack2<__half>(float lo, float hi) {
   return *reinterpret_cast<const uint32_t*>(&v);
 }
 
-template <class Elem>
-__device__ __forceinline__ float to_float(Elem x);
-template <>
-__device__ __forceinline__ float to_float<__nv_bfloat16>(__nv_bfloat16 x) {
-  return __bfloat162float(x);
-}
-template <>
-__device__ __forceinline__ float to_float<__half>(__half x) {
-  return __half2float(x);
-}
+using detail::to_float;  // bf16/fp16 -> fp32, shared with the other kernels
 
 // 2^x; 2^-inf = 0. Max relative error about 2 ulp; results below 2^-126 flush to zero.
 __device__ __forceinline__ float exp2_approx(float x) {
