@@ -4,7 +4,7 @@
 // Storage: activations, parameters and gradients are in the compute dtype dt (bf16 or fp16) on
 // the device; LayerNorm statistics and the attention log-sum-exp lse [B, H, T] are fp32; the
 // cross-entropy runs fused and in place over the dt logits [N, V] and writes fp32 per-token
-// losses [N]. One workspace per call comes from the stream-ordered pool (StreamBuffer, accounted
+// losses [N]. One workspace per call comes from the stream-ordered pool (a stream-ordered Buffer, accounted
 // as activations) and is freed in stream order when the call returns.
 //
 // Host traffic per call: token ids (and targets) are checked on the host, staged in pinned
@@ -26,7 +26,6 @@
 #include "model/params.h"
 #include "runtime/cuda/context.h"
 #include "runtime/cuda/cuda_check.h"
-#include "runtime/cuda/stream_buffer.h"
 #include "runtime/error.h"
 #include "runtime/memory.h"
 
@@ -84,7 +83,7 @@ class CudaBackend {
   using T = Elem;
   using Stat = float;       // LayerNorm mean/rstd [N]
   using AttnState = float;  // lse [B, H, T]
-  using Memory = StreamBuffer;
+  using Memory = Buffer;  // stream-ordered (runtime/memory.h)
   struct Tokens {
     int32_t* ids = nullptr;      // device [N]
     int32_t* targets = nullptr;  // device [N]; nullptr when the call has none (logits())
@@ -161,10 +160,10 @@ class CudaBackend {
   int64_t attention_state_count(int64_t batch, int64_t seq, int64_t heads) const {
     return batch * heads * seq;
   }
-  StreamBuffer allocate_workspace(size_t bytes) const {
+  Buffer allocate_workspace(size_t bytes) const {
     ZT_CUDA_CHECK(cudaSetDevice(ctx_.device()));
-    return StreamBuffer::allocate(ctx_.device(), ctx_.stream(), bytes, MemCategory::kActivations,
-                                  "activations");
+    return Buffer::allocate(Device::cuda(ctx_.device()), bytes, MemCategory::kActivations,
+                            "activations", ctx_.stream());
   }
   Tokens take_tokens(WorkspaceCarver& a, const Batch& b, bool need_targets) const {
     Tokens tk;

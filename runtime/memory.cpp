@@ -84,31 +84,35 @@ void require_cuda_build(Device device) {
 
 }  // namespace
 
-void* raw_allocate(Device device, size_t bytes) {
+void* raw_allocate(Device device, size_t bytes, [[maybe_unused]] StreamHandle stream) {
   if (device.is_cpu())
     return std::aligned_alloc(kHostAlignment, (bytes + kHostAlignment - 1) / kHostAlignment * kHostAlignment);
   require_cuda_build(device);
 #ifdef ZT_WITH_CUDA
-  return cuda_allocate(device.index, bytes);
+  return stream != nullptr ? cuda_allocate_async(device.index, bytes, stream)
+                           : cuda_allocate(device.index, bytes);
 #endif
   return nullptr;
 }
 
-void raw_free(Device device, void* ptr) {
+void raw_free(Device device, void* ptr, [[maybe_unused]] StreamHandle stream) {
   if (device.is_cpu()) return std::free(ptr);
 #ifdef ZT_WITH_CUDA
-  cuda_free(device.index, ptr);
+  if (stream != nullptr)
+    cuda_free_async(device.index, ptr, stream);
+  else
+    cuda_free(device.index, ptr);
 #endif
 }
 
-void raw_memset_zero(Device device, void* ptr, size_t bytes) {
+void raw_memset_zero(Device device, void* ptr, size_t bytes, [[maybe_unused]] StreamHandle stream) {
   if (device.is_cpu()) {
     std::memset(ptr, 0, bytes);
     return;
   }
   require_cuda_build(device);
 #ifdef ZT_WITH_CUDA
-  cuda_memset_zero(device.index, ptr, bytes);
+  cuda_memset_zero(device.index, ptr, bytes, stream);
 #endif
 }
 
@@ -120,12 +124,14 @@ void throw_out_of_memory(Device device, size_t bytes, MemCategory category, std:
           "or a higher zero.stage; `zerotrain estimate` shows what fits");
 }
 
-Buffer Buffer::allocate(Device device, size_t bytes, MemCategory category, std::string_view what) {
+Buffer Buffer::allocate(Device device, size_t bytes, MemCategory category, std::string_view what,
+                        StreamHandle stream) {
   Buffer b;
   b.device_ = device;
   b.category_ = category;
+  b.stream_ = device.is_cpu() ? nullptr : stream;
   if (bytes == 0) return b;
-  b.data_ = raw_allocate(device, bytes);
+  b.data_ = raw_allocate(device, bytes, b.stream_);
   if (b.data_ == nullptr) throw_out_of_memory(device, bytes, category, what);
   b.bytes_ = bytes;
   MemoryTracker::of(device).on_alloc(category, bytes);
@@ -133,7 +139,11 @@ Buffer Buffer::allocate(Device device, size_t bytes, MemCategory category, std::
 }
 
 Buffer::Buffer(Buffer&& other) noexcept
-    : data_(other.data_), bytes_(other.bytes_), device_(other.device_), category_(other.category_) {
+    : data_(other.data_),
+      bytes_(other.bytes_),
+      device_(other.device_),
+      category_(other.category_),
+      stream_(other.stream_) {
   other.data_ = nullptr;
   other.bytes_ = 0;
 }
@@ -145,6 +155,7 @@ Buffer& Buffer::operator=(Buffer&& other) noexcept {
     bytes_ = other.bytes_;
     device_ = other.device_;
     category_ = other.category_;
+    stream_ = other.stream_;
     other.data_ = nullptr;
     other.bytes_ = 0;
   }
@@ -153,14 +164,14 @@ Buffer& Buffer::operator=(Buffer&& other) noexcept {
 
 void Buffer::release() {
   if (data_ == nullptr) return;
-  raw_free(device_, data_);
+  raw_free(device_, data_, stream_);
   MemoryTracker::of(device_).on_free(category_, bytes_);
   data_ = nullptr;
   bytes_ = 0;
 }
 
 void Buffer::zero() {
-  if (data_ != nullptr) raw_memset_zero(device_, data_, bytes_);
+  if (data_ != nullptr) raw_memset_zero(device_, data_, bytes_, stream_);
 }
 
 Tensor Buffer::tensor(DType dtype, const Shape& shape) const {

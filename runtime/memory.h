@@ -49,13 +49,26 @@ class MemoryTracker {
   MemStats stats_;
 };
 
+// An opaque stream handle (a cudaStream_t) for code that must not see CUDA headers.
+using StreamHandle = void*;
+
 // An owned, aligned allocation on one device, accounted under one category. Move-only; freed
 // (and un-accounted) on destruction.
+//
+// On a GPU a Buffer is either plain (cudaMalloc/cudaFree: for state that lives all run; the free
+// synchronises the device) or stream-ordered (`stream` given: cudaMallocAsync/cudaFreeAsync on
+// that stream, from the device's default pool, which keeps freed memory for reuse). Use
+// stream-ordered buffers for anything allocated inside a step (activations, gathered layers,
+// gradient staging): the free is queued behind the work already on the stream, so the host never
+// waits, and work on other streams that uses the memory must be ordered before the free by an
+// event wait on that stream (NcclComm::stream_wait).
 class Buffer {
  public:
   Buffer() = default;
-  // Throws zt::Error naming `what`, the size and the device's usage per category on failure.
-  static Buffer allocate(Device device, size_t bytes, MemCategory category, std::string_view what);
+  // Throws zt::Error naming `what`, the size, the device's usage per category and what to try on
+  // failure. `stream` is ignored on the host.
+  static Buffer allocate(Device device, size_t bytes, MemCategory category, std::string_view what,
+                         StreamHandle stream = nullptr);
   ~Buffer() { release(); }
   Buffer(Buffer&& other) noexcept;
   Buffer& operator=(Buffer&& other) noexcept;
@@ -66,8 +79,14 @@ class Buffer {
   size_t bytes() const { return bytes_; }
   Device device() const { return device_; }
   MemCategory category() const { return category_; }
+  StreamHandle stream() const { return stream_; }
   bool empty() const { return data_ == nullptr; }
-  // Sets every byte to zero.
+  // Typed pointer to the start.
+  template <class T>
+  T* as() const {
+    return static_cast<T*>(data_);
+  }
+  // Sets every byte to zero (and waits for it).
   void zero();
   // A view of the whole buffer (or its first shape.numel() elements) as a tensor.
   Tensor tensor(DType dtype, const Shape& shape) const;
@@ -78,6 +97,7 @@ class Buffer {
   size_t bytes_ = 0;
   Device device_;
   MemCategory category_ = MemCategory::kBuffers;
+  StreamHandle stream_ = nullptr;
 };
 
 // Throws the out-of-memory error every allocator of the project gives: what was being allocated,
@@ -86,8 +106,9 @@ class Buffer {
                                       std::string_view what);
 
 // Device-specific raw allocation hooks, used by Buffer (CUDA versions live in runtime/cuda/).
-void* raw_allocate(Device device, size_t bytes);
-void raw_free(Device device, void* ptr);
-void raw_memset_zero(Device device, void* ptr, size_t bytes);
+// nullptr from raw_allocate means out of memory; `stream` selects the stream-ordered pool on a GPU.
+void* raw_allocate(Device device, size_t bytes, StreamHandle stream);
+void raw_free(Device device, void* ptr, StreamHandle stream);
+void raw_memset_zero(Device device, void* ptr, size_t bytes, StreamHandle stream);
 
 }  // namespace zt

@@ -23,7 +23,10 @@ class DeviceOps {
   virtual ~DeviceOps() = default;
   virtual Device device() const = 0;
 
-  Buffer allocate(size_t bytes, MemCategory category, const char* what) const {
+  // On a GPU the buffer is stream-ordered on the ops' stream (runtime/memory.h): the engine
+  // allocates and frees layer buffers inside a step, and a cudaFree there would synchronise the
+  // device, stalling both the host and the communication stream.
+  virtual Buffer allocate(size_t bytes, MemCategory category, const char* what) const {
     return Buffer::allocate(device(), bytes, category, what);
   }
   virtual void zero(void* data, size_t bytes) = 0;

@@ -21,6 +21,9 @@ class CudaDeviceOps final : public DeviceOps {
   ~CudaDeviceOps() override { cudaFree(scalars_); }
 
   Device device() const override { return Device::cuda(ctx_.device()); }
+  Buffer allocate(size_t bytes, MemCategory category, const char* what) const override {
+    return Buffer::allocate(device(), bytes, category, what, ctx_.stream());
+  }
   void zero(void* data, size_t bytes) override {
     ZT_CUDA_CHECK(cudaMemsetAsync(data, 0, bytes, ctx_.stream()));
   }

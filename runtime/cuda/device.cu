@@ -1,6 +1,9 @@
 // CUDA device queries, raw device memory, copies, and the dtype conversion kernel.
 #include <cuda_runtime.h>
 
+#include <cstdint>
+#include <mutex>
+#include <set>
 #include <type_traits>
 
 #include "runtime/cuda/cuda_check.h"
@@ -39,9 +42,47 @@ void cuda_free(int device, void* ptr) {
   if (cudaSetDevice(device) == cudaSuccess) (void)cudaFree(ptr);
 }
 
-void cuda_memset_zero(int device, void* ptr, size_t bytes) {
+void keep_pool_memory(int device) {
+  static std::mutex mutex;
+  static std::set<int> done;
+  std::lock_guard<std::mutex> lock(mutex);
+  if (done.count(device) != 0) return;
+  cudaMemPool_t pool = nullptr;
+  ZT_CUDA_CHECK(cudaDeviceGetDefaultMemPool(&pool, device));
+  // The default threshold (0) hands every freed byte back to the driver at the next stream,
+  // event or device synchronisation, so each step would pay cudaMalloc's cost again.
+  uint64_t threshold = UINT64_MAX;
+  ZT_CUDA_CHECK(cudaMemPoolSetAttribute(pool, cudaMemPoolAttrReleaseThreshold, &threshold));
+  done.insert(device);
+}
+
+void* cuda_allocate_async(int device, size_t bytes, void* stream) {
   ZT_CUDA_CHECK(cudaSetDevice(device));
-  ZT_CUDA_CHECK(cudaMemset(ptr, 0, bytes));
+  keep_pool_memory(device);
+  void* ptr = nullptr;
+  const cudaError_t status = cudaMallocAsync(&ptr, bytes, static_cast<cudaStream_t>(stream));
+  if (status == cudaErrorMemoryAllocation) {
+    (void)cudaGetLastError();  // reset the last error, so later launch checks do not report it
+    return nullptr;
+  }
+  ZT_CUDA_CHECK(status);
+  return ptr;
+}
+
+void cuda_free_async(int device, void* ptr, void* stream) {
+  // Called from destructors: never throws; a failed free is ignored as cudaFree's is.
+  if (cudaSetDevice(device) == cudaSuccess) (void)cudaFreeAsync(ptr, static_cast<cudaStream_t>(stream));
+}
+
+void cuda_memset_zero(int device, void* ptr, size_t bytes, void* stream) {
+  ZT_CUDA_CHECK(cudaSetDevice(device));
+  if (stream == nullptr) {
+    ZT_CUDA_CHECK(cudaMemset(ptr, 0, bytes));
+    return;
+  }
+  const auto s = static_cast<cudaStream_t>(stream);
+  ZT_CUDA_CHECK(cudaMemsetAsync(ptr, 0, bytes, s));
+  ZT_CUDA_CHECK(cudaStreamSynchronize(s));
 }
 
 void cuda_copy(void* dst, const void* src, size_t bytes) {

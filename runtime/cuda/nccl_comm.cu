@@ -29,10 +29,18 @@ class NcclRequest final : public CommRequest {
     ZT_CUDA_CHECK(cudaEventRecord(done_, stream));
   }
   ~NcclRequest() override {
-    cudaEventSynchronize(done_);  // never abandon a collective whose buffers may be freed next
+    // A request nobody waited for: its buffers may be freed next (a plain cudaFree does not
+    // wait for the communication stream), so the host waits. Once a stream waits on the event,
+    // the buffers' stream-ordered frees on that stream come after the collective anyway, and
+    // dropping the request must not stall the host (DESIGN.md section 4: no host sync in a step).
+    if (!stream_waited_) cudaEventSynchronize(done_);
     cudaEventDestroy(done_);
   }
-  void wait() override { ZT_CUDA_CHECK(cudaEventSynchronize(done_)); }
+  void wait() override {
+    ZT_CUDA_CHECK(cudaEventSynchronize(done_));
+    stream_waited_ = true;  // complete: nothing is left to order after
+  }
+  void on_stream_wait() const { stream_waited_ = true; }
   bool test() override {
     const cudaError_t status = cudaEventQuery(done_);
     if (status == cudaErrorNotReady) return false;
@@ -43,6 +51,7 @@ class NcclRequest final : public CommRequest {
 
  private:
   cudaEvent_t done_ = nullptr;
+  mutable bool stream_waited_ = false;
 };
 
 }  // namespace
@@ -121,6 +130,7 @@ void NcclComm::stream_wait(const CommRequest& request, cudaStream_t stream) {
   const auto* r = dynamic_cast<const NcclRequest*>(&request);
   ZT_CHECK(r != nullptr, "stream_wait needs a request from an NcclComm");
   ZT_CUDA_CHECK(cudaStreamWaitEvent(stream, r->event(), 0));
+  r->on_stream_wait();
 }
 
 }  // namespace zt

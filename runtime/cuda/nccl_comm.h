@@ -44,7 +44,9 @@ class NcclComm final : public Comm {
   void barrier() override;
 
   // Makes `stream` wait (on the device, without blocking the host) for the collective behind
-  // `request`, which must come from this NcclComm.
+  // `request`, which must come from an NcclComm. Afterwards dropping the request no longer waits
+  // on the host, so memory the collective used must be freed in `stream`'s order (a
+  // stream-ordered Buffer of that stream, runtime/memory.h) or after a host wait.
   static void stream_wait(const CommRequest& request, cudaStream_t stream);
 
  private:

@@ -1,7 +1,7 @@
 // The CUDA GPT-J (make_cuda_gptj) against the CPU model fed the same 16-bit parameters: loss,
 // logits and every parameter gradient within bounds derived from the dtype's rounding; bitwise
 // determinism with and without activation recompute; the provider protocol; input checks before
-// any device work; StreamBuffer accounting.
+// any device work; stream-ordered Buffer accounting.
 //
 // Note "CUDA model tolerances". u is the unit roundoff of the storage dtype dt (bf16 2^-8, fp16
 // 2^-11). The CPU reference computes in fp32 from the same dt-rounded parameters, so the
@@ -38,7 +38,6 @@
 #include "model/params.h"
 #include "model/provider.h"
 #include "runtime/cuda/context.h"
-#include "runtime/cuda/stream_buffer.h"
 #include "runtime/device.h"
 #include "runtime/error.h"
 #include "runtime/memory.h"
@@ -492,17 +491,19 @@ TEST(GptjCuda, WorkspaceIsAccountedAsActivations) {
             2 * n * ((k.config.n_layer + 1) * k.config.d_model + k.config.vocab_size));
 }
 
-TEST(StreamBuffer, AccountsAndReportsOutOfMemory) {
+TEST(StreamOrderedBuffer, AccountsAndReportsOutOfMemory) {
   if (cuda_device_count() == 0) GTEST_SKIP() << "no CUDA device";
   MemoryTracker& tracker = MemoryTracker::of(Device::cuda(ctx().device()));
   const int act = int(MemCategory::kActivations);
   const int64_t before = tracker.stats().current[act];
   {
-    StreamBuffer b = StreamBuffer::allocate(ctx().device(), ctx().stream(), 1 << 20,
-                                            MemCategory::kActivations, "test buffer");
+    Buffer b = Buffer::allocate(Device::cuda(ctx().device()), 1 << 20, MemCategory::kActivations,
+                                "test buffer", ctx().stream());
+    EXPECT_EQ(b.stream(), ctx().stream());
     EXPECT_NE(b.data(), nullptr);
     EXPECT_EQ(tracker.stats().current[act], before + (1 << 20));
-    StreamBuffer moved = std::move(b);
+    Buffer moved = std::move(b);
+    EXPECT_EQ(moved.stream(), ctx().stream());
     EXPECT_TRUE(b.empty());
     EXPECT_EQ(tracker.stats().current[act], before + (1 << 20));
   }
@@ -511,8 +512,8 @@ TEST(StreamBuffer, AccountsAndReportsOutOfMemory) {
   size_t free_bytes = 0, total_bytes = 0;
   ASSERT_EQ(cudaMemGetInfo(&free_bytes, &total_bytes), cudaSuccess);
   try {
-    StreamBuffer::allocate(ctx().device(), ctx().stream(), 2 * total_bytes,
-                           MemCategory::kActivations, "an impossible workspace");
+    Buffer::allocate(Device::cuda(ctx().device()), 2 * total_bytes, MemCategory::kActivations,
+                     "an impossible workspace", ctx().stream());
     ADD_FAILURE() << "an allocation of twice the device memory succeeded";
   } catch (const Error& e) {
     const std::string m = e.what();
