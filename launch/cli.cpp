@@ -3,12 +3,15 @@
 
 #include <cstdio>
 #include <exception>
+#include <iostream>
 #include <optional>
 
 #include "launch/bench.h"
 #include "launch/bootstrap.h"
 #include "launch/config.h"
 #include "launch/estimate.h"
+#include "launch/prepare_cmd.h"
+#include "launch/tokenize_cmd.h"
 #include "launch/trainer.h"
 #include "runtime/error.h"
 #include "runtime/log.h"
@@ -74,6 +77,10 @@ std::string usage_text() {
          "      per-GPU memory for each ZeRO stage and what fits (zerotrain estimate --help)\n"
          "  zerotrain bench [--model gptj-6b] [--micro-batch 4] [--seq-len 2048]\n"
          "      per-op timings of the CUDA backend at the model's shapes (zerotrain bench --help)\n"
+         "  zerotrain prepare --tokenizer DIR --out DATASET_DIR [--format text|jsonl] FILES...\n"
+         "      tokenize documents into HDF5 shards to train on (zerotrain prepare --help)\n"
+         "  zerotrain tokenize --tokenizer DIR [--decode] < INPUT\n"
+         "      GPT-2 BPE token ids of stdin, or the text of ids (zerotrain tokenize --help)\n"
          "  zerotrain --help           this text\n"
          "  zerotrain --version\n"
          "\n"
@@ -114,8 +121,8 @@ CliCommand parse_cli(const std::vector<std::string>& args) {
     return cmd;
   }
   if (args[0] != "train")
-    throw_user_error("unknown command \"", args[0], "\": the commands are train, estimate and "
-                     "bench (run `zerotrain --help`)");
+    throw_user_error("unknown command \"", args[0], "\": the commands are train, estimate, "
+                     "bench, prepare and tokenize (run `zerotrain --help`)");
   cmd.kind = CliCommand::Kind::kTrain;
   for (size_t i = 1; i < args.size(); ++i) {
     const std::string& a = args[i];
@@ -149,6 +156,20 @@ CliCommand parse_cli(const std::vector<std::string>& args) {
 int run_cli(const std::vector<std::string>& args) {
   try {
     log_configure(LogOptions{});
+    // `tokenize` filters stdin to stdout and needs nothing of the rest of the CLI.
+    if (!args.empty() && args[0] == "tokenize") {
+      const TokenizeArgs t = parse_tokenize_args({args.begin() + 1, args.end()});
+      if (t.help) std::fputs(tokenize_usage_text().c_str(), stdout);
+      else run_tokenize(t, std::cin, std::cout);
+      std::cout.flush();
+      return 0;
+    }
+    // `prepare` runs on one process, like `tokenize`.
+    if (!args.empty() && args[0] == "prepare") {
+      const PrepareArgs p = parse_prepare_args({args.begin() + 1, args.end()});
+      std::fputs(p.help ? prepare_usage_text().c_str() : run_prepare(p).c_str(), stdout);
+      return 0;
+    }
     const CliCommand cmd = parse_cli(args);
     switch (cmd.kind) {
       case CliCommand::Kind::kHelp: std::fputs(usage_text().c_str(), stdout); return 0;

@@ -375,6 +375,14 @@ RunConfig parse_config(std::string_view toml_text, std::string_view source_name,
         where_of({"fp16.initial_scale", "fp16.min_scale"}),
         ": fp16.initial_scale = ", format_config_value(config.fp16.initial_scale),
         " is out of range: must be >= fp16.min_scale = ", format_config_value(config.fp16.min_scale));
+  if (config.data.source == "hdf5" && config.data.path.empty())
+    throw_user_error(where_of({"data.source"}), ": data.source = \"hdf5\" needs data.path, the folder "
+                     "made by `zerotrain prepare --out DIR` (docs/data.md)");
+  if (config.data.source != "hdf5" && !config.data.path.empty())
+    throw_user_error(where_of({"data.path"}), ": data.path is set but data.source = ",
+                     format_config_value(config.data.source), ": set data.source = \"hdf5\" to train on it");
+  if (config.data.source != "hdf5" && !config.data.tokenizer.empty())
+    throw_user_error(where_of({"data.tokenizer"}), ": data.tokenizer is only read with data.source = \"hdf5\"");
   return config;
 }
 

@@ -34,6 +34,8 @@ struct TrainSection {
   // "cuda", "cpu", or "auto": cuda when a GPU is visible and precision is bf16/fp16 (the CUDA
   // backend computes in 16 bits), else cpu.
   std::string device = "auto";
+  int64_t eval_every = 0;    // evaluate the validation split every this many steps; 0 = never
+  int64_t eval_batches = 8;  // global batches of micro_batch_size x world sequences per evaluation
 };
 
 struct ZeroSection {
@@ -42,7 +44,10 @@ struct ZeroSection {
 };
 
 struct DataSection {
-  std::string source = "synthetic";
+  std::string source = "synthetic";  // "synthetic" or "hdf5" (a folder from `zerotrain prepare`)
+  std::string path;                  // hdf5: the dataset folder (holds manifest.toml)
+  std::string tokenizer;             // hdf5, optional: a tokenizer folder whose id must match
+  bool verify = true;                // hdf5: checksum every shard before training starts
 };
 
 struct RunConfig {

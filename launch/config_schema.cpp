@@ -195,7 +195,7 @@ std::vector<ConfigKey> build_schema() {
       "Optimizer steps to run"));
   keys.push_back(int_key(
       "train", "seed", [](auto& c) -> auto& { return c.train.seed; }, 0,
-      "Seed of the parameter init and of the synthetic data"));
+      "Seed of the parameter init, the synthetic data and the sample order of hdf5 data"));
   keys.push_back(int_key(
       "train", "log_every", [](auto& c) -> auto& { return c.train.log_every; }, 1,
       "Log loss and throughput every this many optimizer steps"));
@@ -220,6 +220,13 @@ std::vector<ConfigKey> build_schema() {
       "Dtype of the parameters and gradients the model uses; bf16 and fp16 keep fp32 master "
       "weights in the optimizer, fp16 adds dynamic loss scaling ([fp16])"));
 
+  keys.push_back(int_key(
+      "train", "eval_every", [](auto& c) -> auto& { return c.train.eval_every; }, 0,
+      "Evaluate the validation split every this many steps (and after the last); logs val_loss "
+      "and val_ppl; 0 = never"));
+  keys.push_back(int_key(
+      "train", "eval_batches", [](auto& c) -> auto& { return c.train.eval_batches; }, 1,
+      "Batches of micro_batch_size sequences per rank in one evaluation (the same ones each time)"));
   keys.push_back(enum_key(
       "train", "device", {"auto", "cuda", "cpu"}, [](const RunConfig& c) { return c.train.device; },
       [](RunConfig& c, const std::string& name) { c.train.device = name; },
@@ -274,9 +281,25 @@ std::vector<ConfigKey> build_schema() {
 
   // [data]
   keys.push_back(enum_key(
-      "data", "source", {"synthetic"}, [](const RunConfig& c) { return c.data.source; },
+      "data", "source", {"synthetic", "hdf5"}, [](const RunConfig& c) { return c.data.source; },
       [](RunConfig& c, const std::string& name) { c.data.source = name; },
-      "Training data; synthetic is the built-in deterministic corpus"));
+      "Training data: synthetic is the built-in deterministic corpus; hdf5 reads the token "
+      "shards of data.path (docs/data.md)"));
+  keys.push_back(string_key(
+      "data", "path", [](auto& c) -> auto& { return c.data.path; },
+      "Dataset folder made by `zerotrain prepare` (holds manifest.toml)"));
+  keys.back().non_empty = false;
+  keys.back().cross_rule = "required when data.source = \"hdf5\"";
+  keys.push_back(string_key(
+      "data", "tokenizer", [](auto& c) -> auto& { return c.data.tokenizer; },
+      "Tokenizer folder (vocab.json + merges.txt, ...); when set, the dataset must have been "
+      "tokenized with it"));
+  keys.back().non_empty = false;
+  keys.back().cross_rule = "only with data.source = \"hdf5\"";
+  keys.push_back(bool_key(
+      "data", "verify", [](auto& c) -> auto& { return c.data.verify; },
+      "Read every shard once before training to check its checksum and token ids (the other "
+      "dataset checks always run)"));
 
   // [zero]
   keys.push_back(int_key(

@@ -47,13 +47,16 @@ MetricsWriter::~MetricsWriter() {
 
 void MetricsWriter::write(const StepMetrics& m) {
   if (file_ == nullptr) return;
+  const std::string val = std::isnan(m.val_loss) ? std::string()
+                                                 : ", \"val_loss\": " + json_number(m.val_loss) +
+                                                       ", \"val_ppl\": " + json_number(m.val_ppl);
   std::fprintf(file_,
                "{\"step\": %lld, \"loss\": %s, \"lr\": %s, \"grad_norm\": %s, \"tokens_per_s\": %s, "
-               "\"peak_mem_bytes\": %lld, \"elapsed_s\": %s, \"mfu\": %s, \"skipped\": %s}\n",
+               "\"peak_mem_bytes\": %lld, \"elapsed_s\": %s, \"mfu\": %s, \"skipped\": %s%s}\n",
                (long long)m.step, json_number(m.loss).c_str(), json_number(m.lr).c_str(),
                json_number(m.grad_norm).c_str(), json_number(m.tokens_per_s).c_str(),
                (long long)m.peak_mem_bytes, json_number(m.elapsed_s).c_str(),
-               json_number(m.mfu).c_str(), m.skipped ? "true" : "false");
+               json_number(m.mfu).c_str(), m.skipped ? "true" : "false", val.c_str());
   if (std::fflush(file_) != 0)
     throw_user_error("writing the metrics file \"", path_, "\" failed: ", std::strerror(errno));
 }
@@ -67,6 +70,10 @@ std::string format_step_line(const StepMetrics& m, int64_t total_steps) {
   std::string line = buf;
   if (m.mfu > 0) {
     std::snprintf(buf, sizeof(buf), " | MFU %.1f%%", 100 * m.mfu);
+    line += buf;
+  }
+  if (!std::isnan(m.val_loss)) {
+    std::snprintf(buf, sizeof(buf), " | val loss %.4f | val ppl %.2f", m.val_loss, m.val_ppl);
     line += buf;
   }
   if (m.skipped) line += " | SKIPPED";

@@ -1,6 +1,7 @@
 // Step metrics: the JSONL metrics file and the terminal progress line.
 #pragma once
 
+#include <cmath>
 #include <cstdint>
 #include <cstdio>
 #include <string>
@@ -17,6 +18,10 @@ struct StepMetrics {
   double elapsed_s = 0.0;
   double mfu = 0.0;  // model FLOPs utilisation per GPU (0 on the CPU backend)
   bool skipped = false;
+  // Validation loss (mean nats/token) and perplexity exp(val_loss) on the steps that evaluated
+  // (train.eval_every); NaN elsewhere, and then left out of the JSONL line.
+  double val_loss = NAN;
+  double val_ppl = NAN;
 };
 
 // One JSON object per line, flushed per step so a crash loses at most the current line.

@@ -6,6 +6,7 @@
 #include <functional>
 #include <vector>
 
+#include "datasets/sampler.h"
 #include "launch/config.h"
 #include "launch/metrics.h"
 #include "runtime/comm.h"
@@ -19,7 +20,9 @@ namespace zt::launch {
 struct TrainSummary {
   std::vector<StepMetrics> steps;  // every step, in order (the same on every rank)
   int64_t num_params = 0;
-  double loss_floor = 0.0;         // the synthetic corpus's entropy rate (nats/token)
+  double loss_floor = 0.0;         // the synthetic corpus's entropy rate (nats/token); 0 for hdf5
+  // HDF5 data: the sampler state after the last step (to continue the sample sequence exactly).
+  datasets::SamplerState data_state;
   std::vector<float> final_params; // fp32 master values in forward order, when asked for
 };
 
