@@ -5,17 +5,17 @@
 #include <algorithm>
 #include <array>
 #include <atomic>
-#include <climits>
 #include <cstdio>
 #include <cstring>
 #include <filesystem>
 #include <fstream>
-#include <functional>
 #include <sstream>
 #include <unordered_map>
 
+#include "datasets/json_reader.h"
 #include "datasets/unicode_classes.h"
 #include "runtime/error.h"
+#include "runtime/rng.h"
 
 namespace zt::datasets {
 
@@ -33,24 +33,6 @@ std::string read_file(const std::filesystem::path& path) {
   ss << in.rdbuf();
   if (in.bad()) throw_user_error("cannot read tokenizer file \"", path.string(), "\"");
   return std::move(ss).str();
-}
-
-void append_utf8(std::string& out, uint32_t cp) {
-  if (cp < 0x80) {
-    out += char(cp);
-  } else if (cp < 0x800) {
-    out += char(0xC0 | (cp >> 6));
-    out += char(0x80 | (cp & 0x3F));
-  } else if (cp < 0x10000) {
-    out += char(0xE0 | (cp >> 12));
-    out += char(0x80 | ((cp >> 6) & 0x3F));
-    out += char(0x80 | (cp & 0x3F));
-  } else {
-    out += char(0xF0 | (cp >> 18));
-    out += char(0x80 | ((cp >> 12) & 0x3F));
-    out += char(0x80 | ((cp >> 6) & 0x3F));
-    out += char(0x80 | (cp & 0x3F));
-  }
 }
 
 // Decodes one well-formed UTF-8 sequence (Unicode Table 3-7: no overlong forms, no surrogates,
@@ -88,180 +70,6 @@ inline size_t decode_utf8(const unsigned char* p, const unsigned char* end, uint
   return 0;
 }
 
-// 1-based line of a byte offset, for error messages.
-size_t line_of(std::string_view text, size_t offset) {
-  return size_t(std::count(text.begin(), text.begin() + std::min(offset, text.size()), '\n')) + 1;
-}
-
-// A reader for the JSON the tokenizer files use: it parses strings and integers and skips
-// anything else, so vocab.json and tokenizer.json are read without building a document tree.
-class JsonReader {
- public:
-  JsonReader(std::string_view text, std::string file) : s_(text), file_(std::move(file)) {}
-
-  [[noreturn]] void fail(const std::string& what) const {
-    throw_user_error("tokenizer file \"", file_, "\" is not valid here (line ", line_of(s_, pos_),
-                     "): ", what);
-  }
-  void skip_ws() {
-    while (pos_ < s_.size() &&
-           (s_[pos_] == ' ' || s_[pos_] == '\n' || s_[pos_] == '\r' || s_[pos_] == '\t'))
-      ++pos_;
-  }
-  char peek() {
-    skip_ws();
-    return pos_ < s_.size() ? s_[pos_] : '\0';
-  }
-  void expect(char c) {
-    if (peek() != c) fail(std::string("expected '") + c + "'" + found());
-    ++pos_;
-  }
-  // Consumes c if it is next.
-  bool accept(char c) {
-    if (peek() != c) return false;
-    ++pos_;
-    return true;
-  }
-  bool at_end() { return peek() == '\0' && pos_ >= s_.size(); }
-
-  std::string string() {
-    expect('"');
-    std::string out;
-    for (;;) {
-      if (pos_ >= s_.size()) fail("unterminated string");
-      const char c = s_[pos_++];
-      if (c == '"') return out;
-      if (static_cast<unsigned char>(c) < 0x20) fail("control character inside a string");
-      if (c != '\\') {
-        out += c;
-        continue;
-      }
-      if (pos_ >= s_.size()) fail("unterminated string");
-      const char e = s_[pos_++];
-      switch (e) {
-        case '"': out += '"'; break;
-        case '\\': out += '\\'; break;
-        case '/': out += '/'; break;
-        case 'b': out += '\b'; break;
-        case 'f': out += '\f'; break;
-        case 'n': out += '\n'; break;
-        case 'r': out += '\r'; break;
-        case 't': out += '\t'; break;
-        case 'u': {
-          uint32_t cp = hex4();
-          if (cp >= 0xD800 && cp <= 0xDBFF) {
-            if (s_.substr(pos_, 2) != "\\u") fail("unpaired surrogate in a \\u escape");
-            pos_ += 2;
-            const uint32_t low = hex4();
-            if (low < 0xDC00 || low > 0xDFFF) fail("unpaired surrogate in a \\u escape");
-            cp = 0x10000 + ((cp - 0xD800) << 10) + (low - 0xDC00);
-          } else if (cp >= 0xDC00 && cp <= 0xDFFF) {
-            fail("unpaired surrogate in a \\u escape");
-          }
-          append_utf8(out, cp);
-          break;
-        }
-        default: fail(std::string("unknown escape \\") + e);
-      }
-    }
-  }
-
-  int64_t integer() {
-    skip_ws();
-    const size_t start = pos_;
-    bool negative = false;
-    if (pos_ < s_.size() && s_[pos_] == '-') negative = true, ++pos_;
-    int64_t v = 0;
-    size_t digits = 0;
-    while (pos_ < s_.size() && s_[pos_] >= '0' && s_[pos_] <= '9') {
-      if (v > (INT64_MAX - 9) / 10) fail("integer out of range");
-      v = v * 10 + (s_[pos_++] - '0');
-      ++digits;
-    }
-    if (digits == 0 ||
-        (pos_ < s_.size() && (s_[pos_] == '.' || s_[pos_] == 'e' || s_[pos_] == 'E'))) {
-      pos_ = start;
-      fail("expected an integer" + found());
-    }
-    return negative ? -v : v;
-  }
-
-  // Skips one value of any type.
-  void skip_value() {
-    const char c = peek();
-    if (c == '"') {
-      string();
-    } else if (c == '{') {
-      ++pos_;
-      if (accept('}')) return;
-      do {
-        string();
-        expect(':');
-        skip_value();
-      } while (accept(','));
-      expect('}');
-    } else if (c == '[') {
-      ++pos_;
-      if (accept(']')) return;
-      do skip_value();
-      while (accept(','));
-      expect(']');
-    } else {
-      const size_t start = pos_;
-      while (pos_ < s_.size() && std::strchr("+-.0123456789eEtrufalsn", s_[pos_]) != nullptr)
-        ++pos_;
-      if (pos_ == start) fail("expected a value" + found());
-    }
-  }
-
-  // Calls f(key) for each member of an object; f must consume the member's value.
-  void object(const std::function<void(const std::string&)>& f) {
-    expect('{');
-    if (accept('}')) return;
-    do {
-      const std::string key = string();
-      expect(':');
-      f(key);
-    } while (accept(','));
-    expect('}');
-  }
-  // Calls f() for each element of an array; f must consume the element.
-  void array(const std::function<void()>& f) {
-    expect('[');
-    if (accept(']')) return;
-    do f();
-    while (accept(','));
-    expect(']');
-  }
-
- private:
-  uint32_t hex4() {
-    if (pos_ + 4 > s_.size()) fail("truncated \\u escape");
-    uint32_t v = 0;
-    for (int i = 0; i < 4; ++i) {
-      const char h = s_[pos_++];
-      v <<= 4;
-      if (h >= '0' && h <= '9')
-        v |= uint32_t(h - '0');
-      else if (h >= 'a' && h <= 'f')
-        v |= uint32_t(h - 'a' + 10);
-      else if (h >= 'A' && h <= 'F')
-        v |= uint32_t(h - 'A' + 10);
-      else
-        fail("bad hex digit in a \\u escape");
-    }
-    return v;
-  }
-  std::string found() const {
-    if (pos_ >= s_.size()) return ", found the end of the file";
-    return std::string(", found '") + s_[pos_] + "'";
-  }
-
-  std::string_view s_;
-  size_t pos_ = 0;
-  std::string file_;
-};
-
 // GPT-2's bytes_to_unicode: printable Latin-1 bytes map to themselves, the other 68 bytes to
 // U+0100 onwards in byte order, so every token is a printable string in the files.
 std::array<uint32_t, 256> bytes_to_unicode() {
@@ -277,15 +85,6 @@ std::array<uint32_t, 256> bytes_to_unicode() {
 // ---------------------------------------------------------------------------------------------
 // Hashing
 
-uint64_t mix64(uint64_t x) {
-  x ^= x >> 33;
-  x *= 0xff51afd7ed558ccdULL;
-  x ^= x >> 33;
-  x *= 0xc4ceb9fe1a85ec53ULL;
-  x ^= x >> 33;
-  return x;
-}
-
 // For the word cache: reads 8 bytes at a time.
 uint64_t hash_bytes(std::string_view s) {
   uint64_t h = 0x9E3779B97F4A7C15ULL ^ s.size();
@@ -293,12 +92,12 @@ uint64_t hash_bytes(std::string_view s) {
   for (; i + 8 <= s.size(); i += 8) {
     uint64_t w;
     std::memcpy(&w, s.data() + i, 8);
-    h = mix64(h ^ w);
+    h = fmix64(h ^ w);
   }
   if (i < s.size()) {
     uint64_t w = 0;
     std::memcpy(&w, s.data() + i, s.size() - i);
-    h = mix64(h ^ w ^ 0xA5A5A5A5ULL);
+    h = fmix64(h ^ w ^ 0xA5A5A5A5ULL);
   }
   return h;
 }
@@ -446,13 +245,13 @@ class MergeTable {
   // Inserts or overwrites (a later duplicate merge wins, as in GPT-2's dict of ranks).
   void put(int32_t a, int32_t b, int32_t rank, int32_t merged) {
     const uint64_t key = pack(a, b);
-    size_t i = mix64(key) & mask_;
+    size_t i = fmix64(key) & mask_;
     while (table_[i].key != kEmpty && table_[i].key != key) i = (i + 1) & mask_;
     table_[i] = Entry{key, rank, merged};
   }
   const Entry* find(int32_t a, int32_t b) const {
     const uint64_t key = pack(a, b);
-    size_t i = mix64(key) & mask_;
+    size_t i = fmix64(key) & mask_;
     for (;;) {
       const Entry& e = table_[i];
       if (e.key == key) return &e;
@@ -673,6 +472,21 @@ struct RawFiles {
   std::string vocab_file, merges_file;
 };
 
+// Reads the JSON file at path with read(reader), which must consume its one top-level value;
+// a problem in the JSON becomes a UserError naming the file, line and column.
+template <class F>
+void read_json_file(const std::filesystem::path& path, F&& read) {
+  const std::string text = read_file(path);
+  try {
+    JsonReader r(text);
+    read(r);
+    if (!r.at_end()) r.fail("unexpected text after the top-level value");
+  } catch (const JsonError& e) {
+    throw_user_error("tokenizer file \"", path.string(), "\" is not valid here (line ", e.line(),
+                     ", column ", e.column(), "): ", e.problem());
+  }
+}
+
 void read_vocab_json(JsonReader& r, RawFiles& raw) {
   r.object([&](const std::string& key) { raw.vocab.emplace_back(key, r.integer()); });
 }
@@ -700,64 +514,63 @@ void read_merges_txt(const std::filesystem::path& path, RawFiles& raw) {
 }
 
 void read_tokenizer_json(const std::filesystem::path& path, RawFiles& raw) {
-  const std::string text = read_file(path);
-  JsonReader r(text, path.string());
   bool have_model = false, have_vocab = false, have_merges = false;
   std::vector<std::pair<std::string, int64_t>> added;
-  r.object([&](const std::string& key) {
-    if (key == "model") {
-      have_model = true;
-      r.object([&](const std::string& mkey) {
-        if (mkey == "type") {
-          const std::string type = r.string();
-          if (type != "BPE") r.fail("model.type is \"" + type + "\", expected \"BPE\"");
-        } else if (mkey == "vocab") {
-          have_vocab = true;
-          read_vocab_json(r, raw);
-        } else if (mkey == "merges") {
-          have_merges = true;
-          r.array([&] {
-            // "a b" (older files) or ["a", "b"] (tokenizers >= 0.20).
-            if (r.peek() == '[') {
-              r.expect('[');
-              std::string a = r.string();
-              r.expect(',');
-              std::string b = r.string();
-              r.expect(']');
-              raw.merges.emplace_back(std::move(a), std::move(b));
-            } else {
-              const std::string m = r.string();
-              const size_t sp = m.find(' ');
-              if (sp == std::string::npos || sp == 0 || sp + 1 == m.size() ||
-                  m.find(' ', sp + 1) != std::string::npos)
-                r.fail("merge \"" + m + "\" is not two tokens separated by one space");
-              raw.merges.emplace_back(m.substr(0, sp), m.substr(sp + 1));
-            }
-            raw.merge_lines.push_back(0);
-          });
-        } else {
-          r.skip_value();
-        }
-      });
-    } else if (key == "added_tokens") {
-      r.array([&] {
-        std::string content;
-        int64_t id = -1;
-        r.object([&](const std::string& akey) {
-          if (akey == "content")
-            content = r.string();
-          else if (akey == "id")
-            id = r.integer();
-          else
+  read_json_file(path, [&](JsonReader& r) {
+    r.object([&](const std::string& key) {
+      if (key == "model") {
+        have_model = true;
+        r.object([&](const std::string& mkey) {
+          if (mkey == "type") {
+            const std::string type = r.string();
+            if (type != "BPE") r.fail("model.type is \"" + type + "\", expected \"BPE\"");
+          } else if (mkey == "vocab") {
+            have_vocab = true;
+            read_vocab_json(r, raw);
+          } else if (mkey == "merges") {
+            have_merges = true;
+            r.array([&] {
+              // "a b" (older files) or ["a", "b"] (tokenizers >= 0.20).
+              if (r.peek() == '[') {
+                r.expect('[');
+                std::string a = r.string();
+                r.expect(',');
+                std::string b = r.string();
+                r.expect(']');
+                raw.merges.emplace_back(std::move(a), std::move(b));
+              } else {
+                const std::string m = r.string();
+                const size_t sp = m.find(' ');
+                if (sp == std::string::npos || sp == 0 || sp + 1 == m.size() ||
+                    m.find(' ', sp + 1) != std::string::npos)
+                  r.fail("merge \"" + m + "\" is not two tokens separated by one space");
+                raw.merges.emplace_back(m.substr(0, sp), m.substr(sp + 1));
+              }
+              raw.merge_lines.push_back(0);
+            });
+          } else {
             r.skip_value();
+          }
         });
-        added.emplace_back(std::move(content), id);
-      });
-    } else {
-      r.skip_value();
-    }
+      } else if (key == "added_tokens") {
+        r.array([&] {
+          std::string content;
+          int64_t id = -1;
+          r.object([&](const std::string& akey) {
+            if (akey == "content")
+              content = r.string();
+            else if (akey == "id")
+              id = r.integer();
+            else
+              r.skip_value();
+          });
+          added.emplace_back(std::move(content), id);
+        });
+      } else {
+        r.skip_value();
+      }
+    });
   });
-  if (!r.at_end()) r.fail("unexpected text after the top-level object");
   if (!have_model || !have_vocab || !have_merges)
     throw_user_error("tokenizer file \"", path.string(),
                      "\" has no model.vocab and model.merges: "
@@ -825,10 +638,7 @@ BpeTokenizer BpeTokenizer::load(const std::string& dir) {
                        merges_name);
     raw.vocab_file = v.string();
     raw.merges_file = m.string();
-    const std::string text = read_file(v);
-    JsonReader r(text, v.string());
-    read_vocab_json(r, raw);
-    if (!r.at_end()) r.fail("unexpected text after the top-level object");
+    read_json_file(v, [&](JsonReader& r) { read_vocab_json(r, raw); });
     read_merges_txt(m, raw);
   };
   if (fs::exists(d / "vocab.json", ec)) {

@@ -226,24 +226,26 @@ Manifest check_dataset(const std::string& dataset_dir, const DatasetRequirements
     }
   }
 
+  // A split that is read must hold at least one sample of seq_len + 1 tokens.
+  auto check_one_sample = [&](const char* split_name, int64_t tokens, const char* remedy) {
+    if (req.seq_len > 0 && tokens < req.seq_len + 1)
+      throw_user_error(manifest_path, ": the ", split_name, " split holds ", tokens, " tokens, fewer than one "
+                       "sample of train.seq_len + 1 = ", req.seq_len + 1, " tokens; ", remedy);
+  };
   const int64_t train_tokens = m.tokens(Split::kTrain);
   if (train_tokens == 0)
     throw_user_error(manifest_path, ": the dataset is empty (its train split holds no tokens): the inputs given "
                      "to `zerotrain prepare` held no documents, or all went to the validation split "
                      "(--val-fraction); prepare it again from the right files");
-  if (req.seq_len > 0 && train_tokens < req.seq_len + 1)
-    throw_user_error(manifest_path, ": the train split holds ", train_tokens, " tokens, fewer than one sample of "
-                     "train.seq_len + 1 = ", req.seq_len + 1, " tokens; lower train.seq_len or prepare more data");
+  check_one_sample("train", train_tokens, "lower train.seq_len or prepare more data");
   if (req.need_val) {
     const int64_t val_tokens = m.tokens(Split::kVal);
     if (val_tokens == 0)
       throw_user_error(manifest_path, ": train.eval_every asks for validation, but the dataset's validation split "
                        "is empty; prepare it with --val-fraction > 0 (e.g. 0.01) and enough documents, or set "
                        "train.eval_every = 0");
-    if (req.seq_len > 0 && val_tokens < req.seq_len + 1)
-      throw_user_error(manifest_path, ": the validation split holds ", val_tokens, " tokens, fewer than one sample "
-                       "of train.seq_len + 1 = ", req.seq_len + 1, " tokens; prepare with a larger --val-fraction, "
-                       "lower train.seq_len, or set train.eval_every = 0");
+    check_one_sample("validation", val_tokens,
+                     "prepare with a larger --val-fraction, lower train.seq_len, or set train.eval_every = 0");
   }
   return m;
 }

@@ -15,6 +15,8 @@
 #include <sstream>
 
 #include "runtime/error.h"
+#include "runtime/rng.h"
+#include "runtime/text.h"
 
 namespace zt::datasets {
 
@@ -80,13 +82,7 @@ void Checksum64::update(const void* data, size_t bytes) {
 uint64_t Checksum64::value() const {
   Checksum64 copy = *this;
   if (copy.pending_bytes_ > 0) copy.mix_word(copy.pending_);  // zero-padded last word
-  uint64_t x = copy.h_ ^ total_bytes_;
-  x ^= x >> 33;
-  x *= 0xff51afd7ed558ccdull;
-  x ^= x >> 33;
-  x *= 0xc4ceb9fe1a85ec53ull;
-  x ^= x >> 33;
-  return x;
+  return fmix64(copy.h_ ^ total_bytes_);
 }
 
 std::string format_checksum(uint64_t checksum) {
@@ -123,31 +119,6 @@ int64_t Manifest::documents(Split split) const {
 }
 
 namespace {
-
-std::string toml_string(std::string_view s) {
-  std::string out = "\"";
-  for (unsigned char ch : s) {
-    if (ch == '"' || ch == '\\') {
-      out += '\\';
-      out += char(ch);
-    } else if (ch < 0x20 || ch == 0x7f) {
-      char buf[8];
-      std::snprintf(buf, sizeof(buf), "\\u%04x", unsigned(ch));
-      out += buf;
-    } else {
-      out += char(ch);
-    }
-  }
-  return out + "\"";
-}
-
-std::string toml_double(double v) {
-  char buf[64];
-  auto [end, ec] = std::to_chars(buf, buf + sizeof(buf), v);
-  std::string s(buf, end);
-  if (s.find_first_of(".eEn") == std::string::npos) s += ".0";
-  return s;
-}
 
 [[noreturn]] void bad_manifest(const std::string& source, const std::string& what) {
   throw_user_error(source, ": ", what,
@@ -202,23 +173,23 @@ std::string manifest_to_toml(const Manifest& m) {
   std::ostringstream os;
   os << "# zerotrain token dataset: shards of token ids for training (see docs/data.md).\n"
      << "# Written last by `zerotrain prepare`: every shard listed here is complete.\n"
-     << "format = " << toml_string(kFormatName) << "\n"
+     << "format = " << toml_quote(kFormatName) << "\n"
      << "format_version = " << m.format_version << "\n"
-     << "tokenizer = " << toml_string(m.tokenizer) << "\n"
+     << "tokenizer = " << toml_quote(m.tokenizer) << "\n"
      << "vocab_size = " << m.vocab_size << "\n"
      << "eos_id = " << m.eos_id << "\n"
-     << "token_dtype = " << toml_string(token_dtype_name(m.token_dtype)) << "\n"
-     << "val_fraction = " << toml_double(m.val_fraction) << "\n"
+     << "token_dtype = " << toml_quote(token_dtype_name(m.token_dtype)) << "\n"
+     << "val_fraction = " << toml_float(m.val_fraction) << "\n"
      << "split_seed = " << int64_t(m.split_seed & 0x7fffffffffffffffull) << "\n"
      << "train_tokens = " << m.tokens(Split::kTrain) << "\n"
      << "val_tokens = " << m.tokens(Split::kVal) << "\n";
   for (Split split : {Split::kTrain, Split::kVal}) {
     for (const ShardInfo& s : m.shards(split)) {
       os << "\n[[" << split_name(split) << "]]\n"
-         << "file = " << toml_string(s.file) << "\n"
+         << "file = " << toml_quote(s.file) << "\n"
          << "tokens = " << s.tokens << "\n"
          << "documents = " << s.documents << "\n"
-         << "checksum = " << toml_string(format_checksum(s.checksum)) << "\n";
+         << "checksum = " << toml_quote(format_checksum(s.checksum)) << "\n";
     }
   }
   return os.str();

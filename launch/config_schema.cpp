@@ -5,13 +5,13 @@
 #include <algorithm>
 #include <charconv>
 #include <cmath>
-#include <cstdio>
 #include <utility>
 
 #include "model/config.h"
 #include "optim/lr_schedule.h"
 #include "runtime/dtype.h"
 #include "runtime/error.h"
+#include "runtime/text.h"
 
 namespace zt::launch {
 namespace {
@@ -372,36 +372,8 @@ const ConfigKey* find_config_key(std::string_view key) {
 std::string format_config_value(const ConfigValue& value) {
   if (const auto* i = std::get_if<int64_t>(&value)) return std::to_string(*i);
   if (const auto* b = std::get_if<bool>(&value)) return *b ? "true" : "false";
-  if (const auto* d = std::get_if<double>(&value)) {
-    char buf[64];
-    // The shortest digits that read back to exactly this double, in %g style (0.0003, not the
-    // shorter but odd 3e-04; 1e-08 and 1e+20 past %g's exponent limits).
-    auto [end, ec] = std::to_chars(buf, buf + sizeof(buf), *d, std::chars_format::general);
-    std::string s(buf, end);
-    if (s.find_first_of(".eEn") == std::string::npos) s += ".0";  // "1" would read as an int
-    return s;
-  }
-  // A TOML basic string: escape what would end it or break the line.
-  const std::string& s = std::get<std::string>(value);
-  std::string out = "\"";
-  for (unsigned char ch : s) {
-    switch (ch) {
-      case '"': out += "\\\""; break;
-      case '\\': out += "\\\\"; break;
-      case '\n': out += "\\n"; break;
-      case '\t': out += "\\t"; break;
-      case '\r': out += "\\r"; break;
-      default:
-        if (ch < 0x20 || ch == 0x7f) {
-          char buf[8];
-          std::snprintf(buf, sizeof(buf), "\\u%04x", unsigned(ch));
-          out += buf;
-        } else {
-          out += char(ch);
-        }
-    }
-  }
-  return out + "\"";
+  if (const auto* d = std::get_if<double>(&value)) return toml_float(*d);
+  return toml_quote(std::get<std::string>(value));
 }
 
 std::string check_config_range(const ConfigKey& k, const ConfigValue& value) {

@@ -15,6 +15,18 @@ inline uint64_t splitmix64(uint64_t x) {
   return x ^ (x >> 31);
 }
 
+// MurmurHash3's 64-bit finaliser: every input bit flips each output bit with probability ~1/2.
+// The zt64 checksum (note "token dataset format" in datasets/token_format.h) pins its exact
+// constants; the tokenizer's hash tables use it too.
+inline uint64_t fmix64(uint64_t x) {
+  x ^= x >> 33;
+  x *= 0xff51afd7ed558ccdull;
+  x ^= x >> 33;
+  x *= 0xc4ceb9fe1a85ec53ull;
+  x ^= x >> 33;
+  return x;
+}
+
 // 64 random bits for (seed, stream, index).
 inline uint64_t random_bits(uint64_t seed, uint64_t stream, uint64_t index) {
   return splitmix64(splitmix64(splitmix64(seed) ^ stream) ^ index);

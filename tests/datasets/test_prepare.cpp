@@ -4,7 +4,6 @@
 #include <gtest/gtest.h>
 
 #include <filesystem>
-#include <fstream>
 #include <mutex>
 #include <string>
 #include <vector>
@@ -15,36 +14,18 @@
 #include "datasets/prepare.h"
 #include "datasets/token_dataset.h"
 #include "runtime/error.h"
+#include "tests/support/byte_tokenizer.h"
+#include "tests/support/temp_dir.h"
+#include "tests/support/user_error.h"
 
 namespace zt::datasets {
 namespace {
 
 namespace fs = std::filesystem;
-
-std::string fresh_dir(const std::string& name) {
-  const fs::path p = fs::path(::testing::TempDir()) / ("zt_prepare_" + name);
-  fs::remove_all(p);
-  fs::create_directories(p);
-  return p.string();
-}
-
-std::string write_file(const std::string& dir, const std::string& name, const std::string& text) {
-  const std::string path = (fs::path(dir) / name).string();
-  std::ofstream(path, std::ios::binary) << text;
-  return path;
-}
-
-// Bytes as token ids, EOS 256: makes expected outputs obvious without a real tokenizer.
-TokenizerRef byte_tokenizer(int64_t vocab = 257, int32_t offset = 0) {
-  TokenizerRef t;
-  t.id = "bytes:test";
-  t.vocab_size = vocab;
-  t.eos_id = vocab - 1;
-  t.encode_append = [offset](std::string_view text, std::vector<int32_t>& out) {
-    for (unsigned char c : text) out.push_back(int32_t(c) + offset);
-  };
-  return t;
-}
+using testing::byte_tokenizer;
+using testing::fresh_dir;
+using testing::user_error_of;
+using testing::write_file;
 
 std::vector<int32_t> expected_bytes(const std::vector<std::string>& docs, int32_t eos) {
   std::vector<int32_t> out;
@@ -82,15 +63,6 @@ PrepareOptions options(const std::string& out, std::vector<std::string> inputs) 
   o.progress = false;
   o.threads = 2;
   return o;
-}
-
-std::string message_of(const std::function<void()>& f) {
-  try {
-    f();
-  } catch (const UserError& e) {
-    return e.what();
-  }
-  return "(no UserError)";
 }
 
 TEST(Prepare, TextFilesBecomeDocumentsWithEos) {
@@ -142,7 +114,7 @@ TEST(Prepare, MalformedJsonlNamesFileAndLineAndLeavesNoManifest) {
   const std::string out = (fs::path(dir) / "ds").string();
   PrepareOptions o = options(out, {path});
   o.format = InputFormat::kJsonl;
-  const std::string msg = message_of([&] { prepare_dataset(o, byte_tokenizer()); });
+  const std::string msg = user_error_of([&] { prepare_dataset(o, byte_tokenizer()); });
   EXPECT_NE(msg.find(path + ":2:"), std::string::npos) << msg;
   EXPECT_NE(msg.find("malformed JSON"), std::string::npos) << msg;
   EXPECT_FALSE(fs::exists(fs::path(out) / "manifest.toml"));
@@ -150,7 +122,7 @@ TEST(Prepare, MalformedJsonlNamesFileAndLineAndLeavesNoManifest) {
 
   const std::string nokey = write_file(dir, "nokey.jsonl", "{\"body\": \"x\"}\n");
   o.inputs = {nokey};
-  const std::string msg2 = message_of([&] { prepare_dataset(o, byte_tokenizer()); });
+  const std::string msg2 = user_error_of([&] { prepare_dataset(o, byte_tokenizer()); });
   EXPECT_NE(msg2.find(nokey + ":1:"), std::string::npos) << msg2;
   EXPECT_NE(msg2.find("--jsonl-key"), std::string::npos) << msg2;
 }
@@ -215,7 +187,7 @@ TEST(Prepare, RefusesANonEmptyFolderUnlessOverwrite) {
   const std::string out = (fs::path(dir) / "ds").string();
   prepare_dataset(options(out, {in}), byte_tokenizer());
   const std::string in2 = write_file(dir, "b.txt", "second text");
-  const std::string msg = message_of([&] { prepare_dataset(options(out, {in2}), byte_tokenizer()); });
+  const std::string msg = user_error_of([&] { prepare_dataset(options(out, {in2}), byte_tokenizer()); });
   EXPECT_NE(msg.find("not empty"), std::string::npos) << msg;
   EXPECT_NE(msg.find("--overwrite"), std::string::npos) << msg;
   EXPECT_EQ(read_all(out, Split::kTrain), expected_bytes({"first"}, 256));
@@ -247,7 +219,7 @@ TEST(Prepare, AFailureMidwayLeavesNoManifestAndNoTemporaryFiles) {
   o.overwrite = true;
   o.shard_tokens = 10;  // several shards are finished before the failure
   o.threads = 3;
-  EXPECT_NE(message_of([&] { prepare_dataset(o, failing); }).find("doc 20"), std::string::npos);
+  EXPECT_NE(user_error_of([&] { prepare_dataset(o, failing); }).find("doc 20"), std::string::npos);
   // The old manifest went first, the new one was never written, and no shard is left.
   EXPECT_TRUE(fs::is_empty(out));
 }
@@ -277,7 +249,7 @@ TEST(Prepare, TextWithoutSpacesIsCutAtCharacterBoundaries) {
 
 TEST(Prepare, MissingInputIsAClearError) {
   const std::string dir = fresh_dir("missing");
-  const std::string msg = message_of(
+  const std::string msg = user_error_of(
       [&] { prepare_dataset(options((fs::path(dir) / "ds").string(), {dir + "/nope.txt"}), byte_tokenizer()); });
   EXPECT_NE(msg.find("nope.txt"), std::string::npos) << msg;
 }

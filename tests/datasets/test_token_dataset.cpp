@@ -6,7 +6,6 @@
 #include <algorithm>
 #include <atomic>
 #include <filesystem>
-#include <fstream>
 #include <set>
 #include <string>
 #include <vector>
@@ -19,29 +18,18 @@
 #include "datasets/token_dataset.h"
 #include "datasets/token_format.h"
 #include "runtime/error.h"
+#include "tests/support/byte_tokenizer.h"
+#include "tests/support/temp_dir.h"
+#include "tests/support/user_error.h"
 
 namespace zt::datasets {
 namespace {
 
 namespace fs = std::filesystem;
-
-std::string fresh_dir(const std::string& name) {
-  const fs::path p = fs::path(::testing::TempDir()) / ("zt_tokens_" + name);
-  fs::remove_all(p);
-  fs::create_directories(p);
-  return p.string();
-}
-
-TokenizerRef byte_tokenizer() {
-  TokenizerRef t;
-  t.id = "bytes:test";
-  t.vocab_size = 257;
-  t.eos_id = 256;
-  t.encode_append = [](std::string_view text, std::vector<int32_t>& out) {
-    for (unsigned char c : text) out.push_back(c);
-  };
-  return t;
-}
+using testing::byte_tokenizer;
+using testing::fresh_dir;
+using testing::user_error_of;
+using testing::write_file;
 
 // A dataset of `docs` jsonl documents "document <d> ..." with train and val splits.
 std::string make_dataset(const std::string& name, int docs = 60, int64_t shard_tokens = 400,
@@ -49,8 +37,7 @@ std::string make_dataset(const std::string& name, int docs = 60, int64_t shard_t
   const std::string dir = fresh_dir(name);
   std::string jsonl;
   for (int d = 0; d < docs; ++d) jsonl += "{\"text\": \"document " + std::to_string(d) + " has some words\"}\n";
-  const std::string in = (fs::path(dir) / "in.jsonl").string();
-  std::ofstream(in) << jsonl;
+  const std::string in = write_file(dir, "in.jsonl", jsonl);
   PrepareOptions o;
   o.inputs = {in};
   o.out_dir = (fs::path(dir) / "ds").string();
@@ -63,17 +50,8 @@ std::string make_dataset(const std::string& name, int docs = 60, int64_t shard_t
   return o.out_dir;
 }
 
-std::string message_of(const std::function<void()>& f) {
-  try {
-    f();
-  } catch (const UserError& e) {
-    return e.what();
-  }
-  return "(no UserError)";
-}
-
 void expect_error(const std::function<void()>& f, const std::vector<std::string>& parts) {
-  const std::string msg = message_of(f);
+  const std::string msg = user_error_of(f);
   for (const std::string& p : parts) EXPECT_NE(msg.find(p), std::string::npos) << "missing \"" << p << "\" in: " << msg;
 }
 
@@ -186,7 +164,7 @@ TEST(TokenDatasetErrors, TokenIdOutsideTheVocabulary) {
     c.update(u.data(), u.size() * 2);
     m.train[0].checksum = c.value();
   }
-  std::ofstream(fs::path(ds) / "manifest.toml") << manifest_to_toml(m);
+  write_file(ds, "manifest.toml", manifest_to_toml(m));
   expect_error([&] { check_dataset(ds, {}); }, {shard, "token id 300", "vocab_size 257"});
 }
 
@@ -227,14 +205,13 @@ TEST(TokenDatasetErrors, TokenizerMismatch) {
   // A shard of another dataset mixed in: its own attributes disagree with the manifest.
   Manifest m = read_manifest(ds);
   m.tokenizer = "bytes:other";
-  std::ofstream(fs::path(ds) / "manifest.toml") << manifest_to_toml(m);
+  write_file(ds, "manifest.toml", manifest_to_toml(m));
   expect_error([&] { check_dataset(ds, {}); }, {ds + "/train-00000.h5", "bytes:test", "bytes:other"});
 }
 
 TEST(TokenDatasetErrors, EmptyDatasetAndTooFewTokens) {
   const std::string dir = fresh_dir("empty");
-  const std::string in = (fs::path(dir) / "empty.txt").string();
-  std::ofstream(in) << "";
+  const std::string in = write_file(dir, "empty.txt", "");
   PrepareOptions o;
   o.inputs = {in};
   o.out_dir = (fs::path(dir) / "ds").string();
@@ -255,9 +232,9 @@ TEST(TokenDatasetErrors, ChangedShardLength) {
   const std::string ds = make_dataset("length");
   Manifest m = read_manifest(ds);
   m.train[0].tokens += 1;
-  std::ofstream(fs::path(ds) / "manifest.toml") << manifest_to_toml(m);
+  write_file(ds, "manifest.toml", manifest_to_toml(m));
   expect_error([&] { check_dataset(ds, {}); }, {ds + "/train-00000.h5", "holds", "lists"});
-  std::ofstream(fs::path(ds) / "train-00000.h5") << "not hdf5";
+  write_file(ds, "train-00000.h5", "not hdf5");
   expect_error([&] { check_dataset(ds, {}); }, {ds + "/train-00000.h5", "not an HDF5 file"});
 }
 

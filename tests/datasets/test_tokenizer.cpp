@@ -2,7 +2,6 @@
 // (tests/fixtures/tokenizer_cases.txt from scripts/tokenizer_fixture.py), byte-exact round trips
 // of arbitrary bytes, merge order, thread safety, the three file formats and load errors.
 #include <gtest/gtest.h>
-#include <unistd.h>
 
 #include <filesystem>
 #include <fstream>
@@ -15,11 +14,17 @@
 #include "datasets/bpe_tokenizer.h"
 #include "datasets/unicode_classes.h"
 #include "runtime/error.h"
+#include "tests/support/temp_dir.h"
+#include "tests/support/user_error.h"
 
 namespace zt::datasets {
 namespace {
 
 namespace fs = std::filesystem;
+using testing::fresh_dir;
+using testing::read_file;
+using testing::user_error_of;
+using testing::write_file;
 
 const std::string kGpt2Dir = std::string(ZT_SOURCE_DIR) + "/tests/fixtures/gpt2-bpe";
 
@@ -27,47 +32,6 @@ const std::string kGpt2Dir = std::string(ZT_SOURCE_DIR) + "/tests/fixtures/gpt2-
 const BpeTokenizer& gpt2() {
   static const BpeTokenizer tok = BpeTokenizer::load(kGpt2Dir);
   return tok;
-}
-
-std::string read_text(const fs::path& p) {
-  std::ifstream in(p, std::ios::binary);
-  std::ostringstream ss;
-  ss << in.rdbuf();
-  return ss.str();
-}
-
-void write_text(const fs::path& p, const std::string& text) {
-  std::ofstream out(p, std::ios::binary);
-  out << text;
-}
-
-// A fresh, empty directory under the test temp dir, removed when the test program ends.
-fs::path fresh_dir(const std::string& name) {
-  struct Cleanup {
-    std::vector<fs::path> dirs;
-    ~Cleanup() {
-      std::error_code ec;
-      for (const fs::path& d : dirs) fs::remove_all(d, ec);
-    }
-  };
-  static Cleanup cleanup;
-  const fs::path p =
-      fs::path(::testing::TempDir()) / ("zt_tokenizer_" + std::to_string(getpid()) + "_" + name);
-  fs::remove_all(p);
-  fs::create_directories(p);
-  cleanup.dirs.push_back(p);
-  return p;
-}
-
-// The message of the UserError that f throws ("" if it throws none).
-template <class F>
-std::string user_error_of(F&& f) {
-  try {
-    f();
-  } catch (const UserError& e) {
-    return e.what();
-  }
-  return "";
 }
 
 std::string from_hex(const std::string& hex) {
@@ -233,7 +197,7 @@ TEST(Tokenizer, EncodesTheSameFromManyThreads) {
 BpeTokenizer with_merges(const std::string& name, const std::string& merges) {
   const fs::path d = fresh_dir(name);
   fs::copy_file(fs::path(kGpt2Dir) / "encoder.json", d / "vocab.json");
-  write_text(d / "merges.txt", "#version: 0.2\n" + merges);
+  write_file(d, "merges.txt", "#version: 0.2\n" + merges);
   return BpeTokenizer::load(d.string());
 }
 
@@ -281,12 +245,12 @@ TEST(Tokenizer, MergesLowestRankFirstAtEveryOccurrence) {
 
 TEST(Tokenizer, ReadsAllThreeFileFormatsAlike) {
   const BpeTokenizer& ref = gpt2();
-  const std::string vocab = read_text(fs::path(kGpt2Dir) / "encoder.json");
-  const std::string merges = read_text(fs::path(kGpt2Dir) / "vocab.bpe");
+  const std::string vocab = read_file(fs::path(kGpt2Dir) / "encoder.json");
+  const std::string merges = read_file(fs::path(kGpt2Dir) / "vocab.bpe");
 
   const fs::path hf = fresh_dir("vocab_merges");
-  write_text(hf / "vocab.json", vocab);
-  write_text(hf / "merges.txt", merges);
+  write_file(hf, "vocab.json", vocab);
+  write_file(hf, "merges.txt", merges);
   const BpeTokenizer a = BpeTokenizer::load(hf.string());
 
   // tokenizer.json: merges as "a b" strings, then as ["a", "b"] pairs (tokenizers >= 0.20).
@@ -312,13 +276,13 @@ TEST(Tokenizer, ReadsAllThreeFileFormatsAlike) {
       "false,\n"
       " \"vocab\": ";
   const fs::path j1 = fresh_dir("json_strings"), j2 = fresh_dir("json_pairs");
-  write_text(j1 / "tokenizer.json", head + vocab + ",\n \"merges\": [" + as_strings + "]}}\n");
+  write_file(j1, "tokenizer.json", head + vocab + ",\n \"merges\": [" + as_strings + "]}}\n");
   // The second has <|endoftext|> only among the added tokens.
   std::string vocab_without_eos = vocab;
   const std::string eos_entry = ", \"<|endoftext|>\": 50256";
   ASSERT_NE(vocab_without_eos.find(eos_entry), std::string::npos);
   vocab_without_eos.erase(vocab_without_eos.find(eos_entry), eos_entry.size());
-  write_text(j2 / "tokenizer.json",
+  write_file(j2, "tokenizer.json",
              head + vocab_without_eos + ",\n \"merges\": [" + as_pairs + "]}, \"decoder\": {}}");
   const BpeTokenizer b = BpeTokenizer::load(j1.string());
   const BpeTokenizer c = BpeTokenizer::load(j2.string());
@@ -361,20 +325,20 @@ TEST(Tokenizer, LoadErrorsNameTheFileAndTheProblem) {
   // A merges line that is not two tokens.
   const fs::path bad_line = fresh_dir("bad_line");
   fs::copy_file(fs::path(kGpt2Dir) / "encoder.json", bad_line / "vocab.json");
-  write_text(bad_line / "merges.txt", "#version: 0.2\n\xC4\xA0 t\nabc\n");
+  write_file(bad_line, "merges.txt", "#version: 0.2\n\xC4\xA0 t\nabc\n");
   msg = user_error_of([&] { BpeTokenizer::load(bad_line.string()); });
   EXPECT_NE(msg.find("merges.txt"), std::string::npos) << msg;
   EXPECT_NE(msg.find("line 3"), std::string::npos) << msg;
 
   // A merge whose result is not in the vocabulary: "the" removed from vocab.json.
-  std::string vocab = read_text(fs::path(kGpt2Dir) / "encoder.json");
+  std::string vocab = read_file(fs::path(kGpt2Dir) / "encoder.json");
   const fs::path missing = fresh_dir("missing");
   const std::string the_entry = "\"the\": 1169, ";
   ASSERT_NE(vocab.find(the_entry), std::string::npos);
   std::string without_the = vocab;
   without_the.erase(without_the.find(the_entry), the_entry.size());
-  write_text(missing / "vocab.json", without_the);
-  write_text(missing / "merges.txt", "#version: 0.2\nt h\nth e\n");
+  write_file(missing, "vocab.json", without_the);
+  write_file(missing, "merges.txt", "#version: 0.2\nt h\nth e\n");
   msg = user_error_of([&] { BpeTokenizer::load(missing.string()); });
   EXPECT_NE(msg.find("vocab.json"), std::string::npos) << msg;  // ids now have a gap at 1169
   // The same with the ids kept dense (the last entry takes the freed id).
@@ -382,7 +346,7 @@ TEST(Tokenizer, LoadErrorsNameTheFileAndTheProblem) {
   const std::string last = "\"<|endoftext|>\": 50256";
   ASSERT_NE(dense.find(last), std::string::npos);
   dense.replace(dense.find(last), last.size(), "\"<|endoftext|>\": 1169");
-  write_text(missing / "vocab.json", dense);
+  write_file(missing, "vocab.json", dense);
   msg = user_error_of([&] { BpeTokenizer::load(missing.string()); });
   EXPECT_NE(msg.find("merges.txt\" line 3"), std::string::npos) << msg;
   EXPECT_NE(msg.find("\"the\""), std::string::npos) << msg;
@@ -391,11 +355,11 @@ TEST(Tokenizer, LoadErrorsNameTheFileAndTheProblem) {
   const fs::path no_byte = fresh_dir("no_byte");
   std::string no_bang = vocab;
   no_bang.replace(no_bang.find("\"!\": 0"), 6, "\"zt-no-such-token\": 0");
-  write_text(no_byte / "vocab.json", no_bang);
-  write_text(no_byte / "merges.txt", "#version: 0.2\n");
+  write_file(no_byte, "vocab.json", no_bang);
+  write_file(no_byte, "merges.txt", "#version: 0.2\n");
   msg = user_error_of([&] { BpeTokenizer::load(no_byte.string()); });
   EXPECT_NE(msg.find("byte 33"), std::string::npos) << msg;
-  write_text(no_byte / "vocab.json", "{\"a\": 0, \"b\": }");
+  write_file(no_byte, "vocab.json", "{\"a\": 0, \"b\": }");
   msg = user_error_of([&] { BpeTokenizer::load(no_byte.string()); });
   EXPECT_NE(msg.find("vocab.json"), std::string::npos) << msg;
   EXPECT_NE(msg.find("integer"), std::string::npos) << msg;

@@ -5,8 +5,6 @@
 
 #include <cmath>
 #include <filesystem>
-#include <fstream>
-#include <sstream>
 #include <string>
 
 #include "datasets/prepare.h"
@@ -15,18 +13,17 @@
 #include "launch/trainer.h"
 #include "runtime/error.h"
 #include "runtime/self_comm.h"
+#include "tests/support/byte_tokenizer.h"
+#include "tests/support/temp_dir.h"
 
 namespace zt::launch {
 namespace {
 
 namespace fs = std::filesystem;
-
-std::string fresh_dir(const std::string& name) {
-  const fs::path p = fs::path(::testing::TempDir()) / ("zt_trainer_hdf5_" + name);
-  fs::remove_all(p);
-  fs::create_directories(p);
-  return p.string();
-}
+using testing::byte_tokenizer;
+using testing::fresh_dir;
+using testing::read_file;
+using testing::write_file;
 
 // A small byte-level dataset (vocab 257 fits gptj-tiny's 512): jsonl documents of repetitive
 // text, so a few steps already lower the loss.
@@ -37,8 +34,7 @@ std::string make_dataset(const std::string& dir) {
     for (int r = 0; r < 6; ++r) jsonl += "the cat sat on the mat " + std::to_string(d % 7) + ". ";
     jsonl += "\"}\n";
   }
-  const std::string in = (fs::path(dir) / "in.jsonl").string();
-  std::ofstream(in) << jsonl;
+  const std::string in = write_file(dir, "in.jsonl", jsonl);
   datasets::PrepareOptions o;
   o.inputs = {in};
   o.out_dir = (fs::path(dir) / "ds").string();
@@ -47,14 +43,7 @@ std::string make_dataset(const std::string& dir) {
   o.shard_tokens = 3000;
   o.progress = false;
   o.threads = 2;
-  datasets::TokenizerRef t;
-  t.id = "bytes:test";
-  t.vocab_size = 257;
-  t.eos_id = 256;
-  t.encode_append = [](std::string_view text, std::vector<int32_t>& out) {
-    for (unsigned char c : text) out.push_back(c);
-  };
-  datasets::prepare_dataset(o, t);
+  datasets::prepare_dataset(o, byte_tokenizer());
   return o.out_dir;
 }
 
@@ -68,13 +57,6 @@ RunConfig hdf5_config(const std::string& dataset, const std::string& out_dir, in
   c.optimizer.warmup_steps = 2;
   c.train.device = "cpu";
   return c;
-}
-
-std::string read_file(const fs::path& p) {
-  std::ifstream in(p);
-  std::stringstream ss;
-  ss << in.rdbuf();
-  return ss.str();
 }
 
 TEST(TrainerHdf5, TrainsAndLogsValidationLoss) {
@@ -237,8 +219,7 @@ TEST(PrepareCli, ParsesFlags) {
 // The command end to end with the real GPT-2 tokenizer.
 TEST(PrepareCli, WritesADatasetWithTheGpt2Tokenizer) {
   const std::string dir = fresh_dir("cli");
-  const std::string in = (fs::path(dir) / "a.txt").string();
-  std::ofstream(in) << "Hello world. This is a document.";
+  const std::string in = write_file(dir, "a.txt", "Hello world. This is a document.");
   const std::string out = (fs::path(dir) / "ds").string();
   const std::string report = run_prepare(parse_prepare_args(
       {"--tokenizer", std::string(ZT_SOURCE_DIR) + "/tests/fixtures/gpt2-bpe", "--out", out, "--quiet", in}));
