@@ -154,6 +154,10 @@ TrainSummary train(const RunConfig& config, Comm& comm, const TrainOptions& opti
   HdfData hdf;
   if (hdf5) hdf = open_hdf5_data(config, comm);
 
+  // Checked before anything is written: a device or precision the run cannot use is a config
+  // error, and must not leave an out_dir behind that the corrected run would refuse to reuse.
+  const Device device = resolve_device(t, options.local_rank, options.local_size);
+
   std::optional<MetricsWriter> metrics;
   if (writer) {
     check_out_dir(t);  // again: nothing may be overwritten, even if the folder changed since
@@ -166,7 +170,6 @@ TrainSummary train(const RunConfig& config, Comm& comm, const TrainOptions& opti
 
   // The backend: on the CPU the engine uses `comm` directly; on a GPU it gets a CUDA context
   // (stream, cuBLASLt) and an NcclComm bootstrapped over `comm`.
-  const Device device = resolve_device(t, options.local_rank, options.local_size);
 #ifdef ZT_WITH_CUDA
   // Declared first so they outlive the model and engine that queue work on them.
   std::unique_ptr<CudaContext> cuda;

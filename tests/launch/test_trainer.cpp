@@ -49,6 +49,16 @@ RunConfig quick_config(const std::string& out_dir, int64_t steps) {
   return c;
 }
 
+TEST(Trainer, ADeviceErrorWritesNothing) {
+  // fp32 on the CUDA backend is refused (with CUDA and a GPU), and without either "cuda" cannot
+  // be had: both are config errors, found before the out_dir is created.
+  RunConfig c = quick_config(fresh_dir("device_error") + "/run", 2);
+  c.train.device = "cuda";
+  c.train.precision = DType::kF32;
+  EXPECT_THROW(train(c), UserError);
+  EXPECT_FALSE(fs::exists(c.train.out_dir)) << c.train.out_dir << " was created by a failed start";
+}
+
 TEST(Trainer, TinyModelLossFallsOnTheSyntheticCorpus) {
   RunConfig c = quick_config(fresh_dir("falls"), 60);
   const TrainSummary s = train(c);
