@@ -375,6 +375,11 @@ RunConfig parse_config(std::string_view toml_text, std::string_view source_name,
         where_of({"fp16.initial_scale", "fp16.min_scale"}),
         ": fp16.initial_scale = ", format_config_value(config.fp16.initial_scale),
         " is out of range: must be >= fp16.min_scale = ", format_config_value(config.fp16.min_scale));
+  if (config.zero.offload_optimizer == "cpu" && config.zero.stage == 0)
+    throw_user_error(where_of({"zero.offload_optimizer", "zero.stage"}),
+                     ": zero.offload_optimizer = \"cpu\" needs zero.stage 1, 2 or 3: stage 0 keeps the "
+                     "whole optimizer state on every rank; set zero.stage = 2 (the usual choice "
+                     "with offload)");
   if (config.data.source == "hdf5" && config.data.path.empty())
     throw_user_error(where_of({"data.source"}), ": data.source = \"hdf5\" needs data.path, the folder "
                      "made by `zerotrain prepare --out DIR` (docs/data.md)");

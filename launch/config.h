@@ -41,6 +41,7 @@ struct TrainSection {
 struct ZeroSection {
   int64_t stage = 0;                     // 0..3: what is partitioned across ranks
   int64_t bucket_elements = 25'000'000;  // gradient/parameter communication granularity
+  std::string offload_optimizer = "none";  // "none" | "cpu": master + moments in host memory
 };
 
 struct DataSection {

@@ -311,6 +311,14 @@ std::vector<ConfigKey> build_schema() {
       "zero", "bucket_elements", [](auto& c) -> auto& { return c.zero.bucket_elements; }, 1,
       "Parameters per communication bucket (gradient reduction, parameter gathering); a "
       "bucket never spans two layers"));
+  keys.push_back(enum_key(
+      "zero", "offload_optimizer", {"none", "cpu"},
+      [](const RunConfig& c) { return c.zero.offload_optimizer; },
+      [](RunConfig& c, const std::string& name) { c.zero.offload_optimizer = name; },
+      "ZeRO-Offload: cpu keeps the fp32 master weights and Adam moments of the rank's shard in "
+      "pinned host memory and steps them with the CPU AdamW; gradients go to the host during "
+      "backward and the new parameters come back chunk by chunk (stages 1-3)"));
+  keys.back().cross_rule = "cpu needs zero.stage >= 1";
 
   // [fp16]
   keys.push_back(float_key(

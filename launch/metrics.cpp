@@ -50,13 +50,20 @@ void MetricsWriter::write(const StepMetrics& m) {
   const std::string val = std::isnan(m.val_loss) ? std::string()
                                                  : ", \"val_loss\": " + json_number(m.val_loss) +
                                                        ", \"val_ppl\": " + json_number(m.val_ppl);
+  std::string times = ", \"fwd_bwd_s\": " + json_number(m.fwd_bwd_s) +
+                      ", \"optimizer_s\": " + json_number(m.optimizer_s);
+  if (!std::isnan(m.offload_cpu_adam_s))
+    times += ", \"offload_d2h_wait_s\": " + json_number(m.offload_d2h_wait_s) +
+             ", \"offload_cpu_adam_s\": " + json_number(m.offload_cpu_adam_s) +
+             ", \"offload_h2d_wait_s\": " + json_number(m.offload_h2d_wait_s) +
+             ", \"peak_host_mem_bytes\": " + std::to_string(m.peak_host_mem_bytes);
   std::fprintf(file_,
                "{\"step\": %lld, \"loss\": %s, \"lr\": %s, \"grad_norm\": %s, \"tokens_per_s\": %s, "
-               "\"peak_mem_bytes\": %lld, \"elapsed_s\": %s, \"mfu\": %s, \"skipped\": %s%s}\n",
+               "\"peak_mem_bytes\": %lld, \"elapsed_s\": %s, \"mfu\": %s, \"skipped\": %s%s%s}\n",
                (long long)m.step, json_number(m.loss).c_str(), json_number(m.lr).c_str(),
                json_number(m.grad_norm).c_str(), json_number(m.tokens_per_s).c_str(),
                (long long)m.peak_mem_bytes, json_number(m.elapsed_s).c_str(),
-               json_number(m.mfu).c_str(), m.skipped ? "true" : "false", val.c_str());
+               json_number(m.mfu).c_str(), m.skipped ? "true" : "false", val.c_str(), times.c_str());
   if (std::fflush(file_) != 0)
     throw_user_error("writing the metrics file \"", path_, "\" failed: ", std::strerror(errno));
 }
@@ -74,6 +81,14 @@ std::string format_step_line(const StepMetrics& m, int64_t total_steps) {
   }
   if (!std::isnan(m.val_loss)) {
     std::snprintf(buf, sizeof(buf), " | val loss %.4f | val ppl %.2f", m.val_loss, m.val_ppl);
+    line += buf;
+  }
+  if (!std::isnan(m.offload_cpu_adam_s)) {
+    std::snprintf(buf, sizeof(buf),
+                  " | fwd/bwd %.2f s, optimizer %.2f s (d2h wait %.2f, cpu adam %.2f, h2d wait %.2f)"
+                  " | host mem %s",
+                  m.fwd_bwd_s, m.optimizer_s, m.offload_d2h_wait_s, m.offload_cpu_adam_s,
+                  m.offload_h2d_wait_s, format_bytes(double(m.peak_host_mem_bytes)).c_str());
     line += buf;
   }
   if (m.skipped) line += " | SKIPPED";

@@ -22,6 +22,17 @@ struct StepMetrics {
   // (train.eval_every); NaN elsewhere, and then left out of the JSONL line.
   double val_loss = NAN;
   double val_ppl = NAN;
+  // Where the step's time went (rank 0's host clock): the micro-batches' forward and backward
+  // (each ends when its loss is known), and the optimizer step. With zero.offload_optimizer the
+  // optimizer splits into waiting for gradients on the host, the CPU AdamW, and waiting for the
+  // last parameters on the device (NaN without offload, and then left out), and the peak host
+  // memory (pinned optimizer state and staging) is reported too.
+  double fwd_bwd_s = 0.0;
+  double optimizer_s = 0.0;
+  double offload_d2h_wait_s = NAN;
+  double offload_cpu_adam_s = NAN;
+  double offload_h2d_wait_s = NAN;
+  int64_t peak_host_mem_bytes = 0;  // max over ranks; reported with offload
 };
 
 // One JSON object per line, flushed per step so a crash loses at most the current line.

@@ -73,6 +73,10 @@ void log_model_state(Comm& comm, const zero::Engine& engine) {
              format_bytes(grads[size_t(r)]), ", optimizer ", format_bytes(optimizer[size_t(r)]),
              " (total ", format_bytes(params[size_t(r)] + grads[size_t(r)] + optimizer[size_t(r)]), ")");
   if (shown < comm.size()) log_info("(ranks ", shown, "..", comm.size() - 1, " hold the same up to padding)");
+  if (b.host_optimizer > 0)
+    log_info("offloaded to host memory per rank: optimizer ", format_bytes(double(b.host_optimizer)),
+             " (fp32 master + Adam moments) and a ", format_bytes(double(b.host_buffers)),
+             " copy of the gradient shard (rank 0)");
 }
 
 // The run's HDF5 data: checked before anything is written or allocated. Every rank opens its
@@ -199,6 +203,7 @@ TrainSummary train(const RunConfig& config, Comm& comm, const TrainOptions& opti
   engine_options.optimizer = config.optimizer;
   engine_options.loss_scaler = config.fp16;
   engine_options.total_steps = t.steps;
+  engine_options.offload_optimizer = config.zero.offload_optimizer == "cpu";
   engine_options.seed = uint64_t(t.seed);
   zero::Engine engine(shape, engine_options, *engine_comm, std::move(device_ops));
 
@@ -284,6 +289,7 @@ TrainSummary train(const RunConfig& config, Comm& comm, const TrainOptions& opti
   for (int64_t step = 1; step <= t.steps; ++step) {
     Timer step_timer;
     engine.zero_grads();
+    const Timer fwd_bwd_timer;
     double loss_sum = 0.0;
     for (int64_t micro = 0; micro < accum; ++micro) {
       // The step's samples are [(step-1) G, step G) with G = world * accum * b, split so that the
@@ -305,6 +311,7 @@ TrainSummary train(const RunConfig& config, Comm& comm, const TrainOptions& opti
       engine.set_last_micro_step(micro == accum - 1);
       loss_sum += model->forward_backward(batch, engine, engine.micro_grad_scale(accum)).mean();
     }
+    const double fwd_bwd_s = fwd_bwd_timer.seconds();
     if (options.before_optimizer_step) options.before_optimizer_step(step, engine);
     const zero::StepStats stats = engine.step();
 
@@ -316,6 +323,15 @@ TrainSummary train(const RunConfig& config, Comm& comm, const TrainOptions& opti
     m.tokens_per_s = double(tokens_per_step) / step_timer.seconds();
     m.elapsed_s = run_timer.seconds();
     m.skipped = stats.skipped;
+    m.fwd_bwd_s = fwd_bwd_s;
+    m.optimizer_s = stats.optimizer_s;
+    if (engine.offloaded()) {
+      m.offload_d2h_wait_s = stats.offload_download_wait_s;
+      m.offload_cpu_adam_s = stats.offload_cpu_adam_s;
+      m.offload_h2d_wait_s = stats.offload_upload_wait_s;
+      m.peak_host_mem_bytes = int64_t(all_reduce_scalar(
+          comm, double(MemoryTracker::of(Device::cpu()).stats().peak_total), ReduceOp::kMax));
+    }
     // Peak bytes of the rank that peaked highest, on the compute device.
     m.peak_mem_bytes = int64_t(all_reduce_scalar(
         comm, double(MemoryTracker::of(device).stats().peak_total), ReduceOp::kMax));

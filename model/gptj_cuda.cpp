@@ -35,46 +35,13 @@ namespace {
 // Largest head dim of the CUDA attention (ops_cuda.h: "Dh up to 256", multiples of 8).
 constexpr int64_t kCudaMaxHeadDim = 256;
 
-// Page-locked host memory, so that copies queued on the stream run asynchronously. Grows on
-// demand and never shrinks: a training run's batches have one shape, so it is allocated once
-// (cudaFreeHost may synchronise the device; it runs only when a larger batch arrives).
-class PinnedHost {
- public:
-  PinnedHost() = default;
-  ~PinnedHost() { release(); }
-  PinnedHost(const PinnedHost&) = delete;
-  PinnedHost& operator=(const PinnedHost&) = delete;
-
-  void reserve(size_t bytes, const char* what) {
-    if (bytes <= bytes_) return;
-    release();
-    void* p = nullptr;
-    const cudaError_t status = cudaMallocHost(&p, bytes);
-    if (status == cudaErrorMemoryAllocation) {
-      (void)cudaGetLastError();
-      ZT_FAIL("out of pinned host memory allocating ", bytes, " bytes for ", what);
-    }
-    ZT_CUDA_CHECK(status);
-    data_ = p;
-    bytes_ = bytes;
-    MemoryTracker::of(Device::cpu()).on_alloc(MemCategory::kBuffers, bytes_);
-  }
-  template <class E>
-  E* as() const {
-    return static_cast<E*>(data_);
-  }
-
- private:
-  void release() {
-    if (data_ == nullptr) return;
-    (void)cudaFreeHost(data_);
-    MemoryTracker::of(Device::cpu()).on_free(MemCategory::kBuffers, bytes_);
-    data_ = nullptr;
-    bytes_ = 0;
-  }
-  void* data_ = nullptr;
-  size_t bytes_ = 0;
-};
+// Page-locked host memory (runtime/memory.h), so that copies queued on the stream run
+// asynchronously. Grows on demand and never shrinks: a training run's batches have one shape, so
+// it is allocated once (cudaFreeHost may synchronise the device; it runs only when a larger batch
+// arrives).
+void reserve_pinned(Buffer& buffer, size_t bytes, const char* what) {
+  if (bytes > buffer.bytes()) buffer = Buffer::allocate_pinned(bytes, MemCategory::kBuffers, what);
+}
 
 // Elem is the host-side 16-bit type (zt::bf16 or zt::f16); the ops take void* and dt.
 template <class Elem>
@@ -179,7 +146,7 @@ class CudaBackend {
     const size_t n = size_t(b.tokens());
     // The previous call's copies out of the staging memory must be done before it is rewritten.
     ZT_CUDA_CHECK(cudaEventSynchronize(staged_));
-    staging_.reserve(2 * n * sizeof(int32_t), "token ids and targets");
+    reserve_pinned(staging_, 2 * n * sizeof(int32_t), "token ids and targets");
     int32_t* ids = staging_.as<int32_t>();
     std::memcpy(ids, b.inputs, n * sizeof(int32_t));
     ZT_CUDA_CHECK(cudaMemcpyAsync(tk.ids, ids, n * sizeof(int32_t), cudaMemcpyHostToDevice,
@@ -258,7 +225,7 @@ class CudaBackend {
     // The kernel leaves the logits alone when dloss == 0, but backward reads them as dlogits.
     if (want_grad && dloss == 0.0f)
       ZT_CUDA_CHECK(cudaMemsetAsync(logits, 0, size_t(n * v) * sizeof(T), ctx_.stream()));
-    losses_host_.reserve(size_t(n) * sizeof(float), "per-token losses");
+    reserve_pinned(losses_host_, size_t(n) * sizeof(float), "per-token losses");
     ZT_CUDA_CHECK(cudaMemcpyAsync(losses_host_.as<float>(), tk.losses, size_t(n) * sizeof(float),
                                   cudaMemcpyDeviceToHost, ctx_.stream()));
     return LossPending{n, tk.count};
@@ -285,8 +252,8 @@ class CudaBackend {
  private:
   const CudaContext& ctx_;
   int64_t vocab_;
-  PinnedHost staging_;      // ids [N] then targets [N], int32
-  PinnedHost losses_host_;  // per-token losses [N], fp32
+  Buffer staging_;      // pinned: ids [N] then targets [N], int32
+  Buffer losses_host_;  // pinned: per-token losses [N], fp32
   cudaEvent_t staged_ = nullptr;  // recorded after the copies out of staging_
 };
 

@@ -138,12 +138,30 @@ Buffer Buffer::allocate(Device device, size_t bytes, MemCategory category, std::
   return b;
 }
 
+Buffer Buffer::allocate_pinned(size_t bytes, MemCategory category, std::string_view what) {
+#ifndef ZT_WITH_CUDA
+  return allocate(Device::cpu(), bytes, category, what);
+#else
+  Buffer b;
+  b.device_ = Device::cpu();
+  b.category_ = category;
+  b.pinned_ = true;
+  if (bytes == 0) return b;
+  b.data_ = cuda_host_allocate(bytes);
+  if (b.data_ == nullptr) throw_out_of_memory(b.device_, bytes, category, what);
+  b.bytes_ = bytes;
+  MemoryTracker::of(b.device_).on_alloc(category, bytes);
+  return b;
+#endif
+}
+
 Buffer::Buffer(Buffer&& other) noexcept
     : data_(other.data_),
       bytes_(other.bytes_),
       device_(other.device_),
       category_(other.category_),
-      stream_(other.stream_) {
+      stream_(other.stream_),
+      pinned_(other.pinned_) {
   other.data_ = nullptr;
   other.bytes_ = 0;
 }
@@ -156,6 +174,7 @@ Buffer& Buffer::operator=(Buffer&& other) noexcept {
     device_ = other.device_;
     category_ = other.category_;
     stream_ = other.stream_;
+    pinned_ = other.pinned_;
     other.data_ = nullptr;
     other.bytes_ = 0;
   }
@@ -164,7 +183,12 @@ Buffer& Buffer::operator=(Buffer&& other) noexcept {
 
 void Buffer::release() {
   if (data_ == nullptr) return;
-  raw_free(device_, data_, stream_);
+#ifdef ZT_WITH_CUDA
+  if (pinned_)
+    cuda_host_free(data_);
+  else
+#endif
+    raw_free(device_, data_, stream_);
   MemoryTracker::of(device_).on_free(category_, bytes_);
   data_ = nullptr;
   bytes_ = 0;

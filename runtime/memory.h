@@ -69,6 +69,10 @@ class Buffer {
   // failure. `stream` is ignored on the host.
   static Buffer allocate(Device device, size_t bytes, MemCategory category, std::string_view what,
                          StreamHandle stream = nullptr);
+  // Page-locked host memory (cudaMallocHost) that GPUs copy to and from at full speed and
+  // asynchronously (the offloaded optimizer state, staging of uploads and downloads); plain host
+  // memory in a build without CUDA. Accounted on Device::cpu().
+  static Buffer allocate_pinned(size_t bytes, MemCategory category, std::string_view what);
   ~Buffer() { release(); }
   Buffer(Buffer&& other) noexcept;
   Buffer& operator=(Buffer&& other) noexcept;
@@ -80,6 +84,7 @@ class Buffer {
   Device device() const { return device_; }
   MemCategory category() const { return category_; }
   StreamHandle stream() const { return stream_; }
+  bool pinned() const { return pinned_; }
   bool empty() const { return data_ == nullptr; }
   // Typed pointer to the start.
   template <class T>
@@ -98,6 +103,7 @@ class Buffer {
   Device device_;
   MemCategory category_ = MemCategory::kBuffers;
   StreamHandle stream_ = nullptr;
+  bool pinned_ = false;
 };
 
 // Throws the out-of-memory error every allocator of the project gives: what was being allocated,

@@ -29,6 +29,11 @@ class DeviceOps {
   virtual Buffer allocate(size_t bytes, MemCategory category, const char* what) const {
     return Buffer::allocate(device(), bytes, category, what);
   }
+  // Host memory this device copies to and from asynchronously: pinned on a GPU (the offloaded
+  // optimizer state and its staging), plain host memory on the CPU backend.
+  virtual Buffer allocate_host(size_t bytes, MemCategory category, const char* what) const {
+    return Buffer::allocate(Device::cpu(), bytes, category, what);
+  }
   virtual void zero(void* data, size_t bytes) = 0;
   // dst[i] += src[i], one rounding to dtype.
   virtual void accumulate(const void* src, void* dst, size_t n, DType dtype) = 0;
@@ -45,6 +50,18 @@ class DeviceOps {
   // optim::adamw_step_cpu / adamw_step_cuda on this device's buffers.
   virtual void adamw(float* param, float* m, float* v, const void* grad, DType grad_dtype, int64_t n,
                      const optim::AdamWStep& hp, void* param16, DType param16_dtype) = 0;
+  // Offload copies (ZeRO-Offload), queued on a copy stream so they overlap compute and the
+  // host's CPU Adam. download_async runs after the compute work queued so far; upload_async after
+  // the copies queued before it. The CPU backend copies at once.
+  virtual void download_async(const void* src, void* host, size_t bytes) = 0;
+  virtual void upload_async(const void* host, void* dst, size_t bytes) = 0;
+  // A marker of the copies queued so far; wait_copies_on_host(marker) blocks the host until they
+  // are done. Markers count up from 0 and stay valid until forget_copy_markers().
+  virtual int64_t mark_copies() = 0;
+  virtual void wait_copies_on_host(int64_t marker) = 0;
+  virtual void forget_copy_markers() = 0;
+  // Compute work queued after this call runs after every copy queued so far.
+  virtual void compute_after_copies() = 0;
   // Work queued after this call sees the collective's result (the host waits on the CPU; on a
   // GPU the compute stream waits on the device).
   virtual void wait(CommRequest& request) = 0;

@@ -3,6 +3,7 @@
 #include <vector>
 
 #include "optim/grad_clip.h"
+#include "runtime/error.h"
 #include "zero/device_ops.h"
 
 namespace zt::zero {
@@ -33,6 +34,14 @@ class CpuDeviceOps final : public DeviceOps {
              const optim::AdamWStep& hp, void* param16, DType param16_dtype) override {
     optim::adamw_step_cpu(param, m, v, grad, grad_dtype, n, hp, param16, param16_dtype);
   }
+  void download_async(const void* src, void* host, size_t bytes) override { std::memcpy(host, src, bytes); }
+  void upload_async(const void* host, void* dst, size_t bytes) override { std::memcpy(dst, host, bytes); }
+  int64_t mark_copies() override { return markers_++; }
+  void wait_copies_on_host(int64_t marker) override {
+    ZT_CHECK(marker >= 0 && marker < markers_, "copy marker ", marker, " was never handed out");
+  }
+  void forget_copy_markers() override { markers_ = 0; }
+  void compute_after_copies() override {}
   void wait(CommRequest& request) override { request.wait(); }
   double all_reduce_scalar(Comm& comm, double value, ReduceOp op) override {
     comm.all_reduce(&value, 1, DType::kF64, op)->wait();
@@ -41,6 +50,7 @@ class CpuDeviceOps final : public DeviceOps {
 
  private:
   double sum_ = 0.0;
+  int64_t markers_ = 0;  // copies happen at once: a marker only has to exist
 };
 
 }  // namespace

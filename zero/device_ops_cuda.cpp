@@ -17,8 +17,18 @@ class CudaDeviceOps final : public DeviceOps {
     ZT_CUDA_CHECK(cudaSetDevice(ctx.device()));
     ZT_CUDA_CHECK(cudaMalloc(reinterpret_cast<void**>(&scalars_), 2 * sizeof(double)));
     ZT_CUDA_CHECK(cudaMemsetAsync(scalars_, 0, 2 * sizeof(double), ctx.stream()));
+    ZT_CUDA_CHECK(cudaStreamCreateWithFlags(&copy_stream_, cudaStreamNonBlocking));
+    ZT_CUDA_CHECK(cudaEventCreateWithFlags(&compute_mark_, cudaEventDisableTiming));
   }
-  ~CudaDeviceOps() override { cudaFree(scalars_); }
+  ~CudaDeviceOps() override {
+    // Nothing may still be copying into memory that is about to be freed.
+    if (copy_stream_ != nullptr) (void)cudaStreamSynchronize(copy_stream_);
+    forget_copy_markers();
+    for (cudaEvent_t e : spare_events_) (void)cudaEventDestroy(e);
+    if (compute_mark_ != nullptr) (void)cudaEventDestroy(compute_mark_);
+    if (copy_stream_ != nullptr) (void)cudaStreamDestroy(copy_stream_);
+    cudaFree(scalars_);
+  }
 
   Device device() const override { return Device::cuda(ctx_.device()); }
   Buffer allocate(size_t bytes, MemCategory category, const char* what) const override {
@@ -42,8 +52,45 @@ class CudaDeviceOps final : public DeviceOps {
     ZT_CUDA_CHECK(cudaMemcpyAsync(host, src, bytes, cudaMemcpyDeviceToHost, ctx_.stream()));
     ZT_CUDA_CHECK(cudaStreamSynchronize(ctx_.stream()));
   }
+  // cudaMemcpyDefault: either side may be pinned host memory (the offloaded master).
   void copy(const void* src, void* dst, size_t bytes) override {
-    ZT_CUDA_CHECK(cudaMemcpyAsync(dst, src, bytes, cudaMemcpyDeviceToDevice, ctx_.stream()));
+    ZT_CUDA_CHECK(cudaMemcpyAsync(dst, src, bytes, cudaMemcpyDefault, ctx_.stream()));
+  }
+  Buffer allocate_host(size_t bytes, MemCategory category, const char* what) const override {
+    return Buffer::allocate_pinned(bytes, category, what);
+  }
+  void download_async(const void* src, void* host, size_t bytes) override {
+    ZT_CUDA_CHECK(cudaEventRecord(compute_mark_, ctx_.stream()));
+    ZT_CUDA_CHECK(cudaStreamWaitEvent(copy_stream_, compute_mark_, 0));
+    ZT_CUDA_CHECK(cudaMemcpyAsync(host, src, bytes, cudaMemcpyDeviceToHost, copy_stream_));
+  }
+  void upload_async(const void* host, void* dst, size_t bytes) override {
+    ZT_CUDA_CHECK(cudaMemcpyAsync(dst, host, bytes, cudaMemcpyHostToDevice, copy_stream_));
+  }
+  int64_t mark_copies() override {
+    cudaEvent_t e = nullptr;
+    if (!spare_events_.empty()) {
+      e = spare_events_.back();
+      spare_events_.pop_back();
+    } else {
+      ZT_CUDA_CHECK(cudaEventCreateWithFlags(&e, cudaEventDisableTiming));
+    }
+    markers_.push_back(e);
+    ZT_CUDA_CHECK(cudaEventRecord(e, copy_stream_));
+    return int64_t(markers_.size()) - 1;
+  }
+  void wait_copies_on_host(int64_t marker) override {
+    ZT_CHECK(marker >= 0 && marker < int64_t(markers_.size()), "copy marker ", marker,
+             " was never handed out");
+    ZT_CUDA_CHECK(cudaEventSynchronize(markers_[size_t(marker)]));
+  }
+  void forget_copy_markers() override {
+    spare_events_.insert(spare_events_.end(), markers_.begin(), markers_.end());
+    markers_.clear();
+  }
+  void compute_after_copies() override {
+    ZT_CUDA_CHECK(cudaEventRecord(compute_mark_, copy_stream_));
+    ZT_CUDA_CHECK(cudaStreamWaitEvent(ctx_.stream(), compute_mark_, 0));
   }
   void add_sum_of_squares(const void* data, DType dtype, int64_t n) override {
     optim::sum_of_squares_cuda(ctx_, data, dtype, n, scalars_);
@@ -76,6 +123,10 @@ class CudaDeviceOps final : public DeviceOps {
  private:
   const CudaContext& ctx_;
   double* scalars_ = nullptr;  // [0]: the running sum of squares; [1]: all_reduce_scalar staging
+  cudaStream_t copy_stream_ = nullptr;  // offload copies (download_async / upload_async)
+  cudaEvent_t compute_mark_ = nullptr;  // orders one stream after the other; reused
+  std::vector<cudaEvent_t> markers_;       // mark_copies: marker i is markers_[i]
+  std::vector<cudaEvent_t> spare_events_;  // forgotten markers, reused
 };
 
 }  // namespace

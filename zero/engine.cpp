@@ -7,11 +7,16 @@
 #include "optim/grad_clip.h"
 #include "runtime/error.h"
 #include "runtime/log.h"
+#include "runtime/timer.h"
 
 namespace zt::zero {
 
 namespace {
 constexpr size_t kReducesInFlight = 2;  // stage 2-3 layer reductions kept pending before waiting
+// Offload: elements per CPU AdamW chunk. A chunk's parameters go back to the device while the
+// next chunk is stepped; 16M elements are 32 MiB of bf16 (about 0.6 ms of PCIe), and about 50 ms
+// of CPU AdamW at 90 GB/s, so the copies hide behind the stepping.
+constexpr int64_t kOffloadChunk = int64_t(1) << 24;
 }
 
 Engine::Engine(const model::GptjConfig& config, const EngineOptions& options, Comm& comm,
@@ -23,6 +28,9 @@ Engine::Engine(const model::GptjConfig& config, const EngineOptions& options, Co
   ZT_CHECK(options.stage >= 0 && options.stage <= 3, "zero.stage must be 0..3, got ", options.stage);
   ZT_CHECK(comm.device() == ops_->device(), "the engine's buffers are on ", ops_->device().str(),
            " but its comm moves buffers on ", comm.device().str());
+  ZT_CHECK(!options.offload_optimizer || options.stage >= 1,
+           "zero.offload_optimizer = \"cpu\" needs zero.stage 1, 2 or 3 (stage 0 keeps a full "
+           "optimizer state on every rank), got stage ", options.stage);
   const optim::OptimizerConfig& o = options.optimizer;
   schedule_ = optim::LrSchedule{o.decay, o.lr, o.min_lr, o.warmup_steps, options.total_steps};
   if (dt == DType::kF16) scaler_ = std::make_unique<optim::DynamicLossScaler>(options.loss_scaler);
@@ -39,24 +47,43 @@ Engine::Engine(const model::GptjConfig& config, const EngineOptions& options, Co
   const int64_t grad_elems = options.stage >= 2 ? layout_.shard_size : layout_.total;
   params_ = ops_->allocate(size_t(param_elems) * elem(), MemCategory::kParams, "parameters");
   grads_ = ops_->allocate(size_t(grad_elems) * elem(), MemCategory::kGrads, "gradients");
-  if (mixed())
-    master_ = ops_->allocate(size_t(local_size_) * 4, MemCategory::kOptimizer, "fp32 master parameters");
-  adam_m_ = ops_->allocate(size_t(local_size_) * 4, MemCategory::kOptimizer, "Adam m");
-  adam_v_ = ops_->allocate(size_t(local_size_) * 4, MemCategory::kOptimizer, "Adam v");
-  for (Buffer* b : {&params_, &grads_, &master_, &adam_m_, &adam_v_})
-    if (!b->empty()) ops_->zero(b->data(), b->bytes());  // padding stays zero forever
+  // The optimizer state: on the device, or (offload) in host memory, where fp32 parameters also
+  // get a separate master since the device copy is not where the CPU AdamW works.
+  const bool offload = options.offload_optimizer;
+  auto optimizer_buffer = [&](const char* what) {
+    const size_t bytes = size_t(local_size_) * 4;
+    return offload ? ops_->allocate_host(bytes, MemCategory::kOptimizer, what)
+                   : ops_->allocate(bytes, MemCategory::kOptimizer, what);
+  };
+  if (mixed() || offload) master_ = optimizer_buffer("fp32 master parameters");
+  adam_m_ = optimizer_buffer("Adam m");
+  adam_v_ = optimizer_buffer("Adam v");
+  if (offload)
+    host_grads_ = ops_->allocate_host(size_t(local_size_) * elem(), MemCategory::kBuffers,
+                                      "offloaded gradient shard");
+  for (Buffer* b : {&params_, &grads_}) ops_->zero(b->data(), b->bytes());  // padding stays zero
+  for (Buffer* b : {&master_, &adam_m_, &adam_v_, &host_grads_}) {
+    if (b->empty()) continue;
+    if (b->device().is_cpu())
+      std::memset(b->data(), 0, b->bytes());
+    else
+      ops_->zero(b->data(), b->bytes());
+  }
 
   // Initial values from the counter-based init: the owned pieces' master (and, for stage 3, the
   // parameter shard); for stages 0-2 every parameter of the full copy, which each rank computes
   // identically.
   std::vector<float> values;
   for (const OwnedPiece& p : owned_) {
-    if (!mixed() && options.stage < 3) break;  // fp32: the full copy below is the master
+    if (master_.empty() && options.stage < 3) break;  // fp32: the full copy below is the master
     const FlatParam& fp = layout_.params[size_t(p.param)];
     values.resize(size_t(p.numel));
     model::init_param_values(specs_[size_t(fp.spec_index)], config_, options.seed, p.param_begin,
                              p.param_begin + p.numel, values.data());
-    if (mixed()) ops_->upload(values.data(), piece_master(p), size_t(p.numel), DType::kF32);
+    if (master_.device().is_cpu() && !master_.empty())
+      std::memcpy(piece_master(p), values.data(), size_t(p.numel) * 4);
+    else if (!master_.empty())
+      ops_->upload(values.data(), piece_master(p), size_t(p.numel), DType::kF32);
     if (options.stage == 3) ops_->upload(values.data(), piece_param(p), size_t(p.numel), dt);
   }
   if (options.stage < 3) {
@@ -113,7 +140,7 @@ void* Engine::piece_param(const OwnedPiece& p) const {
 }
 
 float* Engine::piece_master(const OwnedPiece& p) const {
-  if (mixed()) return static_cast<float*>(master_.data()) + p.local_begin;
+  if (!master_.empty()) return static_cast<float*>(master_.data()) + p.local_begin;
   return static_cast<float*>(piece_param(p));  // fp32: the parameters are the master
 }
 
@@ -236,6 +263,7 @@ void Engine::grad_ready(int layer) {
   ZT_CHECK(it != layer_grad_buffers_.end(), "grad_ready(", layer, ") without layer_grads(", layer, ")");
   PendingReduce r;
   r.layer = layer;
+  r.last_micro_step = last_micro_step_;
   r.full = std::move(it->second);
   layer_grad_buffers_.erase(it);
   layer_grad_views_.erase(layer);
@@ -262,6 +290,16 @@ void Engine::complete_reduce(PendingReduce& r) {
   const DType dt = options_.param_dtype;
   ops_->accumulate(r.staging.data(), static_cast<char*>(grads_.data()) + size_t(begin) * elem(),
                    size_t(n), dt);
+  if (offloaded() && r.last_micro_step) download_layer_grads(r.layer);
+}
+
+void Engine::download_layer_grads(int layer) {
+  const int64_t begin = layout_.layer_shard_begin(layer);
+  const size_t bytes = size_t(layout_.layer_shard_end(layer) - begin) * elem();
+  const size_t at = size_t(begin) * elem();
+  ops_->download_async(static_cast<const char*>(grads_.data()) + at,
+                       static_cast<char*>(host_grads_.data()) + at, bytes);
+  ++grads_downloaded_;
 }
 
 void Engine::drain_reduces(size_t keep) {
@@ -275,6 +313,7 @@ void Engine::zero_grads() {
   drain_reduces(0);
   wait_all(grad_sync_);
   ops_->zero(grads_.data(), grads_.bytes());
+  grads_downloaded_ = 0;
 }
 
 Tensor Engine::step_grads() {
@@ -289,6 +328,7 @@ Tensor Engine::step_grads() {
 // ---- the optimizer step ----
 
 StepStats Engine::step() {
+  const Timer timer;
   drain_reduces(0);
   wait_all(grad_sync_);
   ZT_CHECK(options_.stage != 1 || !owned_grads_.empty() || owned_.empty(),
@@ -321,6 +361,9 @@ StepStats Engine::step() {
                "state unchanged");
     }
     owned_grads_.release();
+    ops_->forget_copy_markers();
+    grads_downloaded_ = 0;
+    stats.optimizer_s = timer.seconds();
     return stats;
   }
   const optim::OptimizerConfig& o = options_.optimizer;
@@ -335,13 +378,14 @@ StepStats Engine::step() {
   hp.eps = o.eps;
   hp.step = steps_taken_;
   hp.grad_scale = stats.clip_coef / stats.loss_scale;
-  float* m = static_cast<float*>(adam_m_.data());
-  float* v = static_cast<float*>(adam_v_.data());
-  for (const OwnedPiece& p : owned_) {
-    const model::ParamSpec& s = specs_[size_t(layout_.params[size_t(p.param)].spec_index)];
-    hp.weight_decay = (s.is_bias_or_norm() && !o.decay_bias_and_norm) ? 0.0 : o.weight_decay;
-    ops_->adamw(piece_master(p), m + p.local_begin, v + p.local_begin, piece_grad(p), dt, p.numel, hp,
-                mixed() ? piece_param(p) : nullptr, dt);
+  if (offloaded()) {
+    step_offloaded(hp, stats);
+  } else {
+    float* m = static_cast<float*>(adam_m_.data());
+    float* v = static_cast<float*>(adam_v_.data());
+    for (const OwnedPiece& p : owned_)
+      ops_->adamw(piece_master(p), m + p.local_begin, v + p.local_begin, piece_grad(p), dt, p.numel,
+                  piece_hyper(p, hp), mixed() ? piece_param(p) : nullptr, dt);
   }
   if (scaler_) scaler_->update(false);
   owned_grads_.release();
@@ -355,16 +399,92 @@ StepStats Engine::step() {
                                          full + size_t(b.begin) * elem(), size_t(b.shard), dt));
     wait_all(gathers);
   }
+  stats.optimizer_s = timer.seconds();
   return stats;
 }
 
-ModelStateBytes model_state_bytes(const FlatLayout& layout, int stage, DType param_dtype) {
+optim::AdamWStep Engine::piece_hyper(const OwnedPiece& p, const optim::AdamWStep& base) const {
+  const optim::OptimizerConfig& o = options_.optimizer;
+  const model::ParamSpec& s = specs_[size_t(layout_.params[size_t(p.param)].spec_index)];
+  optim::AdamWStep hp = base;
+  hp.weight_decay = (s.is_bias_or_norm() && !o.decay_bias_and_norm) ? 0.0 : o.weight_decay;
+  return hp;
+}
+
+void Engine::step_offloaded(const optim::AdamWStep& base, StepStats& stats) {
+  const DType dt = options_.param_dtype;
+  const size_t w = elem();
+  char* host = static_cast<char*>(host_grads_.data());
+  // Stages 2-3 sent every layer's reduced shard to the host during the last micro-step's
+  // backward; otherwise (stage 1) the shard goes now, chunk by chunk, each chunk's copy
+  // overlapping the stepping of the one before.
+  const bool streamed = grads_downloaded_ == model::num_layers_total(config_);
+  const char* device_shard =
+      static_cast<const char*>((options_.stage == 1 ? owned_grads_ : grads_).data());
+  struct Chunk {
+    const OwnedPiece* piece;
+    int64_t offset;  // into the piece
+    int64_t n;
+    int64_t marker;  // its gradients are on the host once this marker is
+  };
+  std::vector<Chunk> chunks;
+  const int64_t all_downloaded = streamed ? ops_->mark_copies() : -1;
+  for (const OwnedPiece& p : owned_) {
+    for (int64_t off = 0; off < p.numel; off += kOffloadChunk) {
+      Chunk c{&p, off, std::min(kOffloadChunk, p.numel - off), all_downloaded};
+      if (!streamed) {
+        const size_t at = size_t(p.local_begin + off) * w;
+        ops_->download_async(device_shard + at, host + at, size_t(c.n) * w);
+        c.marker = ops_->mark_copies();
+      }
+      chunks.push_back(c);
+    }
+  }
+  float* master = static_cast<float*>(master_.data());
+  float* m = static_cast<float*>(adam_m_.data());
+  float* v = static_cast<float*>(adam_v_.data());
+  int64_t waited = -1;
+  for (const Chunk& c : chunks) {
+    const OwnedPiece& p = *c.piece;
+    const int64_t at = p.local_begin + c.offset;
+    if (c.marker != waited) {
+      const Timer wait;
+      ops_->wait_copies_on_host(c.marker);
+      stats.offload_download_wait_s += wait.seconds();
+      waited = c.marker;
+    }
+    // The new parameters overwrite the gradients they came from (same dtype and place), then go
+    // back to the device's parameter copy from there.
+    char* g = host + size_t(at) * w;
+    const Timer adam;
+    optim::adamw_step_cpu(master + at, m + at, v + at, g, dt, c.n, piece_hyper(p, base),
+                          mixed() ? g : nullptr, dt);
+    if (!mixed()) std::memcpy(g, master + at, size_t(c.n) * 4);  // fp32: the master is the value
+    stats.offload_cpu_adam_s += adam.seconds();
+    ops_->upload_async(g, static_cast<char*>(piece_param(p)) + size_t(c.offset) * w, size_t(c.n) * w);
+  }
+  // The host waits for the last upload only to report it: the device could not start the next
+  // step before the parameters are back anyway.
+  const Timer upload;
+  ops_->wait_copies_on_host(ops_->mark_copies());
+  stats.offload_upload_wait_s = upload.seconds();
+  ops_->compute_after_copies();
+  ops_->forget_copy_markers();
+  grads_downloaded_ = 0;
+}
+
+ModelStateBytes model_state_bytes(const FlatLayout& layout, int stage, DType param_dtype,
+                                  bool offload_optimizer) {
   const int64_t w = int64_t(dtype_size(param_dtype));
-  const int64_t k = param_dtype == DType::kF32 ? 8 : 12;  // m, v (+ fp32 master when mixed)
+  // m, v, + the fp32 master when mixed or offloaded (fp32 parameters on the device are then not
+  // where the CPU AdamW works).
+  const int64_t k = param_dtype == DType::kF32 && !offload_optimizer ? 8 : 12;
   ModelStateBytes b;
   b.params = w * (stage >= 3 ? layout.shard_size : layout.total);
   b.grads = w * (stage >= 2 ? layout.shard_size : layout.total);
-  b.optimizer = k * layout.shard_size;  // stage 0's layout has one partition: shard == total
+  // Stage 0's layout has one partition: shard == total.
+  (offload_optimizer ? b.host_optimizer : b.optimizer) = k * layout.shard_size;
+  if (offload_optimizer) b.host_buffers = w * layout.shard_size;
   return b;
 }
 
@@ -372,7 +492,9 @@ ModelStateBytes Engine::model_state_bytes() const {
   ModelStateBytes b;
   b.params = int64_t(params_.bytes());
   b.grads = int64_t(grads_.bytes());
-  b.optimizer = int64_t(master_.bytes() + adam_m_.bytes() + adam_v_.bytes());
+  (offloaded() ? b.host_optimizer : b.optimizer) =
+      int64_t(master_.bytes() + adam_m_.bytes() + adam_v_.bytes());
+  b.host_buffers = int64_t(host_grads_.bytes());
   return b;
 }
 

@@ -44,6 +44,11 @@ struct EngineOptions {
   int64_t bucket_elements = 25'000'000;
   optim::OptimizerConfig optimizer;
   optim::LossScalerConfig loss_scaler;
+  // ZeRO-Offload (stages 1-3): the fp32 master and Adam moments of this rank's shard live in host
+  // memory (pinned on a GPU) and a CPU AdamW steps them. Gradients go to the host during the last
+  // micro-step's backward (stages 2-3; at the step for stage 1), the new 16-bit parameters come
+  // back chunk by chunk while the next chunk is being stepped.
+  bool offload_optimizer = false;
   int64_t total_steps = 1;  // end of the LR decay
   uint64_t seed = 0;        // parameter initialisation
 };
@@ -54,6 +59,14 @@ struct StepStats {
   double lr = 0.0;          // learning rate used (0 when skipped)
   double loss_scale = 1.0;  // the fp16 loss scale this step's gradients carried
   bool skipped = false;     // non-finite gradients on some rank: nothing changed anywhere
+  // Host seconds of the step's optimizer phase (the norm, clipping, the AdamW), and with offload
+  // its parts: waiting for gradients to reach the host, the CPU AdamW, waiting for the last
+  // parameters to reach the device. On a GPU the device has no work queued while the offloaded
+  // optimizer runs, so optimizer_s is also the GPU's idle time in the step.
+  double optimizer_s = 0.0;
+  double offload_download_wait_s = 0.0;
+  double offload_cpu_adam_s = 0.0;
+  double offload_upload_wait_s = 0.0;
 };
 
 // Bytes of model state this rank keeps between steps (transient gather/reduce buffers are not
@@ -61,14 +74,17 @@ struct StepStats {
 struct ModelStateBytes {
   int64_t params = 0;
   int64_t grads = 0;
-  int64_t optimizer = 0;
-  int64_t total() const { return params + grads + optimizer; }
+  int64_t optimizer = 0;       // on the compute device
+  int64_t host_optimizer = 0;  // offloaded to host memory (master + moments)
+  int64_t host_buffers = 0;    // offload: the host copy of the gradient shard
+  int64_t total() const { return params + grads + optimizer; }  // on the compute device
 };
 
 // What an Engine of `stage` keeps per rank over `layout` (partitioned for that stage), computed
 // without allocating anything: `zerotrain estimate` uses it, and tests check it against
 // Engine::model_state_bytes() of a real engine.
-ModelStateBytes model_state_bytes(const FlatLayout& layout, int stage, DType param_dtype);
+ModelStateBytes model_state_bytes(const FlatLayout& layout, int stage, DType param_dtype,
+                                  bool offload_optimizer = false);
 
 class Engine final : public model::ParamProvider {
  public:
@@ -100,6 +116,7 @@ class Engine final : public model::ParamProvider {
   StepStats step();
 
   int stage() const { return options_.stage; }
+  bool offloaded() const { return options_.offload_optimizer; }
   double loss_scale() const;
   int64_t steps_taken() const { return steps_taken_; }
   int64_t skipped_steps() const { return skipped_steps_; }
@@ -133,6 +150,7 @@ class Engine final : public model::ParamProvider {
     Buffer full;     // the layer's full gradients (the model added into these)
     Buffer staging;  // this rank's reduced pieces, added into the shard on completion
     std::vector<CommHandle> handles;
+    bool last_micro_step = false;  // offload: the shard is final once this one is added
   };
 
   size_t elem() const { return dtype_size(options_.param_dtype); }
@@ -146,6 +164,13 @@ class Engine final : public model::ParamProvider {
   void wait_all(std::vector<CommHandle>& handles);
   // Where the owned piece's gradient, master value and model-facing parameter live.
   const void* piece_grad(const OwnedPiece& p) const;
+  // The step's hyper-parameters for one piece (weight decay off for biases and norms).
+  optim::AdamWStep piece_hyper(const OwnedPiece& p, const optim::AdamWStep& base) const;
+  // The offloaded AdamW: gradients to the host (unless already there), the CPU step in chunks,
+  // the new parameters back to the device.
+  void step_offloaded(const optim::AdamWStep& base, StepStats& stats);
+  // Stages 2-3 with offload: queues the download of layer `layer`'s reduced gradient shard.
+  void download_layer_grads(int layer);
   float* piece_master(const OwnedPiece& p) const;
   void* piece_param(const OwnedPiece& p) const;
 
@@ -163,6 +188,11 @@ class Engine final : public model::ParamProvider {
   Buffer params_;       // stages 0-2: all params (flat); stage 3: this rank's shard
   Buffer grads_;        // stages 0-1: all grads (flat); stages 2-3: this rank's shard
   Buffer master_;       // fp32 master of the owned pieces (local order); empty for fp32 params
+                        // unless offloaded (then on the host, as are the moments)
+  Buffer host_grads_;   // offload: the gradient shard on the host (local order, param dtype); the
+                        // CPU AdamW then writes the new 16-bit parameters over it for the upload
+  int64_t grads_downloaded_ = 0;  // offload, stages 2-3: layers whose gradients went to the host
+  int64_t downloads_marker_ = -1;
   Buffer adam_m_, adam_v_;
   Buffer owned_grads_;  // stage 1: the reduce-scattered shard, alive from backward to step
   std::vector<std::vector<Tensor>> param_views_;  // stages 0-2: per layer

@@ -81,14 +81,14 @@ std::vector<StageEstimate> estimate_memory(const EstimateInput& in, bool with_of
   for (int offload = 0; offload <= (with_offload ? 1 : 0); ++offload) {
     for (int stage = offload ? 1 : 0; stage <= 3; ++stage) {
       const FlatLayout l = make_flat_layout(specs, layers, stage == 0 ? 1 : in.gpus, in.bucket_elements);
-      const ModelStateBytes state = model_state_bytes(l, stage, in.precision);
+      const ModelStateBytes state = model_state_bytes(l, stage, in.precision, offload != 0);
       StageEstimate e;
       e.stage = stage;
       e.offload = offload != 0;
       e.params = state.params;
       e.grads = state.grads;
-      e.optimizer = e.offload ? 0 : state.optimizer;
-      e.cpu_per_node = e.offload ? state.optimizer * ranks_per_node : 0;
+      e.optimizer = state.optimizer;
+      e.cpu_per_node = (state.host_optimizer + state.host_buffers) * ranks_per_node;
       e.activations = activation_bytes(in);
       // Transient buffers, as the engine allocates them: stage 1 the reduce-scattered gradient
       // shard; stages 2-3 up to three layers of full gradients (one being computed, two being

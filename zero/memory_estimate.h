@@ -34,7 +34,8 @@ struct StageEstimate {
   int64_t activations = 0;  // saved activations of one micro-batch, plus the logits
   int64_t buffers = 0;      // transient: gathered layers, layer gradients before reduction
   int64_t gpu_total() const { return params + grads + optimizer + activations + buffers; }
-  // Per node: the offloaded optimizer state of the node's ranks (0 without offload).
+  // Per node: the offloaded optimizer state of the node's ranks and their host copy of the
+  // gradient shard (0 without offload).
   int64_t cpu_per_node = 0;
   bool fits_gpu = false;
   bool fits_cpu = false;

@@ -74,6 +74,19 @@ void cuda_free_async(int device, void* ptr, void* stream) {
   if (cudaSetDevice(device) == cudaSuccess) (void)cudaFreeAsync(ptr, static_cast<cudaStream_t>(stream));
 }
 
+void* cuda_host_allocate(size_t bytes) {
+  void* ptr = nullptr;
+  const cudaError_t status = cudaMallocHost(&ptr, bytes);
+  if (status == cudaErrorMemoryAllocation) {
+    (void)cudaGetLastError();
+    return nullptr;
+  }
+  ZT_CUDA_CHECK(status);
+  return ptr;
+}
+
+void cuda_host_free(void* ptr) { (void)cudaFreeHost(ptr); }
+
 void cuda_memset_zero(int device, void* ptr, size_t bytes, void* stream) {
   ZT_CUDA_CHECK(cudaSetDevice(device));
   if (stream == nullptr) {

@@ -125,6 +125,7 @@ RunConfig every_key_changed() {
   c.data.verify = false;
   c.train.device = "cpu";
   c.zero.stage = 2;
+  c.zero.offload_optimizer = "cpu";
   c.zero.bucket_elements = 123457;
   c.fp16.initial_scale = 1024.0;
   c.fp16.growth_interval = 77;
@@ -462,6 +463,18 @@ TEST(ConfigErrors, CrossKeyRules) {
             "optimizer.lr = 0.0001");
   EXPECT_EQ(parse_error("[fp16]\ninitial_scale = 2.0\nmin_scale = 4.0\n"),
             "run.toml:2: fp16.initial_scale = 2.0 is out of range: must be >= fp16.min_scale = 4.0");
+}
+
+TEST(ConfigErrors, OffloadNeedsAPartitioningStage) {
+  EXPECT_EQ(parse_error("[zero]\noffload_optimizer = \"cpu\"\n"),
+            "run.toml:2: zero.offload_optimizer = \"cpu\" needs zero.stage 1, 2 or 3: stage 0 keeps "
+            "the whole optimizer state on every rank; set zero.stage = 2 (the usual choice with "
+            "offload)");
+  EXPECT_EQ(parse_config("[zero]\nstage = 2\noffload_optimizer = \"cpu\"\n", "run.toml", {})
+                .zero.offload_optimizer,
+            "cpu");
+  EXPECT_NE(parse_error("[zero]\noffload_optimizer = \"gpu\"\n").find("\"none\", \"cpu\""),
+            std::string::npos);
 }
 
 TEST(ConfigErrors, ZeroStageOutOfRange) {
