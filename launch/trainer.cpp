@@ -16,6 +16,7 @@
 #include "datasets/synthetic.h"
 #include "datasets/token_dataset.h"
 #include "model/gptj.h"
+#include "optim/cpu_affinity.h"
 #include "runtime/error.h"
 #include "runtime/log.h"
 #include "runtime/memory.h"
@@ -161,6 +162,15 @@ TrainSummary train(const RunConfig& config, Comm& comm, const TrainOptions& opti
   // Checked before anything is written: a device or precision the run cannot use is a config
   // error, and must not leave an out_dir behind that the corrected run would refuse to reuse.
   const Device device = resolve_device(t, options.local_rank, options.local_size);
+  // The offloaded CPU AdamW runs on this rank's share of the host's cores, so ranks that share a
+  // host (one per GPU) do not fight over them; train.threads still caps the count.
+  if (config.zero.offload_optimizer == "cpu" && device.is_cuda()) {
+    const int threads = optim::pin_threads_for_local_rank(options.local_rank, options.local_size);
+    if (t.threads > 0 && t.threads < threads) omp_set_num_threads(int(t.threads));
+    if (rank == 0)
+      log_info("offload: the CPU AdamW of each rank runs on ", omp_get_max_threads(),
+               " threads pinned to its share of the host's cores");
+  }
 
   std::optional<MetricsWriter> metrics;
   if (writer) {
