@@ -49,6 +49,20 @@ RunConfig quick_config(const std::string& out_dir, int64_t steps) {
   return c;
 }
 
+// Every example config loads and passes the config's checks (the commands in their headers are
+// what README.md tells users to run).
+TEST(Examples, EveryExampleConfigIsValid) {
+  int seen = 0;
+  for (const auto& entry : fs::directory_iterator(fs::path(ZT_SOURCE_DIR) / "examples")) {
+    if (entry.path().extension() != ".toml") continue;
+    ++seen;
+    SCOPED_TRACE(entry.path().string());
+    const RunConfig c = load_config(entry.path().string(), {});
+    EXPECT_GT(c.train.steps, 0);
+  }
+  EXPECT_GE(seen, 3);
+}
+
 TEST(Trainer, ADeviceErrorWritesNothing) {
   // fp32 on the CUDA backend is refused (with CUDA and a GPU), and without either "cuda" cannot
   // be had: both are config errors, found before the out_dir is created.
