@@ -380,6 +380,14 @@ RunConfig parse_config(std::string_view toml_text, std::string_view source_name,
                      ": zero.offload_optimizer = \"cpu\" needs zero.stage 1, 2 or 3: stage 0 keeps the "
                      "whole optimizer state on every rank; set zero.stage = 2 (the usual choice "
                      "with offload)");
+  if (config.zero.offload_params == "cpu" &&
+      (config.zero.stage != 3 || config.zero.offload_optimizer != "cpu"))
+    throw_user_error(where_of({"zero.offload_params", "zero.stage", "zero.offload_optimizer"}),
+                     ": zero.offload_params = \"cpu\" needs zero.stage = 3 and "
+                     "zero.offload_optimizer = \"cpu\" (only stage 3 partitions the parameters, "
+                     "and the CPU AdamW writes them into host memory); got zero.stage = ",
+                     config.zero.stage, " and zero.offload_optimizer = ",
+                     format_config_value(config.zero.offload_optimizer));
   if (config.data.source == "hdf5" && config.data.path.empty())
     throw_user_error(where_of({"data.source"}), ": data.source = \"hdf5\" needs data.path, the folder "
                      "made by `zerotrain prepare --out DIR` (docs/data.md)");

@@ -42,6 +42,7 @@ struct ZeroSection {
   int64_t stage = 0;                     // 0..3: what is partitioned across ranks
   int64_t bucket_elements = 25'000'000;  // gradient/parameter communication granularity
   std::string offload_optimizer = "none";  // "none" | "cpu": master + moments in host memory
+  std::string offload_params = "none";     // "none" | "cpu": stage 3's parameter shard too
 };
 
 struct DataSection {

@@ -319,6 +319,14 @@ std::vector<ConfigKey> build_schema() {
       "pinned host memory and steps them with the CPU AdamW; gradients go to the host during "
       "backward and the new parameters come back chunk by chunk (stages 1-3)"));
   keys.back().cross_rule = "cpu needs zero.stage >= 1";
+  keys.push_back(enum_key(
+      "zero", "offload_params", {"none", "cpu"},
+      [](const RunConfig& c) { return c.zero.offload_params; },
+      [](RunConfig& c, const std::string& name) { c.zero.offload_params = name; },
+      "ZeRO-Offload of the parameters: cpu keeps stage 3's 16-bit parameter shard in pinned host "
+      "memory; each layer's piece is copied to the GPU ahead of its all-gather, and the CPU "
+      "AdamW writes the new parameters there directly"));
+  keys.back().cross_rule = "cpu needs zero.stage = 3 and zero.offload_optimizer = \"cpu\"";
 
   // [fp16]
   keys.push_back(float_key(

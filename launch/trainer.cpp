@@ -76,8 +76,10 @@ void log_model_state(Comm& comm, const zero::Engine& engine) {
   if (shown < comm.size()) log_info("(ranks ", shown, "..", comm.size() - 1, " hold the same up to padding)");
   if (b.host_optimizer > 0)
     log_info("offloaded to host memory per rank: optimizer ", format_bytes(double(b.host_optimizer)),
-             " (fp32 master + Adam moments) and a ", format_bytes(double(b.host_buffers)),
-             " copy of the gradient shard (rank 0)");
+             " (fp32 master + Adam moments), a ", format_bytes(double(b.host_buffers)),
+             " copy of the gradient shard",
+             b.host_params > 0 ? ", parameters " + format_bytes(double(b.host_params)) : std::string(),
+             " (rank 0)");
 }
 
 // The run's HDF5 data: checked before anything is written or allocated. Every rank opens its
@@ -214,6 +216,7 @@ TrainSummary train(const RunConfig& config, Comm& comm, const TrainOptions& opti
   engine_options.loss_scaler = config.fp16;
   engine_options.total_steps = t.steps;
   engine_options.offload_optimizer = config.zero.offload_optimizer == "cpu";
+  engine_options.offload_params = config.zero.offload_params == "cpu";
   engine_options.seed = uint64_t(t.seed);
   zero::Engine engine(shape, engine_options, *engine_comm, std::move(device_ops));
 

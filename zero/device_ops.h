@@ -62,6 +62,15 @@ class DeviceOps {
   virtual void forget_copy_markers() = 0;
   // Compute work queued after this call runs after every copy queued so far.
   virtual void compute_after_copies() = 0;
+  // Copies queued after this call run after the compute work queued so far (download_async does
+  // this itself). An upload into a stream-ordered buffer (allocate) needs it: the pool may hand
+  // out memory that compute work queued earlier still uses.
+  virtual void copies_after_compute() = 0;
+  // `comm`'s collectives queued after this call run after every copy queued so far, while the
+  // compute stream stays free to run on (stage 3 with offload_params: a layer's all-gather reads
+  // its uploaded shard piece, and the prefetch overlaps the current layer's compute). `comm`
+  // must be the comm of this device (an NcclComm on a GPU).
+  virtual void comm_after_copies(Comm& comm) = 0;
   // Work queued after this call sees the collective's result (the host waits on the CPU; on a
   // GPU the compute stream waits on the device).
   virtual void wait(CommRequest& request) = 0;

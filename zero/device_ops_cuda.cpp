@@ -92,6 +92,18 @@ class CudaDeviceOps final : public DeviceOps {
     ZT_CUDA_CHECK(cudaEventRecord(compute_mark_, copy_stream_));
     ZT_CUDA_CHECK(cudaStreamWaitEvent(ctx_.stream(), compute_mark_, 0));
   }
+  void copies_after_compute() override {
+    ZT_CUDA_CHECK(cudaEventRecord(compute_mark_, ctx_.stream()));
+    ZT_CUDA_CHECK(cudaStreamWaitEvent(copy_stream_, compute_mark_, 0));
+  }
+  // An event on the copy stream that the communication stream waits for, on the device: neither
+  // the host nor the compute stream waits.
+  void comm_after_copies(Comm& comm) override {
+    auto* nccl = dynamic_cast<NcclComm*>(&comm);
+    ZT_CHECK(nccl != nullptr, "comm_after_copies needs the NcclComm that moves this GPU's buffers");
+    ZT_CUDA_CHECK(cudaEventRecord(compute_mark_, copy_stream_));
+    ZT_CUDA_CHECK(cudaStreamWaitEvent(nccl->comm_stream(), compute_mark_, 0));
+  }
   void add_sum_of_squares(const void* data, DType dtype, int64_t n) override {
     optim::sum_of_squares_cuda(ctx_, data, dtype, n, scalars_);
   }
@@ -124,7 +136,9 @@ class CudaDeviceOps final : public DeviceOps {
   const CudaContext& ctx_;
   double* scalars_ = nullptr;  // [0]: the running sum of squares; [1]: all_reduce_scalar staging
   cudaStream_t copy_stream_ = nullptr;  // offload copies (download_async / upload_async)
-  cudaEvent_t compute_mark_ = nullptr;  // orders one stream after the other; reused
+  // Orders one stream after another (compute, copy, communication); reused, since a stream wait
+  // binds to the event's latest record at the time of the wait.
+  cudaEvent_t compute_mark_ = nullptr;
   std::vector<cudaEvent_t> markers_;       // mark_copies: marker i is markers_[i]
   std::vector<cudaEvent_t> spare_events_;  // forgotten markers, reused
 };

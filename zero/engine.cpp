@@ -31,6 +31,10 @@ Engine::Engine(const model::GptjConfig& config, const EngineOptions& options, Co
   ZT_CHECK(!options.offload_optimizer || options.stage >= 1,
            "zero.offload_optimizer = \"cpu\" needs zero.stage 1, 2 or 3 (stage 0 keeps a full "
            "optimizer state on every rank), got stage ", options.stage);
+  ZT_CHECK(!options.offload_params || (options.stage == 3 && options.offload_optimizer),
+           "zero.offload_params = \"cpu\" needs zero.stage = 3 and zero.offload_optimizer = \"cpu\" "
+           "(only stage 3 partitions the parameters, and the CPU AdamW writes them), got stage ",
+           options.stage, " and offload_optimizer ", options.offload_optimizer ? "on" : "off");
   const optim::OptimizerConfig& o = options.optimizer;
   schedule_ = optim::LrSchedule{o.decay, o.lr, o.min_lr, o.warmup_steps, options.total_steps};
   if (dt == DType::kF16) scaler_ = std::make_unique<optim::DynamicLossScaler>(options.loss_scaler);
@@ -45,7 +49,10 @@ Engine::Engine(const model::GptjConfig& config, const EngineOptions& options, Co
 
   const int64_t param_elems = options.stage == 3 ? layout_.shard_size : layout_.total;
   const int64_t grad_elems = options.stage >= 2 ? layout_.shard_size : layout_.total;
-  params_ = ops_->allocate(size_t(param_elems) * elem(), MemCategory::kParams, "parameters");
+  params_ = options.offload_params
+                ? ops_->allocate_host(size_t(param_elems) * elem(), MemCategory::kParams,
+                                      "offloaded parameter shard")
+                : ops_->allocate(size_t(param_elems) * elem(), MemCategory::kParams, "parameters");
   grads_ = ops_->allocate(size_t(grad_elems) * elem(), MemCategory::kGrads, "gradients");
   // The optimizer state: on the device, or (offload) in host memory, where fp32 parameters also
   // get a separate master since the device copy is not where the CPU AdamW works.
@@ -61,8 +68,8 @@ Engine::Engine(const model::GptjConfig& config, const EngineOptions& options, Co
   if (offload)
     host_grads_ = ops_->allocate_host(size_t(local_size_) * elem(), MemCategory::kBuffers,
                                       "offloaded gradient shard");
-  for (Buffer* b : {&params_, &grads_}) ops_->zero(b->data(), b->bytes());  // padding stays zero
-  for (Buffer* b : {&master_, &adam_m_, &adam_v_, &host_grads_}) {
+  // Padding stays zero forever.
+  for (Buffer* b : {&params_, &grads_, &master_, &adam_m_, &adam_v_, &host_grads_}) {
     if (b->empty()) continue;
     if (b->device().is_cpu())
       std::memset(b->data(), 0, b->bytes());
@@ -84,7 +91,10 @@ Engine::Engine(const model::GptjConfig& config, const EngineOptions& options, Co
       std::memcpy(piece_master(p), values.data(), size_t(p.numel) * 4);
     else if (!master_.empty())
       ops_->upload(values.data(), piece_master(p), size_t(p.numel), DType::kF32);
-    if (options.stage == 3) ops_->upload(values.data(), piece_param(p), size_t(p.numel), dt);
+    if (options.stage == 3 && options.offload_params)
+      convert_cpu(values.data(), DType::kF32, piece_param(p), dt, size_t(p.numel));
+    else if (options.stage == 3)
+      ops_->upload(values.data(), piece_param(p), size_t(p.numel), dt);
   }
   if (options.stage < 3) {
     for (const FlatParam& fp : layout_.params) {
@@ -163,22 +173,44 @@ void Engine::gather_layer(int layer) {
   const int64_t begin = layout_.layer_begin[size_t(layer)];
   const int64_t n = layout_.layer_end[size_t(layer)] - begin;
   g.buffer = ops_->allocate(size_t(n) * elem(), MemCategory::kBuffers, "gathered layer parameters");
+  // Where the all-gather reads this rank's pieces: the shard, or (offload_params) a device copy of
+  // the layer's range of it. That copy runs on the copy stream, after the compute work queued so
+  // far (the staging memory may be recycled from it), and the communication stream waits for it
+  // on the device, so the compute stream keeps running the current layer meanwhile.
+  const int64_t shard_begin = layout_.layer_shard_begin(layer);
   const char* shard = static_cast<const char*>(params_.data());
+  int64_t shard_offset = 0;  // element of `shard` at the layer's local range begin
+  if (options_.offload_params) {
+    const size_t bytes = size_t(layout_.layer_shard_end(layer) - shard_begin) * elem();
+    g.staging = ops_->allocate(bytes, MemCategory::kBuffers, "offloaded layer parameters");
+    ops_->copies_after_compute();
+    ops_->upload_async(shard + size_t(shard_begin) * elem(), g.staging.data(), bytes);
+    ops_->comm_after_copies(comm_);
+    shard = static_cast<const char*>(g.staging.data());
+    shard_offset = shard_begin;
+  }
   char* full = static_cast<char*>(g.buffer.data());
   for (int b = layout_.layer_first_bucket[size_t(layer)]; b < layout_.layer_end_bucket[size_t(layer)]; ++b) {
     const Bucket& bk = layout_.buckets[size_t(b)];
-    g.pending.push_back(comm_.all_gather(shard + size_t(bk.shard_offset) * elem(),
+    g.pending.push_back(comm_.all_gather(shard + size_t(bk.shard_offset - shard_offset) * elem(),
                                          full + size_t(bk.begin - begin) * elem(), size_t(bk.shard),
                                          options_.param_dtype));
   }
   g.views = views_into(g.buffer.data(), begin, layer);
 }
 
+void Engine::wait_gather(int layer) {
+  GatheredLayer& g = gathered_.at(layer);
+  wait_all(g.pending);
+  // The compute stream now waits for the gather, so the stream-ordered free of the staging comes
+  // after the all-gather that read it (NcclComm::stream_wait).
+  g.staging.release();
+}
+
 void Engine::release_layer(int layer) {
-  auto it = gathered_.find(layer);
-  if (it == gathered_.end()) return;
-  wait_all(it->second.pending);
-  gathered_.erase(it);
+  if (!gathered_.count(layer)) return;
+  wait_gather(layer);
+  gathered_.erase(layer);
 }
 
 void Engine::before_layer(int layer, model::Pass pass) {
@@ -188,12 +220,12 @@ void Engine::before_layer(int layer, model::Pass pass) {
     // A new forward pass: whatever an earlier pass left resident (the head after a forward
     // without backward) is not needed now.
     for (auto it = gathered_.begin(); it != gathered_.end();) {
-      wait_all(it->second.pending);
+      wait_gather(it->first);
       it = it->first == 0 ? std::next(it) : gathered_.erase(it);
     }
   }
   gather_layer(layer);
-  wait_all(gathered_[layer].pending);
+  wait_gather(layer);
   // Prefetch the layer this pass needs next, so its gather overlaps this layer's compute.
   const int next = pass == model::Pass::kForward ? layer + 1 : layer - 1;
   if (next >= 0 && next <= head) gather_layer(next);
@@ -360,8 +392,11 @@ StepStats Engine::step() {
       log_warn("step ", steps_taken_ + 1, " skipped: non-finite gradients; parameters and optimizer "
                "state unchanged");
     }
-    owned_grads_.release();
+    // Gradient copies to the host may still be running (offload): the next step zeroes the
+    // gradients they read.
+    ops_->wait_copies_on_host(ops_->mark_copies());
     ops_->forget_copy_markers();
+    owned_grads_.release();
     grads_downloaded_ = 0;
     stats.optimizer_s = timer.seconds();
     return stats;
@@ -454,14 +489,22 @@ void Engine::step_offloaded(const optim::AdamWStep& base, StepStats& stats) {
       waited = c.marker;
     }
     // The new parameters overwrite the gradients they came from (same dtype and place), then go
-    // back to the device's parameter copy from there.
+    // back to the device's parameter copy from there; with offload_params they go straight into
+    // the host shard, which the next gathers upload from. No upload of an earlier gather can
+    // still be reading that shard: those were queued on the copy stream before the gradient
+    // downloads whose marker the host waited for above.
     char* g = host + size_t(at) * w;
+    char* param = options_.offload_params
+                      ? static_cast<char*>(piece_param(p)) + size_t(c.offset) * w
+                      : g;
     const Timer adam;
     optim::adamw_step_cpu(master + at, m + at, v + at, g, dt, c.n, piece_hyper(p, base),
-                          mixed() ? g : nullptr, dt);
-    if (!mixed()) std::memcpy(g, master + at, size_t(c.n) * 4);  // fp32: the master is the value
+                          mixed() ? param : nullptr, dt);
+    if (!mixed()) std::memcpy(param, master + at, size_t(c.n) * 4);  // fp32: the master is the value
     stats.offload_cpu_adam_s += adam.seconds();
-    ops_->upload_async(g, static_cast<char*>(piece_param(p)) + size_t(c.offset) * w, size_t(c.n) * w);
+    if (!options_.offload_params)
+      ops_->upload_async(g, static_cast<char*>(piece_param(p)) + size_t(c.offset) * w,
+                         size_t(c.n) * w);
   }
   // The host waits for the last upload only to report it: the device could not start the next
   // step before the parameters are back anyway.
@@ -474,13 +517,13 @@ void Engine::step_offloaded(const optim::AdamWStep& base, StepStats& stats) {
 }
 
 ModelStateBytes model_state_bytes(const FlatLayout& layout, int stage, DType param_dtype,
-                                  bool offload_optimizer) {
+                                  bool offload_optimizer, bool offload_params) {
   const int64_t w = int64_t(dtype_size(param_dtype));
   // m, v, + the fp32 master when mixed or offloaded (fp32 parameters on the device are then not
   // where the CPU AdamW works).
   const int64_t k = param_dtype == DType::kF32 && !offload_optimizer ? 8 : 12;
   ModelStateBytes b;
-  b.params = w * (stage >= 3 ? layout.shard_size : layout.total);
+  (offload_params ? b.host_params : b.params) = w * (stage >= 3 ? layout.shard_size : layout.total);
   b.grads = w * (stage >= 2 ? layout.shard_size : layout.total);
   // Stage 0's layout has one partition: shard == total.
   (offload_optimizer ? b.host_optimizer : b.optimizer) = k * layout.shard_size;
@@ -490,7 +533,7 @@ ModelStateBytes model_state_bytes(const FlatLayout& layout, int stage, DType par
 
 ModelStateBytes Engine::model_state_bytes() const {
   ModelStateBytes b;
-  b.params = int64_t(params_.bytes());
+  (params_offloaded() ? b.host_params : b.params) = int64_t(params_.bytes());
   b.grads = int64_t(grads_.bytes());
   (offloaded() ? b.host_optimizer : b.optimizer) =
       int64_t(master_.bytes() + adam_m_.bytes() + adam_v_.bytes());

@@ -49,6 +49,11 @@ struct EngineOptions {
   // micro-step's backward (stages 2-3; at the step for stage 1), the new 16-bit parameters come
   // back chunk by chunk while the next chunk is being stepped.
   bool offload_optimizer = false;
+  // Stage 3 with offload_optimizer: the rank's 16-bit parameter shard lives in host memory too
+  // (pinned on a GPU). Each layer's piece of it is uploaded on the copy stream ahead of use and
+  // all-gathered from there; the CPU AdamW writes the new parameters straight into it, so the step
+  // uploads nothing.
+  bool offload_params = false;
   int64_t total_steps = 1;  // end of the LR decay
   uint64_t seed = 0;        // parameter initialisation
 };
@@ -72,11 +77,12 @@ struct StepStats {
 // Bytes of model state this rank keeps between steps (transient gather/reduce buffers are not
 // model state; they are accounted under MemCategory::kBuffers).
 struct ModelStateBytes {
-  int64_t params = 0;
+  int64_t params = 0;          // on the compute device (0 with offload_params)
   int64_t grads = 0;
   int64_t optimizer = 0;       // on the compute device
   int64_t host_optimizer = 0;  // offloaded to host memory (master + moments)
   int64_t host_buffers = 0;    // offload: the host copy of the gradient shard
+  int64_t host_params = 0;     // offload_params: the 16-bit parameter shard in host memory
   int64_t total() const { return params + grads + optimizer; }  // on the compute device
 };
 
@@ -84,7 +90,7 @@ struct ModelStateBytes {
 // without allocating anything: `zerotrain estimate` uses it, and tests check it against
 // Engine::model_state_bytes() of a real engine.
 ModelStateBytes model_state_bytes(const FlatLayout& layout, int stage, DType param_dtype,
-                                  bool offload_optimizer = false);
+                                  bool offload_optimizer = false, bool offload_params = false);
 
 class Engine final : public model::ParamProvider {
  public:
@@ -117,6 +123,7 @@ class Engine final : public model::ParamProvider {
 
   int stage() const { return options_.stage; }
   bool offloaded() const { return options_.offload_optimizer; }
+  bool params_offloaded() const { return options_.offload_params; }
   double loss_scale() const;
   int64_t steps_taken() const { return steps_taken_; }
   int64_t skipped_steps() const { return skipped_steps_; }
@@ -141,6 +148,9 @@ class Engine final : public model::ParamProvider {
   // A layer's gathered parameters (stage 3), possibly still arriving.
   struct GatheredLayer {
     Buffer buffer;
+    // offload_params: the layer's piece of the host shard, uploaded for the all-gather to read;
+    // freed once the gather was waited (stream-ordered after it on the compute stream).
+    Buffer staging;
     std::vector<CommHandle> pending;
     std::vector<Tensor> views;
   };
@@ -157,6 +167,8 @@ class Engine final : public model::ParamProvider {
   bool mixed() const { return options_.param_dtype != DType::kF32; }
   std::vector<Tensor> views_into(void* base, int64_t base_offset, int layer) const;
   void gather_layer(int layer);
+  // Waits for layer `layer`'s gather (started by gather_layer) and drops its upload staging.
+  void wait_gather(int layer);
   void release_layer(int layer);
   void complete_reduce(PendingReduce& r);
   void drain_reduces(size_t keep);
@@ -185,7 +197,8 @@ class Engine final : public model::ParamProvider {
   std::vector<OwnedPiece> owned_;
   int64_t local_size_ = 0;  // elements of the optimizer state on this rank
 
-  Buffer params_;       // stages 0-2: all params (flat); stage 3: this rank's shard
+  Buffer params_;       // stages 0-2: all params (flat); stage 3: this rank's shard (on the
+                        // host with offload_params)
   Buffer grads_;        // stages 0-1: all grads (flat); stages 2-3: this rank's shard
   Buffer master_;       // fp32 master of the owned pieces (local order); empty for fp32 params
                         // unless offloaded (then on the host, as are the moments)

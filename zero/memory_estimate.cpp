@@ -24,6 +24,18 @@ int64_t max_layer_elements(const FlatLayout& l) {
   return m;
 }
 
+// The largest piece of one layer a rank owns (the upload staging of offload_params).
+int64_t max_layer_shard_elements(const FlatLayout& l) {
+  int64_t m = 0;
+  for (int i = 0; i < int(l.layer_begin.size()); ++i)
+    m = std::max(m, l.layer_shard_end(i) - l.layer_shard_begin(i));
+  return m;
+}
+
+const char* offload_name(const StageEstimate& e) {
+  return e.offload_params ? "cpu+params" : e.offload ? "cpu" : "none";
+}
+
 std::string gib(int64_t bytes) {
   char buf[32];
   std::snprintf(buf, sizeof(buf), "%.2f GiB", double(bytes) / double(int64_t(1) << 30));
@@ -77,30 +89,43 @@ std::vector<StageEstimate> estimate_memory(const EstimateInput& in, bool with_of
   const int layers = model::num_layers_total(in.model);
   const int64_t w = int64_t(dtype_size(in.precision));
   const int ranks_per_node = std::min(in.gpus, in.gpus_per_node);
+  // (stage, offload_optimizer, offload_params) of each row.
+  struct Row {
+    int stage;
+    bool offload, offload_params;
+  };
+  std::vector<Row> which;
+  for (int stage = 0; stage <= 3; ++stage) which.push_back({stage, false, false});
+  if (with_offload) {
+    for (int stage = 1; stage <= 3; ++stage) which.push_back({stage, true, false});
+    which.push_back({3, true, true});
+  }
   std::vector<StageEstimate> rows;
-  for (int offload = 0; offload <= (with_offload ? 1 : 0); ++offload) {
-    for (int stage = offload ? 1 : 0; stage <= 3; ++stage) {
-      const FlatLayout l = make_flat_layout(specs, layers, stage == 0 ? 1 : in.gpus, in.bucket_elements);
-      const ModelStateBytes state = model_state_bytes(l, stage, in.precision, offload != 0);
-      StageEstimate e;
-      e.stage = stage;
-      e.offload = offload != 0;
-      e.params = state.params;
-      e.grads = state.grads;
-      e.optimizer = state.optimizer;
-      e.cpu_per_node = (state.host_optimizer + state.host_buffers) * ranks_per_node;
-      e.activations = activation_bytes(in);
-      // Transient buffers, as the engine allocates them: stage 1 the reduce-scattered gradient
-      // shard; stages 2-3 up to three layers of full gradients (one being computed, two being
-      // reduced); stage 3 also two gathered layers (the current one and the prefetched next).
-      const int64_t layer = max_layer_elements(l);
-      if (stage == 1) e.buffers = w * l.shard_size;
-      if (stage >= 2) e.buffers = 3 * w * layer + w * (layer / std::max(1, l.partitions));
-      if (stage == 3) e.buffers += 2 * w * layer;
-      e.fits_gpu = double(e.gpu_total()) <= kGpuUsable * double(in.gpu_bytes);
-      e.fits_cpu = double(e.cpu_per_node) <= kCpuUsable * double(in.cpu_bytes);
-      rows.push_back(e);
-    }
+  for (const Row& r : which) {
+    const int stage = r.stage;
+    const FlatLayout l = make_flat_layout(specs, layers, stage == 0 ? 1 : in.gpus, in.bucket_elements);
+    const ModelStateBytes state = model_state_bytes(l, stage, in.precision, r.offload, r.offload_params);
+    StageEstimate e;
+    e.stage = stage;
+    e.offload = r.offload;
+    e.offload_params = r.offload_params;
+    e.params = state.params;
+    e.grads = state.grads;
+    e.optimizer = state.optimizer;
+    e.cpu_per_node = (state.host_optimizer + state.host_buffers + state.host_params) * ranks_per_node;
+    e.activations = activation_bytes(in);
+    // Transient buffers, as the engine allocates them: stage 1 the reduce-scattered gradient
+    // shard; stages 2-3 up to three layers of full gradients (one being computed, two being
+    // reduced); stage 3 also two gathered layers (the current one and the prefetched next), and
+    // with offload_params the uploaded shard piece the prefetch gathers from.
+    const int64_t layer = max_layer_elements(l);
+    if (stage == 1) e.buffers = w * l.shard_size;
+    if (stage >= 2) e.buffers = 3 * w * layer + w * (layer / std::max(1, l.partitions));
+    if (stage == 3) e.buffers += 2 * w * layer;
+    if (r.offload_params) e.buffers += w * max_layer_shard_elements(l);
+    e.fits_gpu = double(e.gpu_total()) <= kGpuUsable * double(in.gpu_bytes);
+    e.fits_cpu = double(e.cpu_per_node) <= kCpuUsable * double(in.cpu_bytes);
+    rows.push_back(e);
   }
   return rows;
 }
@@ -108,13 +133,13 @@ std::vector<StageEstimate> estimate_memory(const EstimateInput& in, bool with_of
 std::string format_estimate_table(const EstimateInput& in, const std::vector<StageEstimate>& rows) {
   std::string out = describe(in) + "\n\n";
   char line[256];
-  std::snprintf(line, sizeof(line), "%-6s %-8s %11s %11s %11s %12s %11s %12s %12s  %s\n", "stage",
+  std::snprintf(line, sizeof(line), "%-6s %-10s %11s %11s %11s %12s %11s %12s %12s  %s\n", "stage",
                 "offload", "params", "grads", "optimizer", "activations", "buffers", "total/GPU",
                 "CPU/node", "fits");
   out += line;
   for (const StageEstimate& e : rows) {
-    std::snprintf(line, sizeof(line), "%-6d %-8s %11s %11s %11s %12s %11s %12s %12s  %s\n", e.stage,
-                  e.offload ? "cpu" : "none", gib(e.params).c_str(), gib(e.grads).c_str(),
+    std::snprintf(line, sizeof(line), "%-6d %-10s %11s %11s %11s %12s %11s %12s %12s  %s\n", e.stage,
+                  offload_name(e), gib(e.params).c_str(), gib(e.grads).c_str(),
                   gib(e.optimizer).c_str(), gib(e.activations).c_str(), gib(e.buffers).c_str(),
                   gib(e.gpu_total()).c_str(), e.offload ? gib(e.cpu_per_node).c_str() : "-",
                   verdict(e).c_str());
@@ -128,7 +153,7 @@ std::string format_estimate_markdown(const EstimateInput& in, const std::vector<
   out += "| stage | offload | params | grads | optimizer | activations | buffers | total per GPU | CPU per node | fits |\n";
   out += "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |\n";
   for (const StageEstimate& e : rows) {
-    out += "| " + std::to_string(e.stage) + " | " + (e.offload ? "cpu" : "none") + " | " + gib(e.params) +
+    out += "| " + std::to_string(e.stage) + " | " + offload_name(e) + " | " + gib(e.params) +
            " | " + gib(e.grads) + " | " + gib(e.optimizer) + " | " + gib(e.activations) + " | " +
            gib(e.buffers) + " | " + gib(e.gpu_total()) + " | " + (e.offload ? gib(e.cpu_per_node) : "-") +
            " | " + verdict(e) + " |\n";

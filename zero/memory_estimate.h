@@ -26,7 +26,8 @@ struct EstimateInput {
 
 struct StageEstimate {
   int stage = 0;
-  bool offload = false;  // fp32 master and Adam moments in host memory
+  bool offload = false;         // fp32 master and Adam moments in host memory
+  bool offload_params = false;  // stage 3: the 16-bit parameter shard in host memory too
   // Per GPU (rank):
   int64_t params = 0;       // the parameters the model reads (full or shard)
   int64_t grads = 0;        // kept gradients (full or shard)
@@ -34,14 +35,15 @@ struct StageEstimate {
   int64_t activations = 0;  // saved activations of one micro-batch, plus the logits
   int64_t buffers = 0;      // transient: gathered layers, layer gradients before reduction
   int64_t gpu_total() const { return params + grads + optimizer + activations + buffers; }
-  // Per node: the offloaded optimizer state of the node's ranks and their host copy of the
-  // gradient shard (0 without offload).
+  // Per node: the offloaded optimizer state of the node's ranks, their host copy of the gradient
+  // shard and (offload_params) their parameter shard (0 without offload).
   int64_t cpu_per_node = 0;
   bool fits_gpu = false;
   bool fits_cpu = false;
 };
 
-// Stages 0-3 without offload, then (when `with_offload`) stages 1-3 with the optimizer offloaded.
+// Stages 0-3 without offload, then (when `with_offload`) stages 1-3 with the optimizer offloaded
+// and stage 3 with the parameters offloaded as well.
 // A GPU fits when its total stays under 95% of gpu_bytes (the rest is the CUDA context, NCCL
 // buffers and allocator slack).
 std::vector<StageEstimate> estimate_memory(const EstimateInput& input, bool with_offload);

@@ -59,6 +59,8 @@ void expect_same_config(const RunConfig& a, const RunConfig& b) {
 
   EXPECT_EQ(a.zero.stage, b.zero.stage);
   EXPECT_EQ(a.zero.bucket_elements, b.zero.bucket_elements);
+  EXPECT_EQ(a.zero.offload_optimizer, b.zero.offload_optimizer);
+  EXPECT_EQ(a.zero.offload_params, b.zero.offload_params);
   EXPECT_EQ(a.fp16.initial_scale, b.fp16.initial_scale);
   EXPECT_EQ(a.fp16.growth_interval, b.fp16.growth_interval);
   EXPECT_EQ(a.fp16.hysteresis, b.fp16.hysteresis);
@@ -124,8 +126,9 @@ RunConfig every_key_changed() {
   c.data.tokenizer = "tokenizers/gpt2";
   c.data.verify = false;
   c.train.device = "cpu";
-  c.zero.stage = 2;
+  c.zero.stage = 3;  // offload_params needs it
   c.zero.offload_optimizer = "cpu";
+  c.zero.offload_params = "cpu";
   c.zero.bucket_elements = 123457;
   c.fp16.initial_scale = 1024.0;
   c.fp16.growth_interval = 77;
@@ -474,6 +477,31 @@ TEST(ConfigErrors, OffloadNeedsAPartitioningStage) {
                 .zero.offload_optimizer,
             "cpu");
   EXPECT_NE(parse_error("[zero]\noffload_optimizer = \"gpu\"\n").find("\"none\", \"cpu\""),
+            std::string::npos);
+}
+
+TEST(ConfigErrors, OffloadedParametersNeedStageThreeAndTheOffloadedOptimizer) {
+  const std::string tail =
+      " (only stage 3 partitions the parameters, and the CPU AdamW writes them into host memory)";
+  EXPECT_EQ(parse_error("[zero]\nstage = 3\noffload_params = \"cpu\"\n"),
+            "run.toml:3: zero.offload_params = \"cpu\" needs zero.stage = 3 and "
+            "zero.offload_optimizer = \"cpu\"" + tail + "; got zero.stage = 3 and "
+            "zero.offload_optimizer = \"none\"");
+  EXPECT_EQ(parse_error("[zero]\nstage = 2\noffload_optimizer = \"cpu\"\n"
+                        "offload_params = \"cpu\"\n"),
+            "run.toml:4: zero.offload_params = \"cpu\" needs zero.stage = 3 and "
+            "zero.offload_optimizer = \"cpu\"" + tail + "; got zero.stage = 2 and "
+            "zero.offload_optimizer = \"cpu\"");
+  // Set by --set: the location is the override.
+  EXPECT_NE(parse_error("[zero]\nstage = 3\noffload_optimizer = \"cpu\"\n",
+                        {"zero.stage=1", "zero.offload_params=cpu"})
+                .find("zero.offload_params = \"cpu\" needs zero.stage = 3"),
+            std::string::npos);
+  const RunConfig ok = parse_config(
+      "[zero]\nstage = 3\noffload_optimizer = \"cpu\"\noffload_params = \"cpu\"\n", "run.toml", {});
+  EXPECT_EQ(ok.zero.offload_params, "cpu");
+  EXPECT_EQ(parse_config("", "run.toml", {}).zero.offload_params, "none");
+  EXPECT_NE(parse_error("[zero]\noffload_params = \"gpu\"\n").find("\"none\", \"cpu\""),
             std::string::npos);
 }
 

@@ -78,12 +78,24 @@ TEST(Estimate, ModelStateEqualsARealEngineOnOneRank) {
 TEST(Estimate, SixBillionOnEightGpusFitsFromStageOne) {
   const EstimateArgs a = parse_estimate_args({"--gpus", "8", "--gpu-mem", "80GiB", "--offload"});
   const auto rows = zero::estimate_memory(a.input, true);
-  ASSERT_EQ(rows.size(), 7u);
+  ASSERT_EQ(rows.size(), 8u);  // stages 0-3, 1-3 with the optimizer offloaded, 3 with the params too
   EXPECT_FALSE(rows[0].fits_gpu);  // stage 0: 16 bytes x 6.05e9 = 90 GiB of model state
   for (size_t i = 1; i < rows.size(); ++i) EXPECT_TRUE(rows[i].fits_gpu && rows[i].fits_cpu) << i;
   // Stage 3 holds 16 psi / 8 bytes of model state, plus activations and buffers.
   EXPECT_NEAR(double(rows[3].params + rows[3].grads + rows[3].optimizer), 16.0 * 6050882784.0 / 8,
               1e-3 * 16.0 * 6050882784.0 / 8);
+  // Offloading stage 3's parameters moves their 2 psi / 8 per GPU to the host (8 GPUs a node),
+  // at the cost of one uploaded layer piece in the buffers.
+  const zero::StageEstimate& s3 = rows[6];
+  const zero::StageEstimate& s3p = rows[7];
+  ASSERT_TRUE(s3.stage == 3 && s3.offload && !s3.offload_params);
+  ASSERT_TRUE(s3p.stage == 3 && s3p.offload && s3p.offload_params);
+  EXPECT_EQ(s3p.params, 0);
+  EXPECT_EQ(s3p.grads, s3.grads);
+  EXPECT_EQ(s3p.cpu_per_node, s3.cpu_per_node + 8 * s3.params);
+  EXPECT_GT(s3p.buffers, s3.buffers);
+  EXPECT_LT(s3p.gpu_total(), s3.gpu_total());
+  EXPECT_NE(run_estimate(a).find("cpu+params"), std::string::npos);
   EXPECT_NE(run_estimate(a).find("yes"), std::string::npos);
 }
 

@@ -116,11 +116,12 @@ TEST_F(ZeroCuda, EveryStageMatchesTheHostEngineBitForBit) {
   CudaContext ctx(world_.rank());
   NcclComm nccl(world_, world_.rank(), ctx.stream());
   // Stages 1-3 also with the optimizer offloaded to the host (the CPU AdamW is the same
-  // arithmetic as the GPU one).
-  for (int run = 0; run <= 6; ++run) {
-    const int stage = run <= 3 ? run : run - 3;
+  // arithmetic as the GPU one), and stage 3 with its parameter shard on the host too (run 7).
+  for (int run = 0; run <= 7; ++run) {
+    const int stage = run <= 3 ? run : run <= 6 ? run - 3 : 3;
     o.stage = stage;
     o.offload_optimizer = run > 3;
+    o.offload_params = run == 7;
     zero::Engine e(c, o, nccl, zero::make_cuda_device_ops(ctx));
     for (int step = 0; step < 3; ++step) {
       e.zero_grads();
@@ -133,7 +134,8 @@ TEST_F(ZeroCuda, EveryStageMatchesTheHostEngineBitForBit) {
     ASSERT_EQ(got.size(), want.size());
     size_t differ = 0;
     for (size_t i = 0; i < got.size(); ++i) differ += got[i] != want[i];
-    EXPECT_EQ(differ, 0u) << "stage " << stage << (o.offload_optimizer ? " offloaded" : "") << ": "
+    EXPECT_EQ(differ, 0u) << "stage " << stage << (o.offload_optimizer ? " offloaded" : "")
+                          << (o.offload_params ? " with the parameters" : "") << ": "
                           << differ << " of " << got.size()
                           << " master values differ from the host engine";
   }
@@ -141,7 +143,10 @@ TEST_F(ZeroCuda, EveryStageMatchesTheHostEngineBitForBit) {
 
 // bf16 with gradient accumulation on GPUs: offloading the optimizer changes where AdamW runs, not
 // what it computes, so masters and the bf16 parameters the model reads are identical, at every
-// stage that can offload. Gradients reach the host during the last micro-step only.
+// stage that can offload. Gradients reach the host during the last micro-step only. Stage 3 also
+// with the parameter shard in pinned host memory (offload_params): every layer the backward
+// gathers is uploaded on the copy stream and all-gathered from there, and the head read at the end
+// comes from the shard the CPU AdamW wrote.
 TEST_F(ZeroCuda, OffloadedOptimizerMatchesTheGpuOptimizerInBf16) {
   const model::GptjConfig c;
   zero::EngineOptions o;
@@ -154,12 +159,16 @@ TEST_F(ZeroCuda, OffloadedOptimizerMatchesTheGpuOptimizerInBf16) {
   CudaContext ctx(world_.rank());
   NcclComm nccl(world_, world_.rank(), ctx.stream());
   for (int stage = 1; stage <= 3; ++stage) {
-    std::vector<float> masters[2];
-    std::vector<uint16_t> params[2];
-    for (int offload = 0; offload <= 1; ++offload) {
+    // 0: the optimizer on the GPU; 1: offloaded; 2 (stage 3): the parameters offloaded too.
+    const int variants = stage == 3 ? 3 : 2;
+    std::vector<float> masters[3];
+    std::vector<uint16_t> params[3];
+    for (int offload = 0; offload < variants; ++offload) {
       o.stage = stage;
       o.offload_optimizer = offload != 0;
+      o.offload_params = offload == 2;
       zero::Engine e(c, o, nccl, zero::make_cuda_device_ops(ctx));
+      EXPECT_EQ(e.model_state_bytes().params == 0, offload == 2);
       for (int step = 0; step < 3; ++step) {
         e.zero_grads();
         for (int micro = 0; micro < 2; ++micro) {
@@ -179,8 +188,11 @@ TEST_F(ZeroCuda, OffloadedOptimizerMatchesTheGpuOptimizerInBf16) {
       e.after_layer(head, model::Pass::kForward);
       cudaDeviceSynchronize();
     }
-    EXPECT_EQ(masters[1], masters[0]) << "stage " << stage;
-    EXPECT_EQ(params[1], params[0]) << "stage " << stage;
+    for (int offload = 1; offload < variants; ++offload) {
+      const char* what = offload == 2 ? " with the parameters offloaded" : "";
+      EXPECT_EQ(masters[offload], masters[0]) << "stage " << stage << what;
+      EXPECT_EQ(params[offload], params[0]) << "stage " << stage << what;
+    }
   }
 }
 

@@ -102,7 +102,9 @@ TEST_F(ZeroStages, EveryStageMatchesOneRankStageZeroInFp32) {
 
 // ZeRO-Offload through the trainer on N ranks: the CPU AdamW on the host shard is the same
 // arithmetic as the engine's AdamW, so with and without offload every loss and parameter is
-// identical, bf16 with accumulation (the gradient copies follow the last micro-step only).
+// identical, bf16 with accumulation (the gradient copies follow the last micro-step only). Stage
+// 3 also with the parameter shard on the host (zero.offload_params): each layer's piece is
+// uploaded and all-gathered from there, so the model reads the same bits.
 TEST_F(ZeroStages, OffloadedOptimizerMatchesTheSameStageExactly) {
   RunConfig c = base_config(6);
   c.train.precision = DType::kBF16;
@@ -111,12 +113,25 @@ TEST_F(ZeroStages, OffloadedOptimizerMatchesTheSameStageExactly) {
   for (int stage = 1; stage <= 3; ++stage) {
     c.zero.stage = stage;
     c.zero.offload_optimizer = "none";
+    c.zero.offload_params = "none";
     const RunResult plain = run(c, world_);
     c.zero.offload_optimizer = "cpu";
     const RunResult offloaded = run(c, world_);
     SCOPED_TRACE("stage " + std::to_string(stage) + " on " + std::to_string(world_.size()) + " ranks");
     EXPECT_EQ(offloaded.losses, plain.losses);
     EXPECT_EQ(offloaded.params, plain.params);
+    if (stage == 3) {
+      c.zero.offload_params = "cpu";
+      TrainOptions options;
+      bool engaged = true;
+      options.before_optimizer_step = [&](int64_t, zero::Engine& e) {
+        engaged = engaged && e.params_offloaded() && e.model_state_bytes().params == 0;
+      };
+      const RunResult params_offloaded = run(c, world_, options);
+      EXPECT_TRUE(engaged) << "the trainer did not pass zero.offload_params to the engine";
+      EXPECT_EQ(params_offloaded.losses, plain.losses) << "with zero.offload_params";
+      EXPECT_EQ(params_offloaded.params, plain.params) << "with zero.offload_params";
+    }
   }
 }
 
@@ -232,6 +247,29 @@ TEST_F(ZeroStages, ModelStateBytesFollowTheTable) {
       EXPECT_EQ(row.optimizer, b.optimizer);
     }
   }
+  // Stage 3 with the optimizer and the parameters offloaded: the device keeps the gradient shard;
+  // the host the shard's 12 + 2 + 2 bytes per parameter (optimizer, gradient copy, parameters).
+  zero::EngineOptions o;
+  o.param_dtype = DType::kBF16;
+  o.stage = 3;
+  o.bucket_elements = 20000;
+  o.offload_optimizer = true;
+  o.offload_params = true;
+  zero::Engine e(shape, o, world_);
+  const zero::ModelStateBytes b = e.model_state_bytes();
+  const int64_t shard = e.layout().shard_size;
+  EXPECT_EQ(b.total(), 2 * shard);
+  EXPECT_EQ(b.host_optimizer + b.host_buffers + b.host_params, 16 * shard);
+  zero::EstimateInput in;
+  in.model = shape;
+  in.gpus = n;
+  in.gpus_per_node = n;
+  in.bucket_elements = 20000;
+  in.seq_len = 64;
+  const zero::StageEstimate row = zero::estimate_memory(in, true).back();
+  ASSERT_TRUE(row.stage == 3 && row.offload_params);
+  EXPECT_EQ(row.params + row.grads + row.optimizer, b.total());
+  EXPECT_EQ(row.cpu_per_node, n * (b.host_optimizer + b.host_buffers + b.host_params));
 }
 
 // A non-finite gradient on one rank (the last) at steps 2 and 3 of an fp16 run: every rank skips

@@ -3,6 +3,7 @@
 #include <gtest/gtest.h>
 
 #include <cmath>
+#include <string>
 #include <vector>
 
 #include "model/gptj.h"
@@ -177,7 +178,8 @@ TEST(Engine, EveryStageTrainsTheSameOnOneRank) {
 // writes the new parameters over the copied gradients and they go back. The same AdamW on the
 // same bits in the same order: every loss and every master value must be identical, with
 // gradient accumulation (downloads only on the last micro-step) and with fp32 parameters (a
-// separate host master).
+// separate host master). Stage 3 also with its parameter shard on the host (offload_params): the
+// gathers read uploaded copies of it and the CPU AdamW writes the new parameters into it.
 TEST(Engine, OffloadedOptimizerTrainsBitForBitLikeTheDeviceOne) {
   model::GptjConfig c;
   std::vector<int32_t> in(64), tg(64);
@@ -188,15 +190,19 @@ TEST(Engine, OffloadedOptimizerTrainsBitForBitLikeTheDeviceOne) {
   SelfComm comm;
   for (DType dt : {DType::kBF16, DType::kF32}) {
     for (int stage = 1; stage <= 3; ++stage) {
-      std::vector<double> losses[2];
-      std::vector<float> finals[2];
-      for (int offload = 0; offload <= 1; ++offload) {
+      // 0: the optimizer on the device; 1: offloaded; 2 (stage 3): the parameters offloaded too.
+      const int variants = stage == 3 ? 3 : 2;
+      std::vector<double> losses[3];
+      std::vector<float> finals[3];
+      for (int offload = 0; offload < variants; ++offload) {
         EngineOptions o = options(dt, stage);
         o.offload_optimizer = offload != 0;
+        o.offload_params = offload == 2;
         o.optimizer.grad_clip = 0.5;  // clipping scales the gradients the CPU AdamW reads
         o.optimizer.weight_decay = 0.1;
         Engine e(c, o, comm);
         EXPECT_EQ(e.offloaded(), offload != 0);
+        EXPECT_EQ(e.params_offloaded(), offload == 2);
         for (int step = 0; step < 4; ++step) {
           e.zero_grads();
           for (int micro = 0; micro < 2; ++micro) {
@@ -212,8 +218,11 @@ TEST(Engine, OffloadedOptimizerTrainsBitForBitLikeTheDeviceOne) {
         }
         finals[offload] = e.gather_master_values();
       }
-      EXPECT_EQ(losses[1], losses[0]) << dtype_name(dt) << " stage " << stage;
-      EXPECT_EQ(finals[1], finals[0]) << dtype_name(dt) << " stage " << stage;
+      for (int offload = 1; offload < variants; ++offload) {
+        const char* what = offload == 2 ? " with the parameters offloaded" : "";
+        EXPECT_EQ(losses[offload], losses[0]) << dtype_name(dt) << " stage " << stage << what;
+        EXPECT_EQ(finals[offload], finals[0]) << dtype_name(dt) << " stage " << stage << what;
+      }
     }
   }
 }
@@ -241,6 +250,54 @@ TEST(Engine, OffloadedStateIsCountedOnTheHost) {
   EngineOptions o = options(DType::kBF16, 0);
   o.offload_optimizer = true;
   EXPECT_THROW(Engine(c, o, comm), Error);  // stage 0 has nothing to offload per rank
+}
+
+// Stage 3 with offload_params: the parameter shard moves from the device to the host; what the
+// device keeps between steps is the gradient shard only.
+TEST(Engine, OffloadedParametersAreCountedOnTheHost) {
+  model::GptjConfig c;
+  SelfComm comm;
+  for (DType dt : {DType::kF32, DType::kBF16}) {
+    EngineOptions o = options(dt, 3);
+    o.offload_optimizer = true;
+    o.offload_params = true;
+    Engine e(c, o, comm);
+    const ModelStateBytes b = e.model_state_bytes();
+    const int64_t padded = e.layout().total;
+    const int64_t w = int64_t(dtype_size(dt));
+    EXPECT_EQ(b.params, 0);
+    EXPECT_EQ(b.host_params, w * padded);
+    EXPECT_EQ(b.grads, w * padded);
+    EXPECT_EQ(b.optimizer, 0);
+    EXPECT_EQ(b.host_optimizer, 12 * padded);
+    EXPECT_EQ(b.host_buffers, w * padded);
+    EXPECT_EQ(b.total(), w * padded);
+    const ModelStateBytes predicted = model_state_bytes(e.layout(), 3, dt, true, true);
+    EXPECT_EQ(predicted.params, b.params);
+    EXPECT_EQ(predicted.host_params, b.host_params);
+    EXPECT_EQ(predicted.host_optimizer, b.host_optimizer);
+    EXPECT_EQ(predicted.host_buffers, b.host_buffers);
+    EXPECT_EQ(predicted.total(), b.total());
+  }
+  // Only stage 3 partitions the parameters, and only the CPU AdamW writes them on the host.
+  for (int stage = 0; stage <= 3; ++stage) {
+    for (bool offload_optimizer : {false, true}) {
+      if (stage == 3 && offload_optimizer) continue;
+      if (stage == 0 && offload_optimizer) continue;  // refused for its own reason
+      EngineOptions o = options(DType::kBF16, stage);
+      o.offload_optimizer = offload_optimizer;
+      o.offload_params = true;
+      try {
+        Engine e(c, o, comm);
+        ADD_FAILURE() << "stage " << stage << ", offload_optimizer " << offload_optimizer
+                      << ": accepted";
+      } catch (const Error& err) {
+        const std::string what = err.what();
+        EXPECT_NE(what.find("zero.offload_params"), std::string::npos) << what;
+        EXPECT_NE(what.find("zero.offload_optimizer"), std::string::npos) << what;
+      }
+    }
+  }
 }
 
 }  // namespace
