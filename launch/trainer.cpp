@@ -1,5 +1,5 @@
-// The data-parallel training loop over the synthetic corpus or a prepared HDF5 token dataset,
-// with periodic evaluation on a validation split.
+// The data-parallel training loop over the synthetic corpus or a prepared HDF5 token dataset
+// (launch/training_data.h), with periodic evaluation on a validation split.
 #include "launch/trainer.h"
 
 #include <omp.h>
@@ -11,10 +11,7 @@
 #include <optional>
 #include <system_error>
 
-#include "datasets/batch_loader.h"
-#include "datasets/bpe_tokenizer.h"
-#include "datasets/synthetic.h"
-#include "datasets/token_dataset.h"
+#include "launch/training_data.h"
 #include "model/gptj.h"
 #include "optim/cpu_affinity.h"
 #include "runtime/error.h"
@@ -82,43 +79,6 @@ void log_model_state(Comm& comm, const zero::Engine& engine) {
              " (rank 0)");
 }
 
-// The run's HDF5 data: checked before anything is written or allocated. Every rank opens its
-// splits (cheap checks); rank 0 alone reads every shard for the checksums and loads
-// data.tokenizer. A problem on any rank stops every rank (one collective, so none hangs).
-struct HdfData {
-  datasets::Manifest manifest;
-  std::shared_ptr<const datasets::TokenDataset> train, val;
-};
-
-HdfData open_hdf5_data(const RunConfig& config, Comm& comm) {
-  HdfData data;
-  std::string error;
-  try {
-    datasets::DatasetRequirements req;
-    req.model_vocab_size = config.model.shape.vocab_size;
-    req.seq_len = config.train.seq_len;
-    req.need_val = config.train.eval_every > 0;
-    req.verify_checksums = config.data.verify && comm.rank() == 0;
-    if (!config.data.tokenizer.empty() && comm.rank() == 0) {
-      req.tokenizer_id = datasets::BpeTokenizer::load(config.data.tokenizer).id();
-      req.tokenizer_source = config.data.tokenizer;
-    }
-    if (comm.rank() == 0)
-      log_info("data: checking ", config.data.path,
-               config.data.verify ? " (reading every shard once for its checksum)" : "");
-    data.manifest = datasets::check_dataset(config.data.path, req);
-    data.train = datasets::TokenDataset::open(config.data.path, datasets::Split::kTrain);
-    if (req.need_val) data.val = datasets::TokenDataset::open(config.data.path, datasets::Split::kVal);
-  } catch (const UserError& e) {
-    error = e.what();
-  }
-  if (all_reduce_scalar(comm, error.empty() ? 0.0 : 1.0, ReduceOp::kMax) > 0) {
-    if (!error.empty()) throw UserError(error);
-    throw_user_error("the dataset check failed on another rank (see its message)");
-  }
-  return data;
-}
-
 }  // namespace
 
 Device resolve_device(const TrainSection& t, int local_rank, int local_size) {
@@ -157,9 +117,7 @@ TrainSummary train(const RunConfig& config, Comm& comm, const TrainOptions& opti
   const bool writer = options.write_outputs && rank == 0;
   if (t.threads > 0) omp_set_num_threads(int(t.threads));
 
-  const bool hdf5 = config.data.source == "hdf5";
-  HdfData hdf;
-  if (hdf5) hdf = open_hdf5_data(config, comm);
+  TrainingData data(config, comm);  // HDF5 data is checked here, before anything is written
 
   // Checked before anything is written: a device or precision the run cannot use is a config
   // error, and must not leave an out_dir behind that the corrected run would refuse to reuse.
@@ -220,10 +178,9 @@ TrainSummary train(const RunConfig& config, Comm& comm, const TrainOptions& opti
   engine_options.seed = uint64_t(t.seed);
   zero::Engine engine(shape, engine_options, *engine_comm, std::move(device_ops));
 
-  const datasets::SyntheticCorpus corpus(shape.vocab_size, uint64_t(t.seed));
   TrainSummary summary;
   summary.num_params = engine.num_params();
-  summary.loss_floor = corpus.entropy_rate();
+  summary.loss_floor = data.loss_floor();
 
   const int64_t b = t.micro_batch_size, seq = t.seq_len, accum = t.grad_accum_steps;
   const int64_t samples_per_step = b * accum * world;
@@ -237,55 +194,12 @@ TrainSummary train(const RunConfig& config, Comm& comm, const TrainOptions& opti
            engine.layout().buckets.size(), " buckets of up to ", config.zero.bucket_elements,
            " parameters");
   log_model_state(comm, engine);
-  // HDF5 data: this rank's micro-batches in the global sample order (datasets/sampler.h), read
-  // ahead on a background thread.
-  std::unique_ptr<datasets::BatchLoader> loader;
-  if (hdf5) {
-    const datasets::BatchLayout layout{b, accum, world, rank};
-    loader = std::make_unique<datasets::BatchLoader>(hdf.train, seq, layout,
-                                                     datasets::SamplerState{uint64_t(t.seed)});
-    const int64_t samples = loader->num_samples();
-    log_info("data: ", config.data.path, ": ", hdf.manifest.tokens(datasets::Split::kTrain), " train tokens in ",
-             hdf.manifest.train.size(), " shards (", hdf.manifest.tokenizer, ", vocab ", hdf.manifest.vocab_size,
-             "); ", samples, " samples of ", seq + 1, " tokens per epoch = ", double(samples) / double(samples_per_step),
-             " steps; ", tokens_per_step, " tokens per step = ", world, " ranks x ", accum, " micro-batches x ", b,
-             " sequences x ", seq, " tokens");
-    summary.loss_floor = 0.0;
-  } else {
-    log_info("data: synthetic Markov corpus over ", shape.vocab_size, " tokens (best possible loss ~",
-             summary.loss_floor, " nats/token); ", tokens_per_step, " tokens per step = ", world,
-             " ranks x ", accum, " micro-batches x ", b, " sequences x ", seq, " tokens");
-  }
-
-  // Validation batches, read once: the val split of the dataset, or for the synthetic corpus
-  // walks of sample indices far past any the run trains on.
-  std::vector<datasets::MicroBatch> eval_batches;
-  if (t.eval_every > 0) {
-    if (hdf5) {
-      eval_batches = datasets::read_eval_batches(*hdf.val, seq, b, world, rank, t.eval_batches);
-    } else {
-      constexpr uint64_t kHeldOut = uint64_t(1) << 62;
-      std::vector<int32_t> walk(size_t(seq + 1));
-      for (int64_t j = 0; j < t.eval_batches; ++j) {
-        datasets::MicroBatch mb;
-        mb.batch_size = b;
-        mb.seq_len = seq;
-        for (int64_t row = 0; row < b; ++row) {
-          corpus.sample(kHeldOut + uint64_t((j * world + rank) * b + row), seq + 1, walk.data());
-          mb.inputs.insert(mb.inputs.end(), walk.begin(), walk.end() - 1);
-          mb.targets.insert(mb.targets.end(), walk.begin() + 1, walk.end());
-        }
-        eval_batches.push_back(std::move(mb));
-      }
-    }
-    log_info("eval: every ", t.eval_every, " steps, ", t.eval_batches, " batches of ", b * world, " sequences (",
-             hdf5 ? "the dataset's val split" : "held-out synthetic samples", ")");
-  }
+  data.start();
   // Mean loss over every token of the eval batches of all ranks: loss sums and counts are
   // all-reduced, so the result does not depend on how the batches are split across ranks.
   auto evaluate = [&]() {
     double sums[2] = {0.0, 0.0};
-    for (const datasets::MicroBatch& mb : eval_batches) {
+    for (const datasets::MicroBatch& mb : data.eval_batches()) {
       const model::Batch batch{mb.inputs.data(), mb.targets.data(), mb.batch_size, mb.seq_len};
       const model::LossSum l = model->forward(batch, engine);
       sums[0] += l.sum;
@@ -295,8 +209,6 @@ TrainSummary train(const RunConfig& config, Comm& comm, const TrainOptions& opti
     return sums[1] > 0 ? sums[0] / sums[1] : NAN;
   };
 
-  std::vector<int32_t> sample(size_t(seq + 1));
-  std::vector<int32_t> inputs(size_t(b * seq)), targets(size_t(b * seq));
   ProgressLine progress;
   Timer run_timer;
   for (int64_t step = 1; step <= t.steps; ++step) {
@@ -305,22 +217,7 @@ TrainSummary train(const RunConfig& config, Comm& comm, const TrainOptions& opti
     const Timer fwd_bwd_timer;
     double loss_sum = 0.0;
     for (int64_t micro = 0; micro < accum; ++micro) {
-      // The step's samples are [(step-1) G, step G) with G = world * accum * b, split so that the
-      // same global batch gives the same samples whatever the world size and accumulation.
-      // HDF5 data follows the same split (datasets/sampler.h, note "sample order").
-      datasets::MicroBatch loaded;
-      if (loader) {
-        loaded = loader->next();
-      } else {
-        const int64_t first = (step - 1) * samples_per_step + (micro * world + rank) * b;
-        for (int64_t row = 0; row < b; ++row) {
-          corpus.sample(uint64_t(first + row), seq + 1, sample.data());
-          std::copy(sample.begin(), sample.end() - 1, inputs.begin() + row * seq);
-          std::copy(sample.begin() + 1, sample.end(), targets.begin() + row * seq);
-        }
-      }
-      const model::Batch batch = loader ? model::Batch{loaded.inputs.data(), loaded.targets.data(), b, seq}
-                                        : model::Batch{inputs.data(), targets.data(), b, seq};
+      const model::Batch batch = data.next_micro_batch(step, micro);
       engine.set_last_micro_step(micro == accum - 1);
       loss_sum += model->forward_backward(batch, engine, engine.micro_grad_scale(accum)).mean();
     }
@@ -366,7 +263,7 @@ TrainSummary train(const RunConfig& config, Comm& comm, const TrainOptions& opti
   }
   progress.clear();
   if (options.collect_final_params) summary.final_params = engine.gather_master_values();
-  if (loader) summary.data_state = loader->state();
+  if (const std::optional<datasets::SamplerState> state = data.state()) summary.data_state = *state;
   const StepMetrics& last = summary.steps.back();
   log_info("done: ", t.steps, " steps in ", run_timer.seconds(), " s; loss ", summary.steps.front().loss,
            " -> ", last.loss, engine.skipped_steps() > 0 ? "; skipped steps: " : "",
