@@ -4,6 +4,7 @@
 
 #include <hdf5.h>
 
+#include <cstdint>
 #include <mutex>
 #include <string>
 #include <utility>
@@ -56,6 +57,12 @@ class H5Handle {
   hid_t id_ = H5I_INVALID_HID;
   Closer closer_ = nullptr;
 };
+
+// Scalar attributes of a file or object as h5py and h5dump show them plainly (the caller holds
+// hdf5_mutex()): a variable-length UTF-8 string (h5py reads a Python str; fixed-length ones come
+// back as bytes), and a little-endian int64.
+void write_string_attribute(hid_t object, const char* name, const std::string& value);
+void write_int_attribute(hid_t object, const char* name, int64_t value);
 
 }  // namespace zt::datasets
 

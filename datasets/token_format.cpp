@@ -14,6 +14,7 @@
 #include <fstream>
 #include <sstream>
 
+#include "datasets/manifest_toml.h"
 #include "runtime/error.h"
 #include "runtime/rng.h"
 #include "runtime/text.h"
@@ -120,24 +121,20 @@ int64_t Manifest::documents(Split split) const {
 
 namespace {
 
-[[noreturn]] void bad_manifest(const std::string& source, const std::string& what) {
-  throw_user_error(source, ": ", what,
-                   "; it is not a complete zerotrain dataset manifest: prepare the dataset again "
-                   "with `zerotrain prepare`");
-}
+constexpr std::string_view kRemedy =
+    "it is not a complete zerotrain dataset manifest: prepare the dataset again with `zerotrain "
+    "prepare`";
 
+[[noreturn]] void bad_manifest(const std::string& source, const std::string& what) {
+  manifest_error(source, what, kRemedy);
+}
 int64_t require_int(const toml::table& t, const char* key, const std::string& where,
                     const std::string& source) {
-  const auto v = t[key].value<int64_t>();
-  if (!v || !t[key].is_integer()) bad_manifest(source, where + "key \"" + key + "\" is missing or not an integer");
-  return *v;
+  return manifest_int(t, key, where, source, kRemedy);
 }
-
 std::string require_string(const toml::table& t, const char* key, const std::string& where,
                            const std::string& source) {
-  const auto v = t[key].value<std::string>();
-  if (!v) bad_manifest(source, where + "key \"" + key + "\" is missing or not a string");
-  return *v;
+  return manifest_string(t, key, where, source, kRemedy);
 }
 
 std::vector<ShardInfo> read_shards(const toml::table& root, Split split, const std::string& source) {
@@ -196,13 +193,7 @@ std::string manifest_to_toml(const Manifest& m) {
 }
 
 Manifest parse_manifest(std::string_view text, const std::string& source) {
-  toml::table root;
-  try {
-    root = toml::parse(text, source);
-  } catch (const toml::parse_error& e) {
-    bad_manifest(source, "invalid TOML at line " + std::to_string(e.source().begin.line) + ": " +
-                             std::string(e.description()));
-  }
+  const toml::table root = parse_manifest_toml(text, source, kRemedy);
   Manifest m;
   const std::string format = require_string(root, "format", "", source);
   if (format != kFormatName)

@@ -573,4 +573,116 @@ std::vector<float> Engine::gather_master_values() {
   return out;
 }
 
+// ---- checkpoint support ----
+
+bool Engine::master_on_host() const {
+  return (master_.empty() ? params_ : master_).device().is_cpu();
+}
+
+void Engine::quiesce() {
+  drain_reduces(0);
+  wait_all(grad_sync_);
+  for (auto& [layer, g] : gathered_) wait_all(g.pending);
+  gathered_.clear();
+}
+
+void Engine::read_piece_state(const OwnedPiece& p, float* master, float* m, float* v) {
+  quiesce();
+  const size_t bytes = size_t(p.numel) * 4;
+  auto read = [&](const float* src, bool host, float* dst) {
+    if (dst == nullptr) return;
+    if (host)
+      std::memcpy(dst, src, bytes);
+    else
+      ops_->download(src, dst, bytes);
+  };
+  read(piece_master(p), master_on_host(), master);
+  read(static_cast<const float*>(adam_m_.data()) + p.local_begin, adam_m_.device().is_cpu(), m);
+  read(static_cast<const float*>(adam_v_.data()) + p.local_begin, adam_v_.device().is_cpu(), v);
+}
+
+void Engine::write_piece_state(const OwnedPiece& p, const float* master, const float* m,
+                               const float* v) {
+  quiesce();
+  const size_t n = size_t(p.numel);
+  auto write = [&](const float* src, bool host, float* dst) {
+    if (host)
+      std::memcpy(dst, src, n * 4);
+    else
+      ops_->upload(src, dst, n, DType::kF32);
+  };
+  if (!master_.empty()) write(master, master_.device().is_cpu(), piece_master(p));
+  write(m, adam_m_.device().is_cpu(), static_cast<float*>(adam_m_.data()) + p.local_begin);
+  write(v, adam_v_.device().is_cpu(), static_cast<float*>(adam_v_.data()) + p.local_begin);
+  // The model-facing parameters are the master rounded to nearest even, as AdamW writes them
+  // (fp32 without a separate master: they are the master itself).
+  const DType dt = options_.param_dtype;
+  if (params_.device().is_cpu())
+    convert_cpu(master, DType::kF32, piece_param(p), dt, n);
+  else
+    ops_->upload(master, piece_param(p), n, dt);
+}
+
+void Engine::finish_state_load() {
+  quiesce();
+  owned_grads_.release();
+  grads_downloaded_ = 0;
+  if (options_.stage != 1 && options_.stage != 2) return;
+  // As at the end of step(): every rank wrote its pieces of the full copy; gather the rest.
+  std::vector<CommHandle> gathers;
+  char* full = static_cast<char*>(params_.data());
+  for (const Bucket& b : layout_.buckets)
+    gathers.push_back(comm_.all_gather(full + size_t(b.piece_begin(comm_.rank())) * elem(),
+                                       full + size_t(b.begin) * elem(), size_t(b.shard),
+                                       options_.param_dtype));
+  wait_all(gathers);
+}
+
+EngineCounters Engine::counters() const {
+  EngineCounters c;
+  c.steps_taken = steps_taken_;
+  c.skipped_steps = skipped_steps_;
+  if (scaler_) {
+    c.loss_scale = scaler_->scale();
+    c.scaler_clean_steps = scaler_->clean_steps();
+    c.scaler_hysteresis_left = scaler_->hysteresis_left();
+  }
+  return c;
+}
+
+void Engine::restore_counters(const EngineCounters& c) {
+  if (c.steps_taken < 0 || c.skipped_steps < 0)
+    throw_user_error("checkpoint counters are negative: steps_taken ", c.steps_taken,
+                     ", skipped_steps ", c.skipped_steps);
+  if (scaler_) {
+    const optim::LossScalerConfig& cfg = options_.loss_scaler;
+    if (!(c.loss_scale >= cfg.min_scale) || c.scaler_hysteresis_left < 1 ||
+        c.scaler_hysteresis_left > cfg.hysteresis || c.scaler_clean_steps < 0 ||
+        c.scaler_clean_steps >= cfg.growth_interval)
+      throw_user_error("the saved fp16 loss-scaler state (scale ", c.loss_scale, ", hysteresis left ",
+                       c.scaler_hysteresis_left, ", clean steps ", c.scaler_clean_steps,
+                       ") is impossible with this run's loss scaler (min_scale ", cfg.min_scale,
+                       ", hysteresis ", cfg.hysteresis, ", growth_interval ", cfg.growth_interval,
+                       "): resume with the loss-scaler settings the checkpoint was trained with");
+    optim::LossScalerConfig start = cfg;
+    start.initial_scale = c.loss_scale;
+    auto scaler = std::make_unique<optim::DynamicLossScaler>(start);
+    // Overflows while hysteresis_left > 1 only count down (scale kept, clean steps reset);
+    // clean steps below growth_interval only count up.
+    for (int64_t i = cfg.hysteresis; i > c.scaler_hysteresis_left; --i) scaler->update(true);
+    for (int64_t i = 0; i < c.scaler_clean_steps; ++i) scaler->update(false);
+    ZT_CHECK(scaler->scale() == c.loss_scale && scaler->hysteresis_left() == c.scaler_hysteresis_left &&
+                 scaler->clean_steps() == c.scaler_clean_steps,
+             "loss scaler state was not restored");
+    scaler_ = std::move(scaler);
+  }
+  steps_taken_ = c.steps_taken;
+  skipped_steps_ = c.skipped_steps;
+}
+
+bool Engine::any_rank(bool flag) {
+  if (comm_.size() == 1) return flag;
+  return ops_->all_reduce_scalar(comm_, flag ? 1.0 : 0.0, ReduceOp::kMax) != 0.0;
+}
+
 }  // namespace zt::zero

@@ -74,6 +74,16 @@ struct StepStats {
   double offload_upload_wait_s = 0.0;
 };
 
+// The engine's step counters and fp16 loss-scaler state: with the optimizer state, what a resumed
+// run needs to continue bit for bit (the LR schedule and AdamW bias correction read steps_taken).
+struct EngineCounters {
+  int64_t steps_taken = 0;
+  int64_t skipped_steps = 0;
+  double loss_scale = 1.0;              // fp16 only (1 otherwise)
+  int64_t scaler_clean_steps = 0;       // fp16: clean steps since the last overflow or growth
+  int64_t scaler_hysteresis_left = 0;   // fp16: overflows still tolerated before halving
+};
+
 // Bytes of model state this rank keeps between steps (transient gather/reduce buffers are not
 // model state; they are accounted under MemCategory::kBuffers).
 struct ModelStateBytes {
@@ -132,6 +142,33 @@ class Engine final : public model::ParamProvider {
   const std::vector<model::ParamSpec>& specs() const { return specs_; }
   ModelStateBytes model_state_bytes() const;
 
+  // ---- checkpoint support (zero/checkpoint.h); call between steps, never inside one ----
+  const model::GptjConfig& config() const { return config_; }
+  DType param_dtype() const { return options_.param_dtype; }
+  int rank() const { return comm_.rank(); }
+  int world_size() const { return comm_.size(); }
+  // The parameter runs whose optimizer state this rank holds, in local order (stage 0: all).
+  const std::vector<OwnedPiece>& owned_pieces() const { return owned_; }
+  // Copies piece `p`'s fp32 master, Adam m and v (p.numel floats each; a null target is skipped)
+  // to the host, wherever they live (device, or host memory with offload).
+  void read_piece_state(const OwnedPiece& p, float* master, float* m, float* v);
+  // Sets piece `p`'s master, m and v from host arrays, and this rank's model-facing parameters
+  // of the piece to the master rounded to the parameter dtype (as step() makes them).
+  void write_piece_state(const OwnedPiece& p, const float* master, const float* m, const float* v);
+  // After write_piece_state of every owned piece: stages 1-2 all-gather the parameter copy so every
+  // rank's full copy holds the new values (collective). Gradients left from before are dropped
+  // by the next zero_grads().
+  void finish_state_load();
+  EngineCounters counters() const;
+  // Restores counters() of a saved engine. The loss scaler is rebuilt through its public rules:
+  // a scaler that starts at the saved scale, then the overflows that bring hysteresis down to the
+  // saved value, then the saved count of clean steps (less than growth_interval, so no growth).
+  // Throws zt::UserError when the state is impossible under this engine's scaler config.
+  void restore_counters(const EngineCounters& c);
+  // Collective: true on every rank when `flag` is true on any rank (errors are agreed with it so
+  // no rank waits in a collective for a rank that failed).
+  bool any_rank(bool flag);
+
   // The fp32 master values of every parameter, concatenated in forward (spec) order, on the host.
   // Collective for stages 1-3 (shards are gathered); every rank gets the whole vector.
   std::vector<float> gather_master_values();
@@ -184,6 +221,10 @@ class Engine final : public model::ParamProvider {
   // Stages 2-3 with offload: queues the download of layer `layer`'s reduced gradient shard.
   void download_layer_grads(int layer);
   float* piece_master(const OwnedPiece& p) const;
+  // Where piece_master() points: host memory (memcpy) or device memory (DeviceOps copies).
+  bool master_on_host() const;
+  // Completes pending reductions and gathers and drops gathered layers (checkpoint load/save).
+  void quiesce();
   void* piece_param(const OwnedPiece& p) const;
 
   model::GptjConfig config_;
