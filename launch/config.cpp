@@ -388,6 +388,12 @@ RunConfig parse_config(std::string_view toml_text, std::string_view source_name,
                      "and the CPU AdamW writes them into host memory); got zero.stage = ",
                      config.zero.stage, " and zero.offload_optimizer = ",
                      format_config_value(config.zero.offload_optimizer));
+  if (config.train.resume == "auto" && config.train.checkpoint_dir.empty())
+    throw_user_error(where_of({"train.resume"}), ": train.resume = \"auto\" needs train.checkpoint_dir, "
+                     "the folder whose `latest` checkpoint to continue from");
+  if (config.train.save_every > 0 && config.train.checkpoint_dir.empty())
+    throw_user_error(where_of({"train.save_every"}), ": train.save_every = ", config.train.save_every,
+                     " needs train.checkpoint_dir, the folder to save the checkpoints in");
   if (config.data.source == "hdf5" && config.data.path.empty())
     throw_user_error(where_of({"data.source"}), ": data.source = \"hdf5\" needs data.path, the folder "
                      "made by `zerotrain prepare --out DIR` (docs/data.md)");

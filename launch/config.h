@@ -36,6 +36,12 @@ struct TrainSection {
   std::string device = "auto";
   int64_t eval_every = 0;    // evaluate the validation split every this many steps; 0 = never
   int64_t eval_batches = 8;  // global batches of micro_batch_size x world sequences per evaluation
+  // Checkpoints (launch/trainer.h, note "trainer checkpoints"): "" = none.
+  std::string checkpoint_dir;
+  int64_t save_every = 0;  // steps between saves; 0 = only after the last step
+  int64_t keep_last = 2;   // step checkpoints kept in checkpoint_dir (the `latest` one always)
+  // "" = start fresh, "auto" = checkpoint_dir's `latest` if there is one, else a checkpoint folder.
+  std::string resume;
 };
 
 struct ZeroSection {

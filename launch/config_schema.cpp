@@ -227,6 +227,25 @@ std::vector<ConfigKey> build_schema() {
   keys.push_back(int_key(
       "train", "eval_batches", [](auto& c) -> auto& { return c.train.eval_batches; }, 1,
       "Batches of micro_batch_size sequences per rank in one evaluation (the same ones each time)"));
+  keys.push_back(string_key(
+      "train", "checkpoint_dir", [](auto& c) -> auto& { return c.train.checkpoint_dir; },
+      "Folder for checkpoints (step-NNNNNNNN folders and a `latest` file naming the newest); "
+      "\"\" = no checkpoints"));
+  keys.back().non_empty = false;
+  keys.push_back(int_key(
+      "train", "save_every", [](auto& c) -> auto& { return c.train.save_every; }, 0,
+      "Save a checkpoint every this many steps and after the last; 0 = only after the last "
+      "(when checkpoint_dir is set)"));
+  keys.back().cross_rule = "needs train.checkpoint_dir when > 0";
+  keys.push_back(int_key(
+      "train", "keep_last", [](auto& c) -> auto& { return c.train.keep_last; }, 1,
+      "Step checkpoints kept in checkpoint_dir; older ones are deleted after each save"));
+  keys.push_back(string_key(
+      "train", "resume", [](auto& c) -> auto& { return c.train.resume; },
+      "Continue a run exactly: \"auto\" = the `latest` checkpoint of checkpoint_dir if there is "
+      "one (else start fresh), or the path of a checkpoint folder; \"\" = start fresh"));
+  keys.back().non_empty = false;
+  keys.back().cross_rule = "\"auto\" needs train.checkpoint_dir";
   keys.push_back(enum_key(
       "train", "device", {"auto", "cuda", "cpu"}, [](const RunConfig& c) { return c.train.device; },
       [](RunConfig& c, const std::string& name) { c.train.device = name; },

@@ -7,10 +7,15 @@
 #include <algorithm>
 #include <cmath>
 #include <filesystem>
+#include <cstdio>
 #include <fstream>
+#include <map>
 #include <optional>
+#include <string>
 #include <system_error>
+#include <utility>
 
+#include "launch/run_checkpoints.h"
 #include "launch/training_data.h"
 #include "model/gptj.h"
 #include "optim/cpu_affinity.h"
@@ -18,6 +23,7 @@
 #include "runtime/log.h"
 #include "runtime/memory.h"
 #include "runtime/timer.h"
+#include "zero/checkpoint.h"
 #include "zero/engine.h"
 
 #ifdef ZT_WITH_CUDA
@@ -79,6 +85,25 @@ void log_model_state(Comm& comm, const zero::Engine& engine) {
              " (rank 0)");
 }
 
+// Runs `fn` on every rank; an error on any rank is thrown as zt::UserError on every rank (one
+// collective, so no rank hangs waiting for one that failed).
+template <class Fn>
+void agreed(Comm& comm, const char* what, Fn&& fn) {
+  std::string error;
+  try {
+    fn();
+  } catch (const std::exception& e) {
+    error = e.what();
+    if (error.empty()) error = what;
+  }
+  double failed = error.empty() ? 0.0 : 1.0;
+  comm.all_reduce(&failed, 1, DType::kF64, ReduceOp::kMax)->wait();
+  if (failed > 0) {
+    if (!error.empty()) throw UserError(error);
+    throw_user_error(what, " failed on another rank (see its message)");
+  }
+}
+
 }  // namespace
 
 Device resolve_device(const TrainSection& t, int local_rank, int local_size) {
@@ -118,6 +143,9 @@ TrainSummary train(const RunConfig& config, Comm& comm, const TrainOptions& opti
   if (t.threads > 0) omp_set_num_threads(int(t.threads));
 
   TrainingData data(config, comm);  // HDF5 data is checked here, before anything is written
+  // So is the checkpoint a resumed run continues from (note "trainer checkpoints").
+  std::optional<ResumePoint> resume;
+  agreed(comm, "finding the checkpoint to resume from", [&] { resume = find_resume_point(config, world); });
 
   // Checked before anything is written: a device or precision the run cannot use is a config
   // error, and must not leave an out_dir behind that the corrected run would refuse to reuse.
@@ -194,6 +222,17 @@ TrainSummary train(const RunConfig& config, Comm& comm, const TrainOptions& opti
            engine.layout().buckets.size(), " buckets of up to ", config.zero.bucket_elements,
            " parameters");
   log_model_state(comm, engine);
+  int64_t first_step = 1;
+  if (resume) {
+    const Timer load_timer;
+    const zero::CheckpointMeta meta = zero::load_checkpoint(engine, *engine_comm, resume->dir);
+    ZT_CHECK(meta.step == resume->step, "checkpoint ", resume->dir, " changed while loading it");
+    if (resume->data_state) data.resume_from(*resume->data_state);
+    first_step = meta.step + 1;
+    log_info("resumed from ", resume->dir, " at step ", meta.step, " (in ", load_timer.seconds(),
+             " s); continuing with step ", first_step, " of ", t.steps);
+  }
+  summary.first_step = first_step;
   data.start();
   // Mean loss over every token of the eval batches of all ranks: loss sums and counts are
   // all-reduced, so the result does not depend on how the batches are split across ranks.
@@ -209,9 +248,35 @@ TrainSummary train(const RunConfig& config, Comm& comm, const TrainOptions& opti
     return sums[1] > 0 ? sums[0] / sums[1] : NAN;
   };
 
+  // Saves step `step` (collective), then rank 0 moves `latest` to it and deletes old ones.
+  const bool overwrite_checkpoints = resume.has_value() || t.overwrite;
+  auto save = [&](int64_t step) {
+    const Timer save_timer;
+    zero::CheckpointMeta meta;
+    meta.step = step;
+    meta.extra = checkpoint_fingerprint(config, world);
+    if (const std::optional<datasets::SamplerState> s = data.state()) {
+      meta.extra["data.seed"] = std::to_string(s->seed);
+      meta.extra["data.epoch"] = std::to_string(s->epoch);
+      meta.extra["data.position"] = std::to_string(s->position);
+      meta.extra["data.num_samples"] = std::to_string(s->num_samples);
+    }
+    const std::string name = step_dir_name(step);
+    const fs::path dir = fs::path(t.checkpoint_dir) / name;
+    zero::SaveOptions save_options;
+    save_options.overwrite = overwrite_checkpoints;
+    zero::save_checkpoint(engine, *engine_comm, dir.string(), meta, save_options);
+    agreed(comm, "updating the latest checkpoint", [&] {
+      if (rank != 0) return;
+      publish_latest(t.checkpoint_dir, name);
+      prune_checkpoints(t.checkpoint_dir, t.keep_last, step, name);
+    });
+    log_info("checkpoint: step ", step, " saved to ", dir.string(), " in ", save_timer.seconds(), " s");
+  };
+
   ProgressLine progress;
   Timer run_timer;
-  for (int64_t step = 1; step <= t.steps; ++step) {
+  for (int64_t step = first_step; step <= t.steps; ++step) {
     Timer step_timer;
     engine.zero_grads();
     const Timer fwd_bwd_timer;
@@ -260,12 +325,17 @@ TrainSummary train(const RunConfig& config, Comm& comm, const TrainOptions& opti
     } else if (rank == 0) {
       progress.update(m, t.steps);
     }
+    if (!t.checkpoint_dir.empty() && ((t.save_every > 0 && step % t.save_every == 0) || step == t.steps)) {
+      progress.clear();
+      save(step);
+    }
   }
   progress.clear();
   if (options.collect_final_params) summary.final_params = engine.gather_master_values();
   if (const std::optional<datasets::SamplerState> state = data.state()) summary.data_state = *state;
   const StepMetrics& last = summary.steps.back();
-  log_info("done: ", t.steps, " steps in ", run_timer.seconds(), " s; loss ", summary.steps.front().loss,
+  log_info("done: ", first_step > 1 ? "steps " + std::to_string(first_step) + ".." : std::string(),
+           first_step > 1 ? std::to_string(t.steps) : std::to_string(t.steps) + " steps", " in ", run_timer.seconds(), " s; loss ", summary.steps.front().loss,
            " -> ", last.loss, engine.skipped_steps() > 0 ? "; skipped steps: " : "",
            engine.skipped_steps() > 0 ? std::to_string(engine.skipped_steps()) : "",
            writer ? "; metrics in " + (fs::path(t.out_dir) / "metrics.jsonl").string() : "");

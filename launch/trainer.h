@@ -18,7 +18,8 @@ class Engine;
 namespace zt::launch {
 
 struct TrainSummary {
-  std::vector<StepMetrics> steps;  // every step, in order (the same on every rank)
+  std::vector<StepMetrics> steps;  // every step run, in order (the same on every rank)
+  int64_t first_step = 1;          // the first step run: 1, or the resumed checkpoint's step + 1
   int64_t num_params = 0;
   double loss_floor = 0.0;         // the synthetic corpus's entropy rate (nats/token); 0 for hdf5
   // HDF5 data: the sampler state after the last step (to continue the sample sequence exactly).
@@ -44,6 +45,13 @@ void check_out_dir(const TrainSection& train);
 // asked for and cannot be had (no CUDA build or GPU, fp32 precision, more ranks than GPUs).
 Device resolve_device(const TrainSection& train, int local_rank, int local_size);
 
+// Checkpoints (note "trainer checkpoints" in trainer.cpp): with train.checkpoint_dir set, every
+// train.save_every steps and after the last one the run saves <checkpoint_dir>/step-NNNNNNNN and
+// then points <checkpoint_dir>/latest at it, keeping train.keep_last step folders. With
+// train.resume ("auto" or a checkpoint folder) it loads the checkpoint, continues the data where
+// it stopped and runs steps k + 1 .. train.steps: the same losses and parameters as a run that
+// never stopped. A resumed run writes its out_dir as any run does (a new one, or train.overwrite).
+//
 // Runs the job on every rank of `comm` (a host Comm over all ranks; on GPUs the engine talks
 // over an NcclComm built from it): rank 0 prints the resolved config, writes
 // <out_dir>/config.toml and <out_dir>/metrics.jsonl and logs every train.log_every steps (and the

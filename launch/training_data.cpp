@@ -57,13 +57,17 @@ void TrainingData::start() {
   // ahead on a background thread.
   if (hdf5_) {
     const datasets::BatchLayout layout{b, accum, world_, rank_};
-    loader_ = std::make_unique<datasets::BatchLoader>(train_, seq, layout, datasets::SamplerState{uint64_t(t.seed)});
+    const datasets::SamplerState start = resume_state_ ? *resume_state_ : datasets::SamplerState{uint64_t(t.seed)};
+    loader_ = std::make_unique<datasets::BatchLoader>(train_, seq, layout, start);
     const int64_t samples = loader_->num_samples();
     log_info("data: ", config_.data.path, ": ", manifest_.tokens(datasets::Split::kTrain), " train tokens in ",
              manifest_.train.size(), " shards (", manifest_.tokenizer, ", vocab ", manifest_.vocab_size, "); ",
              samples, " samples of ", seq + 1, " tokens per epoch = ", double(samples) / double(samples_per_step),
              " steps; ", tokens_per_step, " tokens per step = ", world_, " ranks x ", accum, " micro-batches x ", b,
              " sequences x ", seq, " tokens");
+    if (resume_state_)
+      log_info("data: resuming the sample order at position ", start.position, " (epoch ", start.epoch,
+               ", seed ", start.seed, ")");
   } else {
     log_info("data: synthetic Markov corpus over ", config_.model.shape.vocab_size, " tokens (best possible loss ~",
              loss_floor(), " nats/token); ", tokens_per_step, " tokens per step = ", world_, " ranks x ", accum,

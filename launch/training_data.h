@@ -24,6 +24,11 @@ class TrainingData {
   // none hangs). The synthetic corpus needs no check. `config` must outlive this object.
   TrainingData(const RunConfig& config, Comm& comm);
 
+  // A resumed run: HDF5 data starts its loader at `state` (a saved state()) instead of at the
+  // beginning of the sample order. Call before start(). The synthetic corpus needs nothing (its
+  // batches are a pure function of the step), so it ignores the call.
+  void resume_from(const datasets::SamplerState& state) { resume_state_ = state; }
+
   // Starts the HDF5 read-ahead, reads or generates the eval batches and logs the "data:" and
   // "eval:" lines. train() calls it once, after the model lines of the log.
   void start();
@@ -47,6 +52,7 @@ class TrainingData {
   std::shared_ptr<const datasets::TokenDataset> train_, val_;
   std::unique_ptr<datasets::BatchLoader> loader_;
   std::vector<datasets::MicroBatch> eval_batches_;
+  std::optional<datasets::SamplerState> resume_state_;  // where HDF5 data starts (resumed runs)
   datasets::MicroBatch loaded_;                   // the HDF5 micro-batch last returned
   std::vector<int32_t> sample_, inputs_, targets_;  // synthetic: [seq + 1], [b, seq], [b, seq]
 };

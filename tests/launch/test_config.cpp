@@ -54,6 +54,10 @@ void expect_same_config(const RunConfig& a, const RunConfig& b) {
   EXPECT_EQ(a.train.threads, b.train.threads);
   EXPECT_EQ(a.train.precision, b.train.precision);
   EXPECT_EQ(a.train.device, b.train.device);
+  EXPECT_EQ(a.train.checkpoint_dir, b.train.checkpoint_dir);
+  EXPECT_EQ(a.train.save_every, b.train.save_every);
+  EXPECT_EQ(a.train.keep_last, b.train.keep_last);
+  EXPECT_EQ(a.train.resume, b.train.resume);
 
   EXPECT_EQ(a.data.source, b.data.source);
 
@@ -121,6 +125,10 @@ RunConfig every_key_changed() {
   c.train.precision = DType::kBF16;
   c.train.eval_every = 25;
   c.train.eval_batches = 3;
+  c.train.checkpoint_dir = "ckpt/with \"quotes\"";
+  c.train.save_every = 5;
+  c.train.keep_last = 7;
+  c.train.resume = "auto";
   c.data.source = "hdf5";
   c.data.path = "data/with \"quotes\"";
   c.data.tokenizer = "tokenizers/gpt2";
@@ -135,6 +143,20 @@ RunConfig every_key_changed() {
   c.fp16.hysteresis = 3;
   c.fp16.min_scale = 0.25;
   return c;
+}
+
+TEST(ConfigRules, CheckpointKeys) {
+  EXPECT_NE(parse_error("", {"train.resume=auto"}).find("train.resume = \"auto\" needs train.checkpoint_dir"),
+            std::string::npos);
+  EXPECT_NE(parse_error("", {"train.save_every=5"}).find("train.save_every = 5 needs train.checkpoint_dir"),
+            std::string::npos);
+  EXPECT_NE(parse_error("", {"train.checkpoint_dir=c", "train.save_every=-1"}).find("train.save_every"),
+            std::string::npos);
+  EXPECT_NE(parse_error("", {"train.keep_last=0"}).find("train.keep_last"), std::string::npos);
+  const RunConfig c = parse_config("", "run.toml", {"train.checkpoint_dir=c", "train.save_every=5",
+                                                    "train.resume=auto"});
+  EXPECT_EQ(c.train.save_every, 5);
+  EXPECT_EQ(c.train.keep_last, 2);
 }
 
 TEST(ConfigParse, EmptyTextGivesDefaults) {

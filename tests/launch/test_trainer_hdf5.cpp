@@ -15,6 +15,7 @@
 #include "runtime/self_comm.h"
 #include "tests/support/byte_tokenizer.h"
 #include "tests/support/temp_dir.h"
+#include "tests/support/tiny_dataset.h"
 
 namespace zt::launch {
 namespace {
@@ -25,27 +26,7 @@ using testing::fresh_dir;
 using testing::read_file;
 using testing::write_file;
 
-// A small byte-level dataset (vocab 257 fits gptj-tiny's 512): jsonl documents of repetitive
-// text, so a few steps already lower the loss.
-std::string make_dataset(const std::string& dir) {
-  std::string jsonl;
-  for (int d = 0; d < 80; ++d) {
-    jsonl += "{\"text\": \"";
-    for (int r = 0; r < 6; ++r) jsonl += "the cat sat on the mat " + std::to_string(d % 7) + ". ";
-    jsonl += "\"}\n";
-  }
-  const std::string in = write_file(dir, "in.jsonl", jsonl);
-  datasets::PrepareOptions o;
-  o.inputs = {in};
-  o.out_dir = (fs::path(dir) / "ds").string();
-  o.format = datasets::InputFormat::kJsonl;
-  o.val_fraction = 0.2;
-  o.shard_tokens = 3000;
-  o.progress = false;
-  o.threads = 2;
-  datasets::prepare_dataset(o, byte_tokenizer());
-  return o.out_dir;
-}
+std::string make_dataset(const std::string& dir) { return testing::make_tiny_dataset(dir, 80, 6); }
 
 RunConfig hdf5_config(const std::string& dataset, const std::string& out_dir, int64_t steps) {
   RunConfig c = parse_config("", "test", {"data.source=hdf5", "data.path=" + dataset});

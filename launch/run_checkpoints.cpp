@@ -1,0 +1,189 @@
+// Checkpoints of a training run (note "trainer checkpoints" in launch/run_checkpoints.h): the
+// settings fingerprint, finding where a run resumes, and publishing and pruning step folders.
+#include "launch/run_checkpoints.h"
+
+#include <fcntl.h>
+#include <toml++/toml.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cstdio>
+#include <filesystem>
+#include <fstream>
+#include <system_error>
+
+#include "runtime/error.h"
+#include "runtime/log.h"
+#include "zero/checkpoint.h"
+
+namespace zt::launch {
+
+namespace {
+
+namespace fs = std::filesystem;
+
+constexpr std::string_view kFingerprint = "fingerprint.";
+constexpr std::string_view kStepPrefix = "step-";
+
+std::string fingerprint_field(const std::string& key) {
+  const std::string name = key.substr(kFingerprint.size());
+  if (name == "global_batch")
+    return "the global batch (train.micro_batch_size x train.grad_accum_steps x ranks)";
+  return name;
+}
+
+// The step of a "step-NNNNNNNN" folder name; -1 for any other name (e.g. a save's .tmp folder).
+int64_t step_of_dir_name(const std::string& name) {
+  if (name.size() < kStepPrefix.size() + 8 || name.compare(0, kStepPrefix.size(), kStepPrefix) != 0) return -1;
+  int64_t step = 0;
+  for (size_t i = kStepPrefix.size(); i < name.size(); ++i) {
+    if (name[i] < '0' || name[i] > '9' || step > (int64_t(1) << 58)) return -1;
+    step = step * 10 + (name[i] - '0');
+  }
+  return step;
+}
+
+int64_t extra_int(const std::map<std::string, std::string>& extra, const std::string& key, const std::string& dir) {
+  const auto it = extra.find(key);
+  if (it == extra.end())
+    throw_user_error("checkpoint ", dir, " has no meta.extra \"", key, "\" (it was not saved by `zerotrain train` "
+                     "with this data source), so the run cannot continue exactly");
+  try {
+    size_t used = 0;
+    const long long v = std::stoll(it->second, &used);
+    if (used == it->second.size()) return int64_t(v);
+  } catch (const std::exception&) {
+  }
+  throw_user_error("checkpoint ", dir, ": meta.extra \"", key, "\" = \"", it->second, "\" is not an integer");
+}
+
+}  // namespace
+
+std::map<std::string, std::string> checkpoint_fingerprint(const RunConfig& c, int world) {
+  const TrainSection& t = c.train;
+  std::string path;
+  if (c.data.source == "hdf5") {
+    std::error_code ec;
+    const fs::path canonical = fs::weakly_canonical(c.data.path, ec);
+    path = ec ? c.data.path : canonical.string();
+  }
+  return {
+      {"fingerprint.train.seq_len", std::to_string(t.seq_len)},
+      {"fingerprint.global_batch", std::to_string(t.micro_batch_size * t.grad_accum_steps * world)},
+      {"fingerprint.train.seed", std::to_string(t.seed)},
+      {"fingerprint.data.source", c.data.source},
+      {"fingerprint.data.path", path},
+  };
+}
+
+
+std::string step_dir_name(int64_t step) {
+  char buf[32];
+  std::snprintf(buf, sizeof(buf), "step-%08lld", static_cast<long long>(step));
+  return buf;
+}
+
+
+
+
+std::optional<ResumePoint> find_resume_point(const RunConfig& config, int world) {
+  const TrainSection& t = config.train;
+  std::error_code ec;
+  if (t.resume.empty()) {
+    const fs::path latest = fs::path(t.checkpoint_dir) / "latest";
+    if (!t.checkpoint_dir.empty() && !t.overwrite && fs::exists(latest, ec))
+      throw_user_error("train.checkpoint_dir \"", t.checkpoint_dir, "\" already holds checkpoints (", latest.string(),
+                       "); set train.resume = \"auto\" to continue that run, choose another "
+                       "train.checkpoint_dir, or set train.overwrite = true to replace them");
+    return std::nullopt;
+  }
+  ResumePoint p;
+  if (t.resume == "auto" && t.checkpoint_dir.empty())
+    throw_user_error("train.resume = \"auto\" needs train.checkpoint_dir, the folder whose `latest` "
+                     "checkpoint to continue from");
+  if (t.resume == "auto") {
+    const fs::path latest = fs::path(t.checkpoint_dir) / "latest";
+    if (!fs::exists(latest, ec)) {
+      log_info("resume: no checkpoint in ", t.checkpoint_dir, " yet (no ", latest.string(), "); starting fresh");
+      return std::nullopt;
+    }
+    std::ifstream in(latest);
+    std::string name;
+    std::getline(in, name);
+    while (!name.empty() && (name.back() == '\r' || name.back() == ' ')) name.pop_back();
+    p.dir = (fs::path(t.checkpoint_dir) / name).string();
+    if (name.empty() || !zero::is_complete_checkpoint(p.dir))
+      throw_user_error("train.resume = \"auto\": ", latest.string(), " names \"", name, "\", but ", p.dir,
+                       " is not a complete checkpoint (it has no manifest.toml)");
+  } else {
+    p.dir = t.resume;
+    if (!fs::is_directory(p.dir, ec))
+      throw_user_error("train.resume = \"", p.dir, "\": no such checkpoint folder");
+    if (!zero::is_complete_checkpoint(p.dir))
+      throw_user_error("train.resume = \"", p.dir, "\" is not a complete checkpoint: it has no ",
+                       (fs::path(p.dir) / "manifest.toml").string(),
+                       " (written last, so the save that made this folder did not finish)");
+  }
+
+  const std::string manifest = (fs::path(p.dir) / "manifest.toml").string();
+  toml::table root;
+  try {
+    root = toml::parse_file(manifest);
+  } catch (const toml::parse_error& e) {
+    throw_user_error("cannot read checkpoint manifest ", manifest, ": ", e.description());
+  }
+  const std::optional<int64_t> step = root["meta"]["step"].value<int64_t>();
+  if (!step) throw_user_error("checkpoint manifest ", manifest, " has no [meta] step");
+  p.step = *step;
+  std::map<std::string, std::string> extra;
+  if (const toml::table* table = root["meta"]["extra"].as_table())
+    for (const auto& [key, value] : *table)
+      if (const std::optional<std::string> v = value.value<std::string>()) extra[std::string(key.str())] = *v;
+
+  if (p.step >= t.steps)
+    throw_user_error("checkpoint ", p.dir, " is at step ", p.step, " but train.steps = ", t.steps,
+                     ": nothing is left to run; raise train.steps to train further");
+  for (const auto& [key, value] : checkpoint_fingerprint(config, world)) {
+    const auto it = extra.find(key);
+    if (it == extra.end())
+      throw_user_error("checkpoint ", p.dir, " has no meta.extra \"", key, "\" (it was not saved by "
+                       "`zerotrain train`), so the run cannot continue exactly");
+    if (it->second != value)
+      throw_user_error("checkpoint ", p.dir, " was saved with ", fingerprint_field(key), " = \"", it->second,
+                       "\", but this run has \"", value, "\": an exact resume needs the same value (change it "
+                       "back, or start a fresh run)");
+  }
+  if (config.data.source == "hdf5") {
+    datasets::SamplerState s;
+    s.seed = uint64_t(extra_int(extra, "data.seed", p.dir));
+    s.epoch = extra_int(extra, "data.epoch", p.dir);
+    s.position = extra_int(extra, "data.position", p.dir);
+    s.num_samples = extra_int(extra, "data.num_samples", p.dir);
+    p.data_state = s;
+  }
+  return p;
+}
+
+void publish_latest(const fs::path& dir, const std::string& name) {
+  const fs::path tmp = dir / "latest.tmp";
+  const std::string text = name + "\n";
+  const int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
+  if (fd < 0) throw_user_error("cannot write ", tmp.string(), " (check that train.checkpoint_dir is writable)");
+  const bool ok = ::write(fd, text.data(), text.size()) == ssize_t(text.size()) && ::fsync(fd) == 0;
+  ::close(fd);
+  if (!ok) throw_user_error("cannot write ", tmp.string());
+  fs::rename(tmp, dir / "latest");
+}
+
+void prune_checkpoints(const fs::path& dir, int64_t keep_last, int64_t step, const std::string& keep) {
+  std::vector<std::pair<int64_t, fs::path>> found;
+  for (const fs::directory_entry& e : fs::directory_iterator(dir)) {
+    const int64_t s = step_of_dir_name(e.path().filename().string());
+    if (s >= 0 && s <= step && e.is_directory()) found.emplace_back(s, e.path());
+  }
+  std::sort(found.begin(), found.end(), [](const auto& a, const auto& b) { return a.first > b.first; });
+  for (size_t i = size_t(keep_last); i < found.size(); ++i)
+    if (found[i].second.filename() != keep) fs::remove_all(found[i].second);
+}
+
+}  // namespace zt::launch

@@ -1,0 +1,191 @@
+// Trainer checkpoints on one rank (CPU, gptj-tiny): an interrupted HDF5 run resumed with
+// train.resume = "auto" continues exactly (losses, parameters, sampler state); keep_last and
+// `latest`; and the resume errors. Multi-rank resume: tests/mpi/test_resume_mpi.cpp.
+#include <gtest/gtest.h>
+
+#include <filesystem>
+#include <fstream>
+#include <string>
+#include <vector>
+
+#include "datasets/prepare.h"
+#include "launch/config.h"
+#include "launch/trainer.h"
+#include "runtime/error.h"
+#include "runtime/log.h"
+#include "runtime/self_comm.h"
+#include "tests/support/byte_tokenizer.h"
+#include "tests/support/temp_dir.h"
+#include "tests/support/tiny_dataset.h"
+#include "tests/support/user_error.h"
+
+namespace zt::launch {
+namespace {
+
+namespace fs = std::filesystem;
+using testing::byte_tokenizer;
+using testing::fresh_dir;
+using testing::read_file;
+using testing::user_error_of;
+using testing::write_file;
+
+// Thrown from the before-optimizer hook to stop a run midway, as a crash would.
+struct Interrupted {};
+
+// Few enough samples that 20 steps run through more than one epoch, so the epoch and the
+// permutation of the sampler state are exercised too.
+std::string make_dataset(const std::string& dir) { return testing::make_tiny_dataset(dir, 40, 1); }
+
+RunConfig synthetic_config(const std::string& dir, int64_t steps) {
+  RunConfig c = parse_config("", "test", {});
+  c.train.steps = steps;
+  c.train.out_dir = (fs::path(dir) / "run").string();
+  c.train.log_every = 1000;
+  c.train.micro_batch_size = 2;
+  c.train.seq_len = 16;
+  c.train.device = "cpu";
+  c.optimizer.warmup_steps = 3;
+  return c;
+}
+
+TrainSummary run(const RunConfig& c, int64_t interrupt_at = 0, bool collect = true) {
+  TrainOptions o;
+  o.write_outputs = false;
+  o.collect_final_params = collect;
+  if (interrupt_at > 0)
+    o.before_optimizer_step = [interrupt_at](int64_t step, zero::Engine&) {
+      if (step == interrupt_at) throw Interrupted{};
+    };
+  SelfComm comm;
+  return train(c, comm, o);
+}
+
+std::string latest_of(const std::string& checkpoint_dir) {
+  std::ifstream in(fs::path(checkpoint_dir) / "latest");
+  std::string name;
+  std::getline(in, name);
+  return name;
+}
+
+std::vector<std::string> step_dirs(const std::string& checkpoint_dir) {
+  std::vector<std::string> names;
+  for (const auto& e : fs::directory_iterator(checkpoint_dir))
+    if (e.is_directory()) names.push_back(e.path().filename().string());
+  std::sort(names.begin(), names.end());
+  return names;
+}
+
+class TrainerCheckpoint : public ::testing::Test {
+ protected:
+  void SetUp() override { log_configure(LogOptions{LogLevel::kWarn}, false); }
+};
+
+TEST_F(TrainerCheckpoint, Hdf5ResumeContinuesExactly) {
+  const std::string dir = fresh_dir("hdf5");
+  RunConfig c = parse_config("", "test", {"data.source=hdf5", "data.path=" + make_dataset(dir)});
+  c.train.steps = 20;
+  c.train.log_every = 1000;
+  c.train.micro_batch_size = 2;
+  c.train.grad_accum_steps = 2;
+  c.train.seq_len = 16;
+  c.train.device = "cpu";
+  c.optimizer.warmup_steps = 3;
+  c.zero.stage = 1;
+  const TrainSummary full = run(c);
+  ASSERT_EQ(full.steps.size(), 20u);
+  ASSERT_GT(full.data_state.epoch, 0) << "the test should cross an epoch boundary";
+
+  RunConfig ck = c;
+  ck.train.checkpoint_dir = (fs::path(dir) / "ckpt").string();
+  ck.train.save_every = 5;
+  ck.train.resume = "auto";  // nothing there yet: starts fresh
+  EXPECT_THROW(run(ck, 13), Interrupted);
+  EXPECT_EQ(latest_of(ck.train.checkpoint_dir), "step-00000010");
+  const TrainSummary resumed = run(ck);
+  EXPECT_EQ(resumed.first_step, 11);
+  ASSERT_EQ(resumed.steps.size(), 10u);
+  for (size_t i = 0; i < 10; ++i) {
+    EXPECT_EQ(resumed.steps[i].step, int64_t(i) + 11);
+    EXPECT_EQ(resumed.steps[i].loss, full.steps[i + 10].loss) << "step " << i + 11;
+    EXPECT_EQ(resumed.steps[i].lr, full.steps[i + 10].lr) << "step " << i + 11;
+  }
+  EXPECT_EQ(resumed.final_params, full.final_params);
+  EXPECT_EQ(resumed.data_state, full.data_state);
+  EXPECT_EQ(latest_of(ck.train.checkpoint_dir), "step-00000020");
+}
+
+TEST_F(TrainerCheckpoint, KeepLastKeepsTheNewestAndLatest) {
+  const std::string dir = fresh_dir("keep");
+  RunConfig c = synthetic_config(dir, 7);
+  c.train.checkpoint_dir = (fs::path(dir) / "ckpt").string();
+  c.train.save_every = 2;
+  c.train.keep_last = 2;
+  run(c, 0, false);
+  // Saved at 2, 4, 6 and after the last step (7).
+  EXPECT_EQ(step_dirs(c.train.checkpoint_dir), (std::vector<std::string>{"step-00000006", "step-00000007"}));
+  EXPECT_EQ(latest_of(c.train.checkpoint_dir), "step-00000007");
+  EXPECT_FALSE(fs::exists(fs::path(c.train.checkpoint_dir) / "latest.tmp"));
+
+  // save_every = 0: only after the last step; keep_last = 1 keeps just that one.
+  RunConfig once = synthetic_config(dir, 3);
+  once.train.checkpoint_dir = (fs::path(dir) / "once").string();
+  once.train.keep_last = 1;
+  run(once, 0, false);
+  EXPECT_EQ(step_dirs(once.train.checkpoint_dir), (std::vector<std::string>{"step-00000003"}));
+
+  // A fresh run into a folder that holds checkpoints is refused unless train.overwrite is set.
+  EXPECT_NE(user_error_of([&] { run(once, 0, false); }).find("already holds checkpoints"), std::string::npos);
+  once.train.overwrite = true;
+  run(once, 0, false);
+  EXPECT_EQ(latest_of(once.train.checkpoint_dir), "step-00000003");
+}
+
+TEST_F(TrainerCheckpoint, ResumeErrorsNameTheProblem) {
+  const std::string dir = fresh_dir("errors");
+  RunConfig c = synthetic_config(dir, 2);
+  c.train.checkpoint_dir = (fs::path(dir) / "ckpt").string();
+  run(c, 0, false);
+  const std::string saved = (fs::path(c.train.checkpoint_dir) / "step-00000002").string();
+
+  RunConfig r = c;
+  r.train.steps = 4;
+  r.train.resume = "auto";
+  r.train.checkpoint_dir = "";
+  EXPECT_NE(user_error_of([&] { run(r, 0, false); }).find("train.resume = \"auto\" needs train.checkpoint_dir"),
+            std::string::npos);
+
+  r.train.resume = (fs::path(dir) / "nowhere").string();
+  std::string e = user_error_of([&] { run(r, 0, false); });
+  EXPECT_NE(e.find("nowhere"), std::string::npos) << e;
+  EXPECT_NE(e.find("no such checkpoint folder"), std::string::npos) << e;
+
+  fs::create_directories(fs::path(dir) / "incomplete");
+  r.train.resume = (fs::path(dir) / "incomplete").string();
+  e = user_error_of([&] { run(r, 0, false); });
+  EXPECT_NE(e.find("incomplete\" is not a complete checkpoint"), std::string::npos) << e;
+  EXPECT_NE(e.find("manifest.toml"), std::string::npos) << e;
+
+  r.train.resume = saved;
+  r.train.seq_len = 8;
+  e = user_error_of([&] { run(r, 0, false); });
+  EXPECT_NE(e.find("train.seq_len = \"16\", but this run has \"8\""), std::string::npos) << e;
+
+  r.train.seq_len = 16;
+  r.train.micro_batch_size = 1;
+  e = user_error_of([&] { run(r, 0, false); });
+  EXPECT_NE(e.find("the global batch"), std::string::npos) << e;
+
+  r.train.micro_batch_size = 2;
+  r.train.steps = 2;
+  e = user_error_of([&] { run(r, 0, false); });
+  EXPECT_NE(e.find("is at step 2 but train.steps = 2"), std::string::npos) << e;
+
+  // The explicit path works, and nothing was written by the refused attempts.
+  r.train.steps = 3;
+  const TrainSummary s = run(r, 0, false);
+  EXPECT_EQ(s.first_step, 3);
+  EXPECT_EQ(s.steps.size(), 1u);
+}
+
+}  // namespace
+}  // namespace zt::launch
