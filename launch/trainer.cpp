@@ -19,6 +19,7 @@
 #include "launch/training_data.h"
 #include "model/gptj.h"
 #include "optim/cpu_affinity.h"
+#include "runtime/agreed.h"
 #include "runtime/error.h"
 #include "runtime/log.h"
 #include "runtime/memory.h"
@@ -85,25 +86,6 @@ void log_model_state(Comm& comm, const zero::Engine& engine) {
              " (rank 0)");
 }
 
-// Runs `fn` on every rank; an error on any rank is thrown as zt::UserError on every rank (one
-// collective, so no rank hangs waiting for one that failed).
-template <class Fn>
-void agreed(Comm& comm, const char* what, Fn&& fn) {
-  std::string error;
-  try {
-    fn();
-  } catch (const std::exception& e) {
-    error = e.what();
-    if (error.empty()) error = what;
-  }
-  double failed = error.empty() ? 0.0 : 1.0;
-  comm.all_reduce(&failed, 1, DType::kF64, ReduceOp::kMax)->wait();
-  if (failed > 0) {
-    if (!error.empty()) throw UserError(error);
-    throw_user_error(what, " failed on another rank (see its message)");
-  }
-}
-
 }  // namespace
 
 Device resolve_device(const TrainSection& t, int local_rank, int local_size) {
@@ -145,7 +127,7 @@ TrainSummary train(const RunConfig& config, Comm& comm, const TrainOptions& opti
   TrainingData data(config, comm);  // HDF5 data is checked here, before anything is written
   // So is the checkpoint a resumed run continues from (note "trainer checkpoints").
   std::optional<ResumePoint> resume;
-  agreed(comm, "finding the checkpoint to resume from", [&] { resume = find_resume_point(config, world); });
+  run_agreed(comm, "finding the checkpoint to resume from", [&] { resume = find_resume_point(config, world); });
 
   // Checked before anything is written: a device or precision the run cannot use is a config
   // error, and must not leave an out_dir behind that the corrected run would refuse to reuse.
@@ -266,7 +248,7 @@ TrainSummary train(const RunConfig& config, Comm& comm, const TrainOptions& opti
     zero::SaveOptions save_options;
     save_options.overwrite = overwrite_checkpoints;
     zero::save_checkpoint(engine, *engine_comm, dir.string(), meta, save_options);
-    agreed(comm, "updating the latest checkpoint", [&] {
+    run_agreed(comm, "updating the latest checkpoint", [&] {
       if (rank != 0) return;
       publish_latest(t.checkpoint_dir, name);
       prune_checkpoints(t.checkpoint_dir, t.keep_last, step, name);

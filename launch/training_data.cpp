@@ -8,6 +8,7 @@
 
 #include "datasets/bpe_tokenizer.h"
 #include "datasets/token_dataset.h"
+#include "runtime/agreed.h"
 #include "runtime/error.h"
 #include "runtime/log.h"
 
@@ -20,8 +21,7 @@ TrainingData::TrainingData(const RunConfig& config, Comm& comm)
       hdf5_(config.data.source == "hdf5"),
       corpus_(config.model.shape.vocab_size, uint64_t(config.train.seed)) {
   if (!hdf5_) return;
-  std::string error;
-  try {
+  run_agreed(comm, "the dataset check", [&] {
     datasets::DatasetRequirements req;
     req.model_vocab_size = config.model.shape.vocab_size;
     req.seq_len = config.train.seq_len;
@@ -37,15 +37,7 @@ TrainingData::TrainingData(const RunConfig& config, Comm& comm)
     manifest_ = datasets::check_dataset(config.data.path, req);
     train_ = datasets::TokenDataset::open(config.data.path, datasets::Split::kTrain);
     if (req.need_val) val_ = datasets::TokenDataset::open(config.data.path, datasets::Split::kVal);
-  } catch (const UserError& e) {
-    error = e.what();
-  }
-  double failed = error.empty() ? 0.0 : 1.0;
-  comm.all_reduce(&failed, 1, DType::kF64, ReduceOp::kMax)->wait();
-  if (failed > 0) {
-    if (!error.empty()) throw UserError(error);
-    throw_user_error("the dataset check failed on another rank (see its message)");
-  }
+  });
 }
 
 void TrainingData::start() {

@@ -38,4 +38,15 @@ void DynamicLossScaler::update(bool overflow) {
   }
 }
 
+void DynamicLossScaler::restore(double scale, int64_t hysteresis_left, int64_t clean_steps) {
+  ZT_CHECK(scale >= config_.min_scale && hysteresis_left >= 1 &&
+               hysteresis_left <= config_.hysteresis && clean_steps >= 0 &&
+               clean_steps < config_.growth_interval,
+           "loss scale: the state (scale ", scale, ", hysteresis left ", hysteresis_left,
+           ", clean steps ", clean_steps, ") cannot be reached with this config");
+  scale_ = scale;
+  hysteresis_left_ = hysteresis_left;
+  clean_steps_ = clean_steps;
+}
+
 }  // namespace zt::optim

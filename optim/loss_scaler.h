@@ -29,6 +29,10 @@ class DynamicLossScaler {
 
   // Records one step's outcome. Throws zt::UserError when an overflow happens at min_scale.
   void update(bool overflow);
+  // Puts the scaler back into a saved state (a checkpoint's): the scale, the overflows still
+  // tolerated and the clean steps counted. The state must be one this config can reach
+  // (scale >= min_scale, 1 <= hysteresis_left <= hysteresis, 0 <= clean_steps < growth_interval).
+  void restore(double scale, int64_t hysteresis_left, int64_t clean_steps);
 
  private:
   LossScalerConfig config_;

@@ -19,6 +19,7 @@
 #include "datasets/manifest_toml.h"
 #include "datasets/token_format.h"
 #include "model/params.h"
+#include "runtime/agreed.h"
 #include "runtime/error.h"
 #include "runtime/text.h"
 
@@ -40,20 +41,11 @@ std::string rank_file_name(int rank) {
   return buf;
 }
 
-// Runs `f` on this rank, then agrees across ranks whether it failed anywhere: the failing rank
-// rethrows its own error, the others throw a UserError that points at it. So no rank goes on
-// into a collective that a failed rank will never join.
+// run_agreed (runtime/agreed.h) with the vote through the engine, whose comm may move device
+// buffers only.
 template <class F>
 void agreed(Engine& engine, const char* what, F&& f) {
-  std::exception_ptr error;
-  try {
-    f();
-  } catch (...) {
-    error = std::current_exception();
-  }
-  const bool any = engine.any_rank(error != nullptr);
-  if (error) std::rethrow_exception(error);
-  if (any) throw_user_error(what, " failed on another rank (its error says why)");
+  run_agreed_by([&](bool failed) { return engine.any_rank(failed); }, what, f);
 }
 
 uint64_t file_checksum(const fs::path& path) {

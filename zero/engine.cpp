@@ -425,15 +425,7 @@ StepStats Engine::step() {
   if (scaler_) scaler_->update(false);
   owned_grads_.release();
 
-  // Stages 1-2: every rank stepped its pieces of the full parameter copy; rebuild the copy.
-  if (options_.stage == 1 || options_.stage == 2) {
-    std::vector<CommHandle> gathers;
-    char* full = static_cast<char*>(params_.data());
-    for (const Bucket& b : layout_.buckets)
-      gathers.push_back(comm_.all_gather(full + size_t(b.piece_begin(comm_.rank())) * elem(),
-                                         full + size_t(b.begin) * elem(), size_t(b.shard), dt));
-    wait_all(gathers);
-  }
+  gather_full_params();
   stats.optimizer_s = timer.seconds();
   return stats;
 }
@@ -627,8 +619,12 @@ void Engine::finish_state_load() {
   quiesce();
   owned_grads_.release();
   grads_downloaded_ = 0;
+  gather_full_params();  // as at the end of step()
+}
+
+void Engine::gather_full_params() {
+  // Stages 1-2: every rank wrote its pieces of the full parameter copy; rebuild the copy.
   if (options_.stage != 1 && options_.stage != 2) return;
-  // As at the end of step(): every rank wrote its pieces of the full copy; gather the rest.
   std::vector<CommHandle> gathers;
   char* full = static_cast<char*>(params_.data());
   for (const Bucket& b : layout_.buckets)
@@ -664,17 +660,7 @@ void Engine::restore_counters(const EngineCounters& c) {
                        ") is impossible with this run's loss scaler (min_scale ", cfg.min_scale,
                        ", hysteresis ", cfg.hysteresis, ", growth_interval ", cfg.growth_interval,
                        "): resume with the loss-scaler settings the checkpoint was trained with");
-    optim::LossScalerConfig start = cfg;
-    start.initial_scale = c.loss_scale;
-    auto scaler = std::make_unique<optim::DynamicLossScaler>(start);
-    // Overflows while hysteresis_left > 1 only count down (scale kept, clean steps reset);
-    // clean steps below growth_interval only count up.
-    for (int64_t i = cfg.hysteresis; i > c.scaler_hysteresis_left; --i) scaler->update(true);
-    for (int64_t i = 0; i < c.scaler_clean_steps; ++i) scaler->update(false);
-    ZT_CHECK(scaler->scale() == c.loss_scale && scaler->hysteresis_left() == c.scaler_hysteresis_left &&
-                 scaler->clean_steps() == c.scaler_clean_steps,
-             "loss scaler state was not restored");
-    scaler_ = std::move(scaler);
+    scaler_->restore(c.loss_scale, c.scaler_hysteresis_left, c.scaler_clean_steps);
   }
   steps_taken_ = c.steps_taken;
   skipped_steps_ = c.skipped_steps;

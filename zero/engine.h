@@ -225,6 +225,9 @@ class Engine final : public model::ParamProvider {
   bool master_on_host() const;
   // Completes pending reductions and gathers and drops gathered layers (checkpoint load/save).
   void quiesce();
+  // Stages 1-2: all-gathers the full parameter copy from every rank's owned pieces (after a
+  // step, or after a checkpoint load wrote this rank's pieces).
+  void gather_full_params();
   void* piece_param(const OwnedPiece& p) const;
 
   model::GptjConfig config_;

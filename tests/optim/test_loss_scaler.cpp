@@ -45,6 +45,27 @@ TEST(LossScaler, AnOverflowRestartsTheCleanCount) {
   EXPECT_EQ(s.scale(), 16.0);
 }
 
+// A restored scaler continues exactly as the one whose state it took.
+TEST(LossScaler, RestoredStateContinuesLikeTheOriginal) {
+  LossScalerConfig cfg;
+  cfg.growth_interval = 5;
+  cfg.hysteresis = 3;
+  DynamicLossScaler a(cfg);
+  for (bool overflow : {true, false, false, true, true, false, false, false}) a.update(overflow);
+  DynamicLossScaler b(cfg);
+  b.restore(a.scale(), a.hysteresis_left(), a.clean_steps());
+  for (bool overflow : {false, false, true, false, false, false, false, false, true, true}) {
+    a.update(overflow);
+    b.update(overflow);
+    EXPECT_EQ(b.scale(), a.scale());
+    EXPECT_EQ(b.hysteresis_left(), a.hysteresis_left());
+    EXPECT_EQ(b.clean_steps(), a.clean_steps());
+  }
+  EXPECT_THROW(b.restore(0.5, 1, 0), Error);  // below min_scale
+  EXPECT_THROW(b.restore(8.0, 4, 0), Error);  // more hysteresis than the config has
+  EXPECT_THROW(b.restore(8.0, 1, 5), Error);  // a full growth interval would have grown
+}
+
 TEST(LossScaler, OverflowAtTheMinimumIsAnErrorThatSaysSo) {
   DynamicLossScaler s(LossScalerConfig{2.0, 1000, 1, 1.0});
   s.update(true);
