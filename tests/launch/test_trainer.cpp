@@ -206,7 +206,10 @@ TEST(Device, AutoPicksTheCpuForFp32OrWithoutAGpu) {
   EXPECT_TRUE(resolve_device(t, 0, 1).is_cpu());  // fp32 default
   t.precision = DType::kBF16;
   if (cuda_device_count() == 0) EXPECT_TRUE(resolve_device(t, 0, 1).is_cpu());
-  else EXPECT_EQ(resolve_device(t, 1, 2), Device::cuda(1));
+  else {  // the last rank of a node with one rank per GPU gets the last GPU
+    const int gpus = cuda_device_count();
+    EXPECT_EQ(resolve_device(t, gpus - 1, gpus), Device::cuda(gpus - 1));
+  }
 }
 
 TEST(Device, CudaThatCannotBeHadIsAClearError) {
