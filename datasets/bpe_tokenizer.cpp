@@ -12,7 +12,7 @@
 #include <sstream>
 #include <unordered_map>
 
-#include "datasets/json_reader.h"
+#include "runtime/json_reader.h"
 #include "datasets/unicode_classes.h"
 #include "runtime/error.h"
 #include "runtime/rng.h"

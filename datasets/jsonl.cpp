@@ -4,7 +4,7 @@
 
 #include <optional>
 
-#include "datasets/json_reader.h"
+#include "runtime/json_reader.h"
 
 namespace zt::datasets {
 

@@ -7,6 +7,7 @@
 #include <optional>
 
 #include "launch/bench.h"
+#include "launch/convert_cmd.h"
 #include "launch/bootstrap.h"
 #include "launch/config.h"
 #include "launch/estimate.h"
@@ -81,6 +82,8 @@ std::string usage_text() {
          "      tokenize documents into HDF5 shards to train on (zerotrain prepare --help)\n"
          "  zerotrain tokenize --tokenizer DIR [--decode] < INPUT\n"
          "      GPT-2 BPE token ids of stdin, or the text of ids (zerotrain tokenize --help)\n"
+         "  zerotrain convert hf-to-zt|zt-to-hf --in DIR --out DIR\n"
+         "      Hugging Face GPT-J weights to a zerotrain checkpoint and back (zerotrain convert --help)\n"
          "  zerotrain --help           this text\n"
          "  zerotrain --version\n"
          "\n"
@@ -122,7 +125,7 @@ CliCommand parse_cli(const std::vector<std::string>& args) {
   }
   if (args[0] != "train")
     throw_user_error("unknown command \"", args[0], "\": the commands are train, estimate, "
-                     "bench, prepare and tokenize (run `zerotrain --help`)");
+                     "bench, prepare, tokenize and convert (run `zerotrain --help`)");
   cmd.kind = CliCommand::Kind::kTrain;
   for (size_t i = 1; i < args.size(); ++i) {
     const std::string& a = args[i];
@@ -168,6 +171,12 @@ int run_cli(const std::vector<std::string>& args) {
     if (!args.empty() && args[0] == "prepare") {
       const PrepareArgs p = parse_prepare_args({args.begin() + 1, args.end()});
       std::fputs(p.help ? prepare_usage_text().c_str() : run_prepare(p).c_str(), stdout);
+      return 0;
+    }
+    // So does `convert`.
+    if (!args.empty() && args[0] == "convert") {
+      const ConvertArgs c = parse_convert_args({args.begin() + 1, args.end()});
+      std::fputs(c.help ? convert_usage_text().c_str() : run_convert(c).c_str(), stdout);
       return 0;
     }
     const CliCommand cmd = parse_cli(args);

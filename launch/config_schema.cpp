@@ -178,6 +178,12 @@ std::vector<ConfigKey> build_schema() {
       "model", "activation_checkpointing",
       [](auto& c) -> auto& { return c.model.activation_checkpointing; },
       "Recompute each block's activations in the backward pass instead of keeping them"));
+  keys.push_back(string_key(
+      "model", "init_from", [](auto& c) -> auto& { return c.model.init_from; },
+      "Start from these weights instead of a random init: a Hugging Face GPT-J folder "
+      "(config.json + safetensors) or a zerotrain checkpoint; the shapes must match the model "
+      "keys. Ignored when resuming; \"\" = random init"));
+  keys.back().non_empty = false;
 
   // [train]
   keys.push_back(int_key(

@@ -86,6 +86,21 @@ std::string step_dir_name(int64_t step) {
 
 
 
+std::string latest_checkpoint(const std::string& checkpoint_dir, const std::string& what) {
+  const fs::path latest = fs::path(checkpoint_dir) / "latest";
+  std::error_code ec;
+  if (!fs::exists(latest, ec)) return {};
+  std::ifstream in(latest);
+  std::string name;
+  std::getline(in, name);
+  while (!name.empty() && (name.back() == '\r' || name.back() == ' ')) name.pop_back();
+  const std::string dir = (fs::path(checkpoint_dir) / name).string();
+  if (name.empty() || !zero::is_complete_checkpoint(dir))
+    throw_user_error(what, ": ", latest.string(), " names \"", name, "\", but ", dir,
+                     " is not a complete checkpoint (it has no manifest.toml)");
+  return dir;
+}
+
 std::optional<ResumePoint> find_resume_point(const RunConfig& config, int world) {
   const TrainSection& t = config.train;
   std::error_code ec;
@@ -102,19 +117,12 @@ std::optional<ResumePoint> find_resume_point(const RunConfig& config, int world)
     throw_user_error("train.resume = \"auto\" needs train.checkpoint_dir, the folder whose `latest` "
                      "checkpoint to continue from");
   if (t.resume == "auto") {
-    const fs::path latest = fs::path(t.checkpoint_dir) / "latest";
-    if (!fs::exists(latest, ec)) {
-      log_info("resume: no checkpoint in ", t.checkpoint_dir, " yet (no ", latest.string(), "); starting fresh");
+    p.dir = latest_checkpoint(t.checkpoint_dir, "train.resume = \"auto\"");
+    if (p.dir.empty()) {
+      log_info("resume: no checkpoint in ", t.checkpoint_dir, " yet (no ",
+               (fs::path(t.checkpoint_dir) / "latest").string(), "); starting fresh");
       return std::nullopt;
     }
-    std::ifstream in(latest);
-    std::string name;
-    std::getline(in, name);
-    while (!name.empty() && (name.back() == '\r' || name.back() == ' ')) name.pop_back();
-    p.dir = (fs::path(t.checkpoint_dir) / name).string();
-    if (name.empty() || !zero::is_complete_checkpoint(p.dir))
-      throw_user_error("train.resume = \"auto\": ", latest.string(), " names \"", name, "\", but ", p.dir,
-                       " is not a complete checkpoint (it has no manifest.toml)");
   } else {
     p.dir = t.resume;
     if (!fs::is_directory(p.dir, ec))

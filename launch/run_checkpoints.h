@@ -32,6 +32,10 @@ std::map<std::string, std::string> checkpoint_fingerprint(const RunConfig& c, in
 // "step-NNNNNNNN", the folder of the checkpoint saved after `step`.
 std::string step_dir_name(int64_t step);
 
+// The complete checkpoint that checkpoint_dir/latest names, or "" when there is no `latest`.
+// Throws zt::UserError (starting with `what`) when `latest` names no complete checkpoint.
+std::string latest_checkpoint(const std::string& checkpoint_dir, const std::string& what);
+
 // Where a run continues from (nullopt: it starts fresh). Reads the checkpoint's manifest only, so
 // every problem shows before anything is written: a missing or incomplete checkpoint, one at or
 // past train.steps, a changed fingerprint. Throws zt::UserError.

@@ -15,6 +15,7 @@
 #include <system_error>
 #include <utility>
 
+#include "launch/init_weights.h"
 #include "launch/run_checkpoints.h"
 #include "launch/training_data.h"
 #include "model/gptj.h"
@@ -25,6 +26,7 @@
 #include "runtime/memory.h"
 #include "runtime/timer.h"
 #include "zero/checkpoint.h"
+#include "zero/weights.h"
 #include "zero/engine.h"
 
 #ifdef ZT_WITH_CUDA
@@ -129,6 +131,17 @@ TrainSummary train(const RunConfig& config, Comm& comm, const TrainOptions& opti
   std::optional<ResumePoint> resume;
   run_agreed(comm, "finding the checkpoint to resume from", [&] { resume = find_resume_point(config, world); });
 
+  // So are the weights a fresh run starts from (model.init_from): every rank opens them and later
+  // reads only its own shard's ranges; rank 0 verifies a checkpoint's checksums.
+  std::unique_ptr<model::WeightSource> init_weights;
+  if (!config.model.init_from.empty() && !resume) {
+    const std::string what = "model.init_from = \"" + config.model.init_from + "\"";
+    run_agreed(comm, "opening model.init_from", [&] {
+      init_weights = open_weights(config.model.init_from, what, rank == 0);
+      zero::check_weight_shapes(init_weights->config(), shape, what + " (" + init_weights->describe() + ")");
+    });
+  }
+
   // Checked before anything is written: a device or precision the run cannot use is a config
   // error, and must not leave an out_dir behind that the corrected run would refuse to reuse.
   const Device device = resolve_device(t, options.local_rank, options.local_size);
@@ -213,6 +226,13 @@ TrainSummary train(const RunConfig& config, Comm& comm, const TrainOptions& opti
     first_step = meta.step + 1;
     log_info("resumed from ", resume->dir, " at step ", meta.step, " (in ", load_timer.seconds(),
              " s); continuing with step ", first_step, " of ", t.steps);
+  }
+  if (init_weights) {
+    const Timer load_timer;
+    zero::load_weights(engine, *engine_comm, *init_weights);
+    log_info("initialised from ", init_weights->describe(), " (in ", load_timer.seconds(), " s)");
+  } else if (resume && !config.model.init_from.empty()) {
+    log_info("model.init_from is not used: the run continues from its checkpoint");
   }
   summary.first_step = first_step;
   data.start();

@@ -1,5 +1,6 @@
 // Engine checkpoints: every rank saves its own optimizer-state shard (fp32 master, Adam m and v)
 // with the parameter ranges it covers; loading re-partitions them onto any world size and stage.
+// Weights-only checkpoints and reading a checkpoint as model weights: zero/weights.h.
 //
 // Note "engine checkpoint format" (cited by checkpoint.cpp and the tests):
 //
@@ -7,6 +8,8 @@
 //     manifest.toml     written LAST by rank 0, once every rank file is complete: its presence
 //                       means the checkpoint is complete. It holds
 //                         format = "zerotrain-checkpoint", format_version = 1,
+//                         optimizer_state = true | false (absent: true, as in checkpoints
+//                                 written before weights-only ones existed),
 //                         param_dtype = "fp32" | "bf16" | "fp16", world_size, stage (at save),
 //                         steps_taken, skipped_steps,
 //                         [model] vocab_size, n_positions, d_model, n_layer, n_head, rotary_dim,
@@ -17,7 +20,8 @@
 //                         [[ranks]] {file, checksum, pieces, elements} in rank order.
 //     rank-00000.h5 ... one HDF5 file per saving rank:
 //       /master, /adam_m, /adam_v   1-D float32 [elements]: the rank's owned pieces packed one
-//                                   after another (no padding)
+//                                   after another (no padding); /adam_m and /adam_v only when
+//                                   optimizer_state is true
 //       /pieces   2-D int64 [pieces, 5], one row per owned piece:
 //                 spec_index (model::gptj_param_specs order), param_numel (that parameter's
 //                 size, a consistency check), param_begin (first element within the parameter,
@@ -26,6 +30,13 @@
 //                 stage (int64).
 //     Stage 0 saves once: every rank owns everything, so only rank 0's file holds pieces (the
 //     other ranks' files are empty, so the file count is always the world size).
+//
+// Weights-only checkpoints (zero::save_weights_checkpoint, e.g. `zerotrain convert hf-to-zt`):
+// optimizer_state = false, world_size 1, stage 0, steps_taken 0, a default [loss_scaler]; one rank
+// file whose /pieces has one row per parameter (spec order) and which holds /master only;
+// param_dtype is the dtype the weights are meant to train in. load_checkpoint (resuming) refuses
+// them: a run starts from them with `model.init_from` (zero::load_weights over
+// zero::CheckpointWeights, which reads both kinds).
 //
 // Checksums: zt64 (datasets/token_format.h) over the whole rank file's bytes as written, so any
 // change to the arrays, the piece table or the attributes is caught. On load, rank r verifies
@@ -82,11 +93,12 @@ struct SaveOptions {
 void save_checkpoint(Engine& engine, Comm& comm, const std::string& dir, const CheckpointMeta& meta,
                      const SaveOptions& options = {});
 
-// Collective. Verifies the manifest and the checksums, fills this rank's owned pieces from
-// whatever saved pieces overlap them (any saved world size and stage), rebuilds the parameters and
-// restores the counters and loss-scaler state. A missing file, a checksum mismatch, another model
-// shape or parameter dtype: zt::UserError naming the file and what is wrong (on the rank that
-// found it; the other ranks throw a UserError saying another rank failed).
+// Collective. Verifies the manifest (a weights-only checkpoint is refused: see the note above) and
+// the checksums, fills this rank's owned pieces from whatever saved pieces overlap them (any saved
+// world size and stage), rebuilds the parameters and restores the counters and loss-scaler state.
+// A missing file, a checksum mismatch, another model shape or parameter dtype: zt::UserError
+// naming the file and what is wrong (on the rank that found it; the other ranks throw a UserError
+// saying another rank failed).
 CheckpointMeta load_checkpoint(Engine& engine, Comm& comm, const std::string& dir);
 
 // True when DIR holds a manifest.toml (a complete checkpoint, see the note above).

@@ -1,13 +1,15 @@
 // JsonReader: string escapes and surrogates, integers, skipping nested values, object and array
-// iteration, and errors that give the problem with its line and column.
-#include "datasets/json_reader.h"
+// iteration, numbers, booleans and null, and errors that give the problem with its line and column.
+#include "runtime/json_reader.h"
 
 #include <gtest/gtest.h>
 
+#include <cmath>
+#include <cstring>
 #include <string>
 #include <vector>
 
-namespace zt::datasets {
+namespace zt {
 namespace {
 
 std::string read_string(const std::string& json) {
@@ -67,6 +69,62 @@ TEST(JsonReader, ReadsIntegers) {
             "1:1 expected an integer, found '\"'");
   EXPECT_NE(error_of([] { JsonReader("99999999999999999999").integer(); }).find("out of range"),
             std::string::npos);
+}
+
+// The bits of a double, so that -0.0 and 0.0 differ and equality is exact.
+uint64_t bits_of(double v) {
+  uint64_t u;
+  std::memcpy(&u, &v, sizeof(u));
+  return u;
+}
+
+TEST(JsonReader, ReadsNumbersRoundedOnceToTheNearestDouble) {
+  JsonReader r(R"([0, -0, 17, -2.5, 1e-05, 0.02, 1E+2, 6.02214076e23, 0.1, 5e-324,
+                   1.7976931348623157e308, 1e-400, -1e-400, 0.0000, 9007199254740993])");
+  std::vector<double> got;
+  r.array([&] { got.push_back(r.number()); });
+  EXPECT_TRUE(r.at_end());
+  // Each expectation is the C++ literal of the same text: both round the decimal once to the
+  // nearest double, as Python's float() does for config.json's layer_norm_epsilon and friends.
+  const std::vector<double> want = {0.0, -0.0, 17.0, -2.5, 1e-05, 0.02, 1e2, 6.02214076e23, 0.1,
+                                    5e-324, 1.7976931348623157e308,
+                                    0.0, -0.0,  // underflow rounds to a signed zero, as in Python
+                                    0.0, 9007199254740992.0};  // 2^53 + 1 ties to even
+  ASSERT_EQ(got.size(), want.size());
+  for (size_t i = 0; i < want.size(); ++i)
+    EXPECT_EQ(bits_of(got[i]), bits_of(want[i])) << "element " << i << ": " << got[i];
+
+  EXPECT_EQ(error_of([] { JsonReader("1e999").number(); }), "1:1 number out of range of a double");
+  EXPECT_EQ(error_of([] { JsonReader("-1e400").number(); }), "1:1 number out of range of a double");
+  EXPECT_EQ(error_of([] { JsonReader("+1").number(); }), "1:1 expected a number, found '+'");
+  EXPECT_EQ(error_of([] { JsonReader(".5").number(); }), "1:1 expected a number, found '.'");
+  EXPECT_EQ(error_of([] { JsonReader(" \"1\"").number(); }), "1:2 expected a number, found '\"'");
+  EXPECT_EQ(error_of([] { JsonReader("nan").number(); }), "1:1 expected a number, found 'n'");
+  EXPECT_EQ(error_of([] { JsonReader("1.e5").number(); }),
+            "1:3 bad number: digits must follow '.'");
+}
+
+TEST(JsonReader, ReadsBooleansAndNull) {
+  JsonReader r(R"({"a": true, "b": false, "c": null, "d": 3})");
+  std::vector<std::string> seen;
+  r.object([&](const std::string& key) {
+    if (key == "a" || key == "b") {
+      seen.push_back(key + "=" + (r.boolean() ? "true" : "false"));
+    } else if (r.accept_null()) {
+      seen.push_back(key + "=null");
+    } else {
+      seen.push_back(key + "=" + std::to_string(r.integer()));
+    }
+  });
+  EXPECT_EQ(seen, (std::vector<std::string>{"a=true", "b=false", "c=null", "d=3"}));
+  EXPECT_EQ(error_of([] { JsonReader("1").boolean(); }), "1:1 expected true or false, found '1'");
+  EXPECT_EQ(error_of([] { JsonReader("tru").boolean(); }),
+            "1:1 expected a value (true?), found 't'");
+  EXPECT_EQ(error_of([] { JsonReader("nul").accept_null(); }),
+            "1:1 expected a value (null?), found 'n'");
+  JsonReader not_null("\"null\"");
+  EXPECT_FALSE(not_null.accept_null());  // nothing consumed
+  EXPECT_EQ(not_null.string(), "null");
 }
 
 TEST(JsonReader, IteratesObjectsAndSkipsWhatItDoesNotRead) {
@@ -131,4 +189,4 @@ TEST(JsonReader, ErrorsGiveTheProblemAndItsPosition) {
 }
 
 }  // namespace
-}  // namespace zt::datasets
+}  // namespace zt

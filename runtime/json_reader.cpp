@@ -1,10 +1,12 @@
 // JsonReader: reading, decoding and skipping JSON values, and the positions in its errors.
-#include "datasets/json_reader.h"
+#include "runtime/json_reader.h"
 
 #include <algorithm>
+#include <charconv>
 #include <climits>
+#include <system_error>
 
-namespace zt::datasets {
+namespace zt {
 
 void append_utf8(std::string& out, uint32_t cp) {
   if (cp < 0x80) {
@@ -187,6 +189,81 @@ int64_t JsonReader::integer() {
   return negative ? -v : v;
 }
 
+namespace {
+
+// k such that the non-zero JSON number `text` (grammar already checked) lies in
+// [10^k, 10^(k+1)), from the place of its first non-zero digit and its exponent; saturates far outside double's range.
+int64_t decimal_exponent(std::string_view text) {
+  size_t i = text[0] == '-' ? 1 : 0;
+  int64_t place = 0;  // significant digits before the point, or minus the zeros after it
+  bool seen_nonzero = false, after_point = false;
+  for (; i < text.size() && text[i] != 'e' && text[i] != 'E'; ++i) {
+    if (text[i] == '.') {
+      after_point = true;
+    } else if (!seen_nonzero && text[i] == '0') {
+      if (after_point) --place;
+    } else {
+      seen_nonzero = true;
+      if (!after_point) ++place;
+    }
+  }
+  if (!seen_nonzero) return INT32_MIN;  // zero
+  int64_t exponent = 0;
+  if (i < text.size()) {
+    ++i;
+    const bool negative = text[i] == '-';
+    if (text[i] == '-' || text[i] == '+') ++i;
+    for (; i < text.size(); ++i)
+      exponent = std::min<int64_t>(exponent * 10 + (text[i] - '0'), int64_t(1) << 40);
+    if (negative) exponent = -exponent;
+  }
+  return place - 1 + exponent;
+}
+
+}  // namespace
+
+double JsonReader::number() {
+  const char c = peek();
+  if (c != '-' && !(c >= '0' && c <= '9')) fail("expected a number" + found());
+  // skip_number checks the JSON grammar (no '+', no leading '.', no hex, no inf/nan), which
+  // std::from_chars alone would not; from_chars then rounds the checked text exactly once.
+  const size_t start = pos_;
+  skip_number();
+  double v = 0;
+  const auto [end, ec] = std::from_chars(s_.data() + start, s_.data() + pos_, v);
+  if (ec == std::errc::result_out_of_range) {
+    // from_chars reports underflow too; Python's json rounds those to zero, and so do we.
+    const std::string_view text = s_.substr(start, pos_ - start);
+    if (decimal_exponent(text) < 0) return text[0] == '-' ? -0.0 : 0.0;
+    pos_ = start;
+    fail("number out of range of a double");
+  }
+  if (ec != std::errc() || end != s_.data() + pos_) {
+    pos_ = start;
+    fail("bad number");
+  }
+  return v;
+}
+
+bool JsonReader::boolean() {
+  const char c = peek();
+  if (c == 't') {
+    skip_literal("true");
+    return true;
+  }
+  if (c == 'f') {
+    skip_literal("false");
+    return false;
+  }
+  fail("expected true or false" + found());
+}
+
+bool JsonReader::accept_null() {
+  if (peek() != 'n') return false;
+  skip_literal("null");
+  return true;
+}
+
 void JsonReader::skip_value() { skip_value(1); }
 
 void JsonReader::skip_value(int depth) {
@@ -237,4 +314,4 @@ void JsonReader::skip_literal(std::string_view word) {
   pos_ += word.size();
 }
 
-}  // namespace zt::datasets
+}  // namespace zt

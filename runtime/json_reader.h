@@ -1,5 +1,6 @@
 // JsonReader: a small pull reader over JSON text (no document tree), shared by the tokenizer
-// loader (vocab.json, tokenizer.json) and the jsonl extractor of `zerotrain prepare`.
+// loader (vocab.json, tokenizer.json), the jsonl extractor of `zerotrain prepare`, safetensors
+// headers (runtime/safetensors.h) and Hugging Face config.json files (model/hf_gptj.h).
 #pragma once
 
 #include <cstddef>
@@ -8,7 +9,7 @@
 #include <string>
 #include <string_view>
 
-namespace zt::datasets {
+namespace zt {
 
 // Appends code point cp (at most U+10FFFF) to out as UTF-8.
 void append_utf8(std::string& out, uint32_t cp);
@@ -49,6 +50,12 @@ class JsonReader {
 
   std::string string();
   int64_t integer();  // an integer without fraction or exponent, in int64 range
+  // Any JSON number, rounded once to the nearest double (std::from_chars, so "1e-05" reads as
+  // exactly what Python's float("1e-05") gives); a magnitude beyond double's range is an error.
+  double number();
+  bool boolean();  // true or false
+  // Consumes null if it is next (config.json writes absent optional values as null).
+  bool accept_null();
   // Checks and skips one value of any type (strings are not decoded).
   void skip_value();
 
@@ -93,4 +100,4 @@ class JsonReader {
   size_t pos_ = 0;
 };
 
-}  // namespace zt::datasets
+}  // namespace zt
