@@ -1,4 +1,5 @@
 // DeviceOps on a GPU: everything queued on the context's stream; only reads back to the host wait.
+#include <memory>
 #include <vector>
 
 #include "optim/adamw_cuda.h"
@@ -41,11 +42,17 @@ class CudaDeviceOps final : public DeviceOps {
     accumulate_cuda(src, dst, n, dtype, ctx_.stream());
   }
   void upload(const float* host, void* dst, size_t n, DType dtype) override {
-    // Convert on the host, then copy on the stream and wait for it while `staged` is alive
-    // (initialisation only, not inside a step).
-    std::vector<unsigned char> staged(n * dtype_size(dtype));
-    convert_cpu(host, DType::kF32, staged.data(), dtype, n);
-    ZT_CUDA_CHECK(cudaMemcpyAsync(dst, staged.data(), staged.size(), cudaMemcpyHostToDevice, ctx_.stream()));
+    // Convert on the host (fp32 goes as it is), then copy on the stream and wait for it while
+    // `staged` is alive (initialisation and checkpoint loads only, not inside a step).
+    const size_t bytes = n * dtype_size(dtype);
+    std::unique_ptr<unsigned char[]> staged;  // uninitialised: convert_cpu writes every byte
+    const void* from = host;
+    if (dtype != DType::kF32) {
+      staged.reset(new unsigned char[bytes]);
+      convert_cpu(host, DType::kF32, staged.get(), dtype, n);
+      from = staged.get();
+    }
+    ZT_CUDA_CHECK(cudaMemcpyAsync(dst, from, bytes, cudaMemcpyHostToDevice, ctx_.stream()));
     ZT_CUDA_CHECK(cudaStreamSynchronize(ctx_.stream()));
   }
   void download(const void* src, void* host, size_t bytes) override {

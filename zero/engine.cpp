@@ -598,7 +598,11 @@ void Engine::write_piece_state(const OwnedPiece& p, const float* master, const f
   quiesce();
   const size_t n = size_t(p.numel);
   auto write = [&](const float* src, bool host, float* dst) {
-    if (host)
+    if (src == nullptr && host)  // zeros: no host array to copy (load_weights' fresh moments)
+      std::memset(dst, 0, n * 4);
+    else if (src == nullptr)
+      ops_->zero(dst, n * 4);
+    else if (host)
       std::memcpy(dst, src, n * 4);
     else
       ops_->upload(src, dst, n, DType::kF32);

@@ -152,8 +152,9 @@ class Engine final : public model::ParamProvider {
   // Copies piece `p`'s fp32 master, Adam m and v (p.numel floats each; a null target is skipped)
   // to the host, wherever they live (device, or host memory with offload).
   void read_piece_state(const OwnedPiece& p, float* master, float* m, float* v);
-  // Sets piece `p`'s master, m and v from host arrays, and this rank's model-facing parameters
-  // of the piece to the master rounded to the parameter dtype (as step() makes them).
+  // Sets piece `p`'s master, m and v from host arrays (a null m or v: zeros), and this rank's
+  // model-facing parameters of the piece to the master rounded to the parameter dtype (as step()
+  // makes them).
   void write_piece_state(const OwnedPiece& p, const float* master, const float* m, const float* v);
   // After write_piece_state of every owned piece: stages 1-2 all-gather the parameter copy so every
   // rank's full copy holds the new values (collective). Gradients left from before are dropped

@@ -67,13 +67,12 @@ void load_weights(Engine& engine, Comm& comm, model::WeightSource& src, int64_t 
     for (const OwnedPiece& p : engine.owned_pieces()) largest = std::max(largest, p.numel);
     const size_t chunk = size_t(std::max<int64_t>(1, std::min(largest, chunk_elements)));
     std::vector<float> master(chunk);
-    const std::vector<float> zeros(chunk, 0.0f);  // Adam m and v: training starts afresh
     for (const OwnedPiece& p : engine.owned_pieces()) {
       const int spec = engine.layout().params[size_t(p.param)].spec_index;
       for (int64_t at = 0; at < p.numel; at += int64_t(chunk)) {
         const int64_t n = std::min(int64_t(chunk), p.numel - at);
         src.read(spec, p.param_begin + at, p.param_begin + at + n, master.data());
-        engine.write_piece_state(sub_piece(p, at, n), master.data(), zeros.data(), zeros.data());
+        engine.write_piece_state(sub_piece(p, at, n), master.data(), nullptr, nullptr);  // m = v = 0
       }
     }
   });
