@@ -1,6 +1,7 @@
 // Trainer checkpoints across ranks (CPU, gptj-tiny): a run interrupted after step 10 and resumed
 // with train.resume = "auto" gives the uninterrupted run's losses for steps 11-20 and its final
-// parameters exactly, for ZeRO stages 1 and 3 (launch/trainer.h, note "trainer checkpoints").
+// parameters exactly, for ZeRO stages 1 and 3, and on GPUs (when there is one per rank) for
+// stages 2 and 3 in bf16 (launch/trainer.h, note "trainer checkpoints").
 #include <gtest/gtest.h>
 #include <mpi.h>
 #include <unistd.h>
@@ -11,6 +12,7 @@
 
 #include "launch/config.h"
 #include "launch/trainer.h"
+#include "runtime/device.h"
 #include "runtime/log.h"
 #include "runtime/mpi_comm.h"
 
@@ -47,6 +49,8 @@ class ResumeMpi : public ::testing::Test {
   TrainSummary run(const RunConfig& c, int64_t interrupt_at = 0) {
     TrainOptions o;
     o.write_outputs = false;
+    o.local_rank = world_.rank();  // one node: rank r uses GPU r
+    o.local_size = world_.size();
     o.collect_final_params = true;
     if (interrupt_at > 0)
       o.before_optimizer_step = [interrupt_at](int64_t step, zero::Engine&) {
@@ -55,20 +59,17 @@ class ResumeMpi : public ::testing::Test {
     return launch::train(c, world_, o);
   }
 
-  MpiComm world_{MPI_COMM_WORLD};
-  fs::path root_;
-};
-
-TEST_F(ResumeMpi, InterruptedAndResumedRunMatchesTheUninterruptedOne) {
-  for (const int stage : {1, 3}) {
-    SCOPED_TRACE("stage " + std::to_string(stage) + " on " + std::to_string(world_.size()) + " ranks");
+  // 20 steps uninterrupted against 12 (saved at 5 and 10, stopped in step 12) + a resume.
+  void check_resume(int stage, const std::string& device, DType precision) {
+    SCOPED_TRACE("stage " + std::to_string(stage) + " on " + std::to_string(world_.size()) + " ranks, " + device);
     RunConfig c = launch::parse_config("", "test", {});
     c.train.steps = 20;
     c.train.micro_batch_size = 1;
     c.train.seq_len = 16;
     c.train.log_every = 1000;
     c.train.seed = 5;
-    c.train.device = "cpu";
+    c.train.device = device;
+    c.train.precision = precision;
     c.optimizer.warmup_steps = 4;
     c.zero.stage = stage;
     c.zero.bucket_elements = 20000;
@@ -76,7 +77,7 @@ TEST_F(ResumeMpi, InterruptedAndResumedRunMatchesTheUninterruptedOne) {
     ASSERT_EQ(full.steps.size(), 20u);
 
     RunConfig ck = c;
-    ck.train.checkpoint_dir = (root_ / ("stage" + std::to_string(stage))).string();
+    ck.train.checkpoint_dir = (root_ / (device + "-stage" + std::to_string(stage))).string();
     ck.train.save_every = 5;
     ck.train.resume = "auto";
     EXPECT_THROW(run(ck, 12), Interrupted);  // saved at 5 and 10, stopped during step 12
@@ -90,6 +91,21 @@ TEST_F(ResumeMpi, InterruptedAndResumedRunMatchesTheUninterruptedOne) {
     }
     EXPECT_EQ(resumed.final_params, full.final_params);
   }
+
+  MpiComm world_{MPI_COMM_WORLD};
+  fs::path root_;
+};
+
+TEST_F(ResumeMpi, InterruptedAndResumedRunMatchesTheUninterruptedOne) {
+  for (const int stage : {1, 3}) check_resume(stage, "cpu", DType::kF32);
+}
+
+// The same on GPUs (one per rank; NCCL, bf16): the CUDA kernels are deterministic (no atomics),
+// so a resumed run is bit-exact there too.
+TEST_F(ResumeMpi, InterruptedAndResumedGpuRunMatchesTheUninterruptedOne) {
+  if (cuda_device_count() < world_.size())
+    GTEST_SKIP() << "needs one GPU per rank: " << cuda_device_count() << " GPUs, " << world_.size() << " ranks";
+  for (const int stage : {2, 3}) check_resume(stage, "cuda", DType::kBF16);
 }
 
 }  // namespace
