@@ -43,6 +43,8 @@ struct TrainSection {
   int64_t keep_last = 2;   // step checkpoints kept in checkpoint_dir (the `latest` one always)
   // "" = start fresh, "auto" = checkpoint_dir's `latest` if there is one, else a checkpoint folder.
   std::string resume;
+  std::string on_checkpoint_error = "stop";  // "stop" | "continue" when a save fails
+  int64_t max_skipped_steps = 50;  // consecutive non-finite steps that end the run; 0 = never
 };
 
 struct ZeroSection {
@@ -50,6 +52,10 @@ struct ZeroSection {
   int64_t bucket_elements = 25'000'000;  // gradient/parameter communication granularity
   std::string offload_optimizer = "none";  // "none" | "cpu": master + moments in host memory
   std::string offload_params = "none";     // "none" | "cpu": stage 3's parameter shard too
+};
+
+struct CommSection {
+  double timeout_s = 600.0;  // a collective without progress this long aborts the run; 0 = never
 };
 
 struct DataSection {
@@ -65,6 +71,7 @@ struct RunConfig {
   TrainSection train;
   DataSection data;
   ZeroSection zero;
+  CommSection comm;
   optim::LossScalerConfig fp16;  // dynamic loss scaling, used when train.precision = "fp16"
 };
 

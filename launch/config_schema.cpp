@@ -253,6 +253,16 @@ std::vector<ConfigKey> build_schema() {
   keys.back().non_empty = false;
   keys.back().cross_rule = "\"auto\" needs train.checkpoint_dir";
   keys.push_back(enum_key(
+      "train", "on_checkpoint_error", {"stop", "continue"},
+      [](const RunConfig& c) { return c.train.on_checkpoint_error; },
+      [](RunConfig& c, const std::string& name) { c.train.on_checkpoint_error = name; },
+      "When a checkpoint cannot be written (disk full, permissions): stop the run with the error, "
+      "or log it and continue training; either way the previous checkpoint stays the `latest`"));
+  keys.push_back(int_key(
+      "train", "max_skipped_steps", [](auto& c) -> auto& { return c.train.max_skipped_steps; }, 0,
+      "End the run with an error after this many consecutive steps skipped for non-finite "
+      "gradients (naming the step and the first layer that had them); 0 = never"));
+  keys.push_back(enum_key(
       "train", "device", {"auto", "cuda", "cpu"}, [](const RunConfig& c) { return c.train.device; },
       [](RunConfig& c, const std::string& name) { c.train.device = name; },
       "Where to compute: cuda (one rank per GPU, NCCL between them), cpu, or auto (cuda when a "
@@ -353,6 +363,12 @@ std::vector<ConfigKey> build_schema() {
       "AdamW writes the new parameters there directly"));
   keys.back().cross_rule = "cpu needs zero.stage = 3 and zero.offload_optimizer = \"cpu\"";
 
+  // [comm]
+  keys.push_back(float_key(
+      "comm", "timeout_s", [](auto& c) -> auto& { return c.comm.timeout_s; }, 0, false,
+      "Seconds a collective may make no progress before the run is aborted on every rank (NCCL "
+      "communicators are aborted, so no rank waits forever for a dead one); 0 = wait forever"));
+
   // [fp16]
   keys.push_back(float_key(
       "fp16", "initial_scale", [](auto& c) -> auto& { return c.fp16.initial_scale; }, 0, true,
@@ -400,7 +416,7 @@ const std::vector<ConfigKey>& config_schema() {
 
 const std::vector<std::string>& config_sections() {
   static const std::vector<std::string> sections = {"model", "train", "optimizer", "data", "zero",
-                                                    "fp16"};
+                                                    "comm", "fp16"};
   return sections;
 }
 

@@ -104,6 +104,9 @@ RunConfig every_key_changed() {
   c.model.shape.init_std = 0.1 + 0.2;  // 0.30000000000000004
   c.model.activation_checkpointing = true;
   c.model.init_from = "models/gpt-j-6b";
+  c.train.on_checkpoint_error = "continue";
+  c.train.max_skipped_steps = 7;
+  c.comm.timeout_s = 12.5;
   c.optimizer.lr = 2.0 / 3.0;
   c.optimizer.min_lr = 1e-300;
   c.optimizer.warmup_steps = 7;
