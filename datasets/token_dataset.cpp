@@ -139,6 +139,14 @@ std::unique_ptr<TokenDataset::Shard> open_shard_locked(const std::string& dir, c
     bad_shard(path, "has vocab_size " + std::to_string(*vocab) + " and eos_id " + std::to_string(*eos) +
                         ", but " + manifest_path + " says " + std::to_string(m.vocab_size) + " and " +
                         std::to_string(m.eos_id) + ": shards of different datasets are mixed; " + kRedo);
+  // The format attributes (the others, token_dtype, split, tokens and documents, repeat what the
+  // checks of the arrays above already hold to the manifest).
+  const auto format = read_string_attribute(file, "format");
+  const auto version = read_int_attribute(file, "format_version");
+  if (!format || *format != kFormatName || !version || *version < 1 || *version > kFormatVersion)
+    bad_shard(path, "lacks the format = \"" + std::string(kFormatName) + "\" and format_version = " +
+                        std::to_string(kFormatVersion) + " attributes: not a zerotrain token shard; " +
+                        std::string(kRedo));
   return shard;
 }
 

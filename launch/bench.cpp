@@ -9,6 +9,7 @@
 #include <functional>
 #include <string>
 
+#include "launch/flags.h"
 #include "runtime/device.h"
 #include "runtime/error.h"
 
@@ -49,10 +50,11 @@ std::string bench_usage_text() {
 BenchArgs parse_bench_args(const std::vector<std::string>& args) {
   BenchArgs b;
   b.model = model::gptj_preset("gptj-6b");
-  for (size_t i = 0; i < args.size(); ++i) {
-    const std::string& flag = args[i];
-    if (i + 1 >= args.size()) throw_user_error(flag, " needs a value (see `zerotrain bench --help`)");
-    const std::string& value = args[++i];
+  // Every argument is a flag with a value: bench has no switches and no positional arguments.
+  FlagReader r("bench", args, FlagReader::Values::kNextOnly);
+  while (r.next()) {
+    const std::string flag = r.flag();
+    const std::string value = r.value();
     if (flag == "--model") {
       b.model = model::gptj_preset(value);
     } else if (flag == "--micro-batch") {
@@ -65,7 +67,7 @@ BenchArgs parse_bench_args(const std::vector<std::string>& args) {
       if (!parse_dtype(value, &b.precision) || (b.precision != DType::kBF16 && b.precision != DType::kF16))
         throw_user_error("--precision ", value, ": the CUDA ops run in bf16 or fp16");
     } else {
-      throw_user_error("unknown option \"", flag, "\" for `zerotrain bench` (see `zerotrain bench --help`)");
+      r.unknown_option();
     }
   }
   if (b.seq_len > b.model.n_positions)

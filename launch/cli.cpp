@@ -12,6 +12,7 @@
 #include "launch/config.h"
 #include "launch/estimate.h"
 #include "launch/prepare_cmd.h"
+#include "launch/signals.h"
 #include "launch/tokenize_cmd.h"
 #include "launch/trainer.h"
 #include "runtime/error.h"
@@ -46,6 +47,9 @@ int run_train(const CliCommand& cmd) {
   }
   resolved = mpi.broadcast_string(resolved);
   if (me.rank != 0) config = parse_config(resolved, "(resolved config from rank 0)", {});
+  // SIGTERM / SIGINT from here on: finish the step, save, exit 0 (launch/signals.h). Earlier, the
+  // default (exit at once) is right: nothing is worth saving before training starts.
+  install_stop_handlers(me.rank == 0);
   try {
     TrainOptions options;
     options.local_rank = me.local_rank;

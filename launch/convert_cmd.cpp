@@ -3,6 +3,7 @@
 
 #include <sstream>
 
+#include "launch/flags.h"
 #include "launch/init_weights.h"
 #include "model/hf_gptj.h"
 #include "model/params.h"
@@ -37,32 +38,24 @@ std::string convert_usage_text() {
 
 ConvertArgs parse_convert_args(const std::vector<std::string>& args) {
   ConvertArgs out;
-  for (size_t i = 0; i < args.size(); ++i) {
-    std::string a = args[i];
-    if (a == "--help" || a == "-h") {
+  FlagReader r("convert", args);
+  while (r.next()) {
+    if (r.is_help()) {
       out.help = true;
       return out;
     }
-    if (a == "--overwrite") {
+    if (r.arg() == "--overwrite") {
       out.overwrite = true;
       continue;
     }
-    if (a.rfind("--", 0) == 0) {
-      const std::string flag = a.substr(0, a.find('='));
-      if (flag != "--in" && flag != "--out" && flag != "--dtype")
-        throw_user_error("unknown option \"", flag, "\" for `zerotrain convert` (see `zerotrain convert --help`)");
-      std::string value;
-      const size_t eq = a.find('=');
-      if (eq != std::string::npos) {
-        value = a.substr(eq + 1);
-        a = a.substr(0, eq);
-      } else {
-        if (i + 1 >= args.size()) throw_user_error(a, " needs a value (see `zerotrain convert --help`)");
-        value = args[++i];
-      }
-      if (a == "--in") {
+    if (r.is_flag()) {
+      // Named before its value is looked for: a trailing unknown flag is unknown, not valueless.
+      const std::string flag = r.flag();
+      if (flag != "--in" && flag != "--out" && flag != "--dtype") r.unknown_option();
+      const std::string value = r.value();
+      if (flag == "--in") {
         out.in_dir = value;
-      } else if (a == "--out") {
+      } else if (flag == "--out") {
         out.out_dir = value;
       } else {  // --dtype
         if (!parse_dtype(value, &out.dtype) || out.dtype == DType::kF64)
@@ -70,8 +63,9 @@ ConvertArgs parse_convert_args(const std::vector<std::string>& args) {
       }
       continue;
     }
-    if (!out.direction.empty())
-      throw_user_error("unexpected argument \"", a, "\" for `zerotrain convert` (see `zerotrain convert --help`)");
+    // The one positional argument: the direction.
+    const std::string& a = r.arg();
+    if (!out.direction.empty()) r.unexpected_argument();
     if (a != "hf-to-zt" && a != "zt-to-hf")
       throw_user_error("`zerotrain convert ", a, "`: the directions are hf-to-zt and zt-to-hf");
     out.direction = a;

@@ -6,6 +6,7 @@
 #include <cstdlib>
 
 #include "launch/config.h"
+#include "launch/flags.h"
 #include "runtime/error.h"
 
 namespace zt::launch {
@@ -69,16 +70,15 @@ std::string estimate_usage_text() {
 EstimateArgs parse_estimate_args(const std::vector<std::string>& args) {
   EstimateArgs a;
   a.input.model = model::gptj_preset("gptj-6b");
-  for (size_t i = 0; i < args.size(); ++i) {
-    const std::string& flag = args[i];
-    if (flag == "--offload") {
+  FlagReader r("estimate", args, FlagReader::Values::kNextOnly);
+  while (r.next()) {
+    if (r.arg() == "--offload") {
       a.offload = true;
       continue;
     }
-    if (flag.rfind("--", 0) != 0)
-      throw_user_error("unexpected argument \"", flag, "\" for `zerotrain estimate` (see `zerotrain estimate --help`)");
-    if (i + 1 >= args.size()) throw_user_error(flag, " needs a value (see `zerotrain estimate --help`)");
-    const std::string& value = args[++i];
+    if (!r.is_flag()) r.unexpected_argument();
+    const std::string flag = r.flag();
+    const std::string value = r.value();
     zero::EstimateInput& in = a.input;
     if (flag == "--model") {
       in.model = model::gptj_preset(value);
@@ -113,7 +113,7 @@ EstimateArgs parse_estimate_args(const std::vector<std::string>& args) {
     } else if (flag == "--activation-checkpointing") {
       in.activation_checkpointing = parse_on_off(flag, value);
     } else {
-      throw_user_error("unknown option \"", flag, "\" for `zerotrain estimate` (see `zerotrain estimate --help`)");
+      r.unknown_option();
     }
   }
   if (a.input.seq_len > a.input.model.n_positions)

@@ -7,6 +7,7 @@
 
 #include "datasets/bpe_tokenizer.h"
 #include "datasets/token_format.h"
+#include "launch/flags.h"
 #include "runtime/error.h"
 
 namespace zt::launch {
@@ -67,57 +68,50 @@ std::string prepare_usage_text() {
 PrepareArgs parse_prepare_args(const std::vector<std::string>& args) {
   PrepareArgs out;
   datasets::PrepareOptions& o = out.options;
-  for (size_t i = 0; i < args.size(); ++i) {
-    std::string a = args[i];
-    if (a == "--help" || a == "-h") {
+  FlagReader r("prepare", args);
+  while (r.next()) {
+    if (r.is_help()) {
       out.help = true;
       return out;
     }
-    if (a == "--overwrite") {
+    if (r.arg() == "--overwrite") {
       o.overwrite = true;
       continue;
     }
-    if (a == "--quiet") {
+    if (r.arg() == "--quiet") {
       o.progress = false;
       continue;
     }
-    if (a.rfind("--", 0) == 0) {
-      std::string value;
-      const size_t eq = a.find('=');
-      if (eq != std::string::npos) {
-        value = a.substr(eq + 1);
-        a = a.substr(0, eq);
-      } else {
-        if (i + 1 >= args.size()) throw_user_error(a, " needs a value (see `zerotrain prepare --help`)");
-        value = args[++i];
-      }
-      if (a == "--tokenizer") {
-        out.tokenizer_dir = value;
-      } else if (a == "--out") {
-        o.out_dir = value;
-      } else if (a == "--format") {
-        if (value == "text") o.format = datasets::InputFormat::kText;
-        else if (value == "jsonl") o.format = datasets::InputFormat::kJsonl;
-        else throw_user_error("--format ", value, ": use text or jsonl");
-      } else if (a == "--jsonl-key") {
-        o.jsonl_key = value;
-      } else if (a == "--val-fraction") {
-        o.val_fraction = parse_fraction(a, value);
-      } else if (a == "--seed") {
-        o.split_seed = parse_int(a, value, 0);
-      } else if (a == "--shard-tokens") {
-        o.shard_tokens = parse_int(a, value, 1);
-      } else if (a == "--compress") {
-        o.compression = int(parse_int(a, value, 0));
-        if (o.compression > 9) throw_user_error("--compress ", value, ": use a gzip level 0-9");
-      } else if (a == "--threads") {
-        o.threads = int(parse_int(a, value, 1));
-      } else {
-        throw_user_error("unknown option \"", a, "\" for `zerotrain prepare` (see `zerotrain prepare --help`)");
-      }
+    if (!r.is_flag()) {  // an input file ("-" and "-x" too)
+      o.inputs.push_back(r.arg());
       continue;
     }
-    o.inputs.push_back(a);
+    const std::string a = r.flag();
+    const std::string value = r.value();
+    if (a == "--tokenizer") {
+      out.tokenizer_dir = value;
+    } else if (a == "--out") {
+      o.out_dir = value;
+    } else if (a == "--format") {
+      if (value == "text") o.format = datasets::InputFormat::kText;
+      else if (value == "jsonl") o.format = datasets::InputFormat::kJsonl;
+      else throw_user_error("--format ", value, ": use text or jsonl");
+    } else if (a == "--jsonl-key") {
+      o.jsonl_key = value;
+    } else if (a == "--val-fraction") {
+      o.val_fraction = parse_fraction(a, value);
+    } else if (a == "--seed") {
+      o.split_seed = parse_int(a, value, 0);
+    } else if (a == "--shard-tokens") {
+      o.shard_tokens = parse_int(a, value, 1);
+    } else if (a == "--compress") {
+      o.compression = int(parse_int(a, value, 0));
+      if (o.compression > 9) throw_user_error("--compress ", value, ": use a gzip level 0-9");
+    } else if (a == "--threads") {
+      o.threads = int(parse_int(a, value, 1));
+    } else {
+      r.unknown_option();
+    }
   }
   if (out.tokenizer_dir.empty())
     throw_user_error("`zerotrain prepare` needs --tokenizer DIR (a folder with vocab.json + merges.txt or "

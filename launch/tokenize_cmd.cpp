@@ -8,6 +8,7 @@
 #include <sstream>
 
 #include "datasets/bpe_tokenizer.h"
+#include "launch/flags.h"
 #include "runtime/error.h"
 
 namespace zt::launch {
@@ -31,24 +32,23 @@ std::string tokenize_usage_text() {
 
 TokenizeArgs parse_tokenize_args(const std::vector<std::string>& args) {
   TokenizeArgs a;
-  for (size_t i = 0; i < args.size(); ++i) {
-    const std::string& s = args[i];
-    if (s == "--help" || s == "-h") {
+  // One flag and one switch: tokenize names them in its own messages instead of pointing to --help.
+  FlagReader r("tokenize", args);
+  while (r.next()) {
+    if (r.is_help()) {
       a.help = true;
       return a;
     }
-    if (s == "--decode") {
+    if (r.arg() == "--decode") {
       a.decode = true;
-    } else if (s == "--tokenizer") {
-      if (i + 1 >= args.size())
+    } else if (r.flag() == "--tokenizer") {
+      if (!r.has_value())
         throw_user_error(
             "--tokenizer needs a directory: --tokenizer DIR (e.g. --tokenizer "
             "tests/fixtures/gpt2-bpe)");
-      a.tokenizer_dir = args[++i];
-    } else if (s.rfind("--tokenizer=", 0) == 0) {
-      a.tokenizer_dir = s.substr(12);
+      a.tokenizer_dir = r.value();
     } else {
-      throw_user_error("unknown argument \"", s,
+      throw_user_error("unknown argument \"", r.arg(),
                        "\" for `zerotrain tokenize`: the options are "
                        "--tokenizer DIR, --decode and --help");
     }

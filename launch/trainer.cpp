@@ -12,11 +12,13 @@
 #include <map>
 #include <optional>
 #include <string>
+#include <string_view>
 #include <system_error>
 #include <utility>
 
 #include "launch/init_weights.h"
 #include "launch/run_checkpoints.h"
+#include "launch/signals.h"
 #include "launch/training_data.h"
 #include "model/gptj.h"
 #include "optim/cpu_affinity.h"
@@ -86,6 +88,57 @@ void log_model_state(Comm& comm, const zero::Engine& engine) {
              " copy of the gradient shard",
              b.host_params > 0 ? ", parameters " + format_bytes(double(b.host_params)) : std::string(),
              " (rank 0)");
+}
+
+// A provider layer as a user finds it in the model (model/params.h numbering).
+std::string layer_name(const model::GptjConfig& shape, int layer) {
+  if (layer == 0) return "transformer.wte";
+  if (layer == model::head_layer(shape)) return "the head: transformer.ln_f, lm_head";
+  return "transformer.h." + std::to_string(layer - 1);
+}
+
+// What checkpoint_dir/latest names now, for the message of a failed save.
+std::string latest_note(const std::string& checkpoint_dir) {
+  const fs::path latest = fs::path(checkpoint_dir) / "latest";
+  try {
+    const std::string dir = latest_checkpoint(checkpoint_dir, "checkpoint");
+    if (dir.empty()) return "there is no " + latest.string() + " yet: no checkpoint of this run was saved";
+    return latest.string() + " still names " + fs::path(dir).filename().string() + ", the last checkpoint saved";
+  } catch (const std::exception& e) {
+    return std::string("and ") + e.what();
+  }
+}
+
+// Rank 0's report of a run a stop request ended: where its checkpoint is and how to resume it.
+void log_stop(const TrainSection& t, int sig, int64_t step, const std::string& root) {
+  log_info("interrupted by ", stop_signal_name(sig), " at step ", step, " of ", t.steps,
+           ": checkpoint saved to ", (fs::path(root) / step_dir_name(step)).string(),
+           t.checkpoint_dir.empty() ? " (train.checkpoint_dir is empty, so it went to <train.out_dir>/checkpoints)" : "",
+           "; resume with --set train.checkpoint_dir=", root, " --set train.resume=auto",
+           " (and a new train.out_dir, or --set train.overwrite=true to write over ", t.out_dir, ")");
+}
+
+// train.max_skipped_steps consecutive skipped steps: what went wrong where, and what to try.
+[[noreturn]] void throw_skipped_steps_error(const RunConfig& c, int64_t step, int64_t skips,
+                                            const zero::StepStats& stats, double loss_scale) {
+  const bool fp16 = c.train.precision == DType::kF16;
+  std::string cause;
+  if (stats.nonfinite_layer >= 0)
+    cause = "the first layer with a non-finite gradient is layer " + std::to_string(stats.nonfinite_layer) +
+            " (" + layer_name(c.model.shape, stats.nonfinite_layer) + ")";
+  if (stats.loss_nonfinite)
+    cause += cause.empty() ? "the loss is not finite (the gradients are)" : ", and the loss is not finite";
+  throw_user_error(
+      "step ", step, ": ", skips, " steps in a row skipped for non-finite values "
+      "(train.max_skipped_steps = ", c.train.max_skipped_steps, "), so the run stops: ", cause,
+      fp16 ? detail::concat("; the fp16 loss scale is now ", loss_scale) : std::string(),
+      ". Try a lower optimizer.lr (now ", c.optimizer.lr, "), gradient clipping (optimizer.grad_clip, now ",
+      c.optimizer.grad_clip, ")",
+      fp16 ? ", other fp16 loss-scaling settings (fp16.initial_scale, fp16.min_scale, fp16.hysteresis) "
+             "or train.precision = \"bf16\""
+           : "",
+      ", and check the data for bad samples; then resume from the last good checkpoint with "
+      "train.resume = \"auto\" (train.max_skipped_steps = 0 never stops)");
 }
 
 }  // namespace
@@ -180,7 +233,7 @@ TrainSummary train(const RunConfig& config, Comm& comm, const TrainOptions& opti
 #ifdef ZT_WITH_CUDA
   if (device.is_cuda()) {
     cuda = std::make_unique<CudaContext>(device.index);
-    nccl = std::make_unique<NcclComm>(comm, device.index, cuda->stream());
+    nccl = std::make_unique<NcclComm>(comm, device.index, cuda->stream(), config.comm.timeout_s);
     engine_comm = nccl.get();
     model_options.compute_dtype = t.precision;
     model = model::make_cuda_gptj(shape, model_options, *cuda);
@@ -250,9 +303,13 @@ TrainSummary train(const RunConfig& config, Comm& comm, const TrainOptions& opti
     return sums[1] > 0 ? sums[0] / sums[1] : NAN;
   };
 
-  // Saves step `step` (collective), then rank 0 moves `latest` to it and deletes old ones.
+  // Saves step `step` to <root>/step-NNNNNNNN (collective), then rank 0 moves `latest` to it and
+  // deletes old ones. A save that fails does so on every rank (save_checkpoint and run_agreed
+  // agree) and leaves the previous checkpoint and `latest` as they were. Then, with
+  // `may_continue` and train.on_checkpoint_error = "continue", it warns and returns false;
+  // otherwise it throws zt::UserError.
   const bool overwrite_checkpoints = resume.has_value() || t.overwrite;
-  auto save = [&](int64_t step) {
+  auto save = [&](int64_t step, const std::string& root, bool may_continue) {
     const Timer save_timer;
     zero::CheckpointMeta meta;
     meta.step = step;
@@ -264,17 +321,39 @@ TrainSummary train(const RunConfig& config, Comm& comm, const TrainOptions& opti
       meta.extra["data.num_samples"] = std::to_string(s->num_samples);
     }
     const std::string name = step_dir_name(step);
-    const fs::path dir = fs::path(t.checkpoint_dir) / name;
+    const fs::path dir = fs::path(root) / name;
     zero::SaveOptions save_options;
     save_options.overwrite = overwrite_checkpoints;
-    zero::save_checkpoint(engine, *engine_comm, dir.string(), meta, save_options);
-    run_agreed(comm, "updating the latest checkpoint", [&] {
-      if (rank != 0) return;
-      publish_latest(t.checkpoint_dir, name);
-      prune_checkpoints(t.checkpoint_dir, t.keep_last, step, name);
-    });
+    if (options.checkpoint_fault_hook)
+      save_options.fault_hook = [&, step](std::string_view point) { options.checkpoint_fault_hook(step, point); };
+    try {
+      zero::save_checkpoint(engine, *engine_comm, dir.string(), meta, save_options);
+      run_agreed(comm, "updating the latest checkpoint", [&] {
+        if (rank != 0) return;
+        publish_latest(root, name);
+        prune_checkpoints(root, t.keep_last, step, name);
+      });
+    } catch (const std::exception& e) {
+      const std::string failure = "checkpoint: saving step " + std::to_string(step) + " to " +
+                                  dir.string() + " failed: " + e.what() + "; " + latest_note(root);
+      if (!may_continue)
+        throw_user_error(failure, ". Free disk space or fix the folder's permissions (train.checkpoint_dir)");
+      if (t.on_checkpoint_error == "continue") {
+        log_warn(failure, ". Training goes on (train.on_checkpoint_error = \"continue\"); free disk "
+                 "space or fix the folder's permissions before the next save");
+        return false;
+      }
+      throw_user_error(failure, ". The run stops (train.on_checkpoint_error = \"stop\"): free disk "
+                       "space or fix the folder's permissions, then resume with train.resume = \"auto\"; "
+                       "or set train.on_checkpoint_error = \"continue\" to train on when a save fails");
+    }
     log_info("checkpoint: step ", step, " saved to ", dir.string(), " in ", save_timer.seconds(), " s");
+    return true;
   };
+  // Where a stop request saves: train.checkpoint_dir, else a folder in out_dir.
+  const std::string stop_root =
+      t.checkpoint_dir.empty() ? (fs::path(t.out_dir) / "checkpoints").string() : t.checkpoint_dir;
+  int64_t consecutive_skips = 0;
 
   ProgressLine progress;
   Timer run_timer;
@@ -290,11 +369,13 @@ TrainSummary train(const RunConfig& config, Comm& comm, const TrainOptions& opti
     }
     const double fwd_bwd_s = fwd_bwd_timer.seconds();
     if (options.before_optimizer_step) options.before_optimizer_step(step, engine);
-    const zero::StepStats stats = engine.step();
-
     StepMetrics m;
     m.step = step;
+    // Before the step: a non-finite loss on any rank makes the sum non-finite on every rank, so
+    // the ranks agree to skip the step without another collective.
     m.loss = all_reduce_scalar(comm, loss_sum / double(accum), ReduceOp::kSum) / double(world);
+    const zero::StepStats stats = engine.step(std::isfinite(m.loss));
+
     m.lr = stats.lr;
     m.grad_norm = stats.grad_norm;
     m.tokens_per_s = double(tokens_per_step) / step_timer.seconds();
@@ -327,17 +408,37 @@ TrainSummary train(const RunConfig& config, Comm& comm, const TrainOptions& opti
     } else if (rank == 0) {
       progress.update(m, t.steps);
     }
+    consecutive_skips = stats.skipped ? consecutive_skips + 1 : 0;
+    if (t.max_skipped_steps > 0 && consecutive_skips >= t.max_skipped_steps) {
+      progress.clear();
+      throw_skipped_steps_error(config, step, consecutive_skips, stats, engine.loss_scale());
+    }
+    bool saved = false;
     if (!t.checkpoint_dir.empty() && ((t.save_every > 0 && step % t.save_every == 0) || step == t.steps)) {
       progress.clear();
-      save(step);
+      saved = save(step, t.checkpoint_dir, true);
+    }
+    // A stop request on any rank (launch/signals.h) stops every rank after this step. Agreed once
+    // per step: one double. The last step ends the run anyway.
+    if (step < t.steps) {
+      const int stop = int(all_reduce_scalar(comm, double(stop_signal()), ReduceOp::kMax));
+      if (stop != 0) {
+        progress.clear();
+        if (!(saved && stop_root == t.checkpoint_dir)) save(step, stop_root, false);
+        summary.stopped_at_step = step;
+        summary.stop_checkpoint = (fs::path(stop_root) / step_dir_name(step)).string();
+        log_stop(t, stop, step, stop_root);
+        break;
+      }
     }
   }
   progress.clear();
   if (options.collect_final_params) summary.final_params = engine.gather_master_values();
   if (const std::optional<datasets::SamplerState> state = data.state()) summary.data_state = *state;
   const StepMetrics& last = summary.steps.back();
-  log_info("done: ", first_step > 1 ? "steps " + std::to_string(first_step) + ".." : std::string(),
-           first_step > 1 ? std::to_string(t.steps) : std::to_string(t.steps) + " steps", " in ", run_timer.seconds(), " s; loss ", summary.steps.front().loss,
+  log_info(summary.interrupted() ? "stopped: " : "done: ",
+           first_step > 1 ? "steps " + std::to_string(first_step) + ".." : std::string(),
+           first_step > 1 ? std::to_string(last.step) : std::to_string(last.step) + " steps", " in ", run_timer.seconds(), " s; loss ", summary.steps.front().loss,
            " -> ", last.loss, engine.skipped_steps() > 0 ? "; skipped steps: " : "",
            engine.skipped_steps() > 0 ? std::to_string(engine.skipped_steps()) : "",
            writer ? "; metrics in " + (fs::path(t.out_dir) / "metrics.jsonl").string() : "");

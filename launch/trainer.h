@@ -4,6 +4,8 @@
 
 #include <cstdint>
 #include <functional>
+#include <string>
+#include <string_view>
 #include <vector>
 
 #include "datasets/sampler.h"
@@ -25,6 +27,12 @@ struct TrainSummary {
   // HDF5 data: the sampler state after the last step (to continue the sample sequence exactly).
   datasets::SamplerState data_state;
   std::vector<float> final_params; // fp32 master values in forward order, when asked for
+  // A stop request (SIGTERM / SIGINT, launch/signals.h) ended the run early: the last step run,
+  // saved to stop_checkpoint (a step folder; `latest` in its parent names it). 0: the run reached
+  // train.steps.
+  int64_t stopped_at_step = 0;
+  std::string stop_checkpoint;
+  bool interrupted() const { return stopped_at_step > 0; }
 };
 
 struct TrainOptions {
@@ -35,6 +43,9 @@ struct TrainOptions {
   // Called on every rank after each step's backward, right before the optimizer step (tests use
   // it to inject faults).
   std::function<void(int64_t step, zero::Engine& engine)> before_optimizer_step;
+  // Tests: passed to zero::SaveOptions::fault_hook of every checkpoint save (with the step being
+  // saved), so a test can make a save fail midway as a full or read-only disk would.
+  std::function<void(int64_t step, std::string_view point)> checkpoint_fault_hook;
 };
 
 // Throws zt::UserError (nothing written) when out_dir already holds a run and
@@ -51,6 +62,19 @@ Device resolve_device(const TrainSection& train, int local_rank, int local_size)
 // train.resume ("auto" or a checkpoint folder) it loads the checkpoint, continues the data where
 // it stopped and runs steps k + 1 .. train.steps: the same losses and parameters as a run that
 // never stopped. A resumed run writes its out_dir as any run does (a new one, or train.overwrite).
+//
+// Faults (issue 8):
+// - A stop request (launch/signals.h; on any rank) is read after every step; the ranks agree on it
+//   and all stop after the same step k: a checkpoint of step k is saved (to train.checkpoint_dir,
+//   or <out_dir>/checkpoints when that is empty), `latest` names it, rank 0 logs how to resume,
+//   and train() returns with TrainSummary::stopped_at_step = k.
+// - A failed save leaves the previous checkpoint and `latest` as they were; then
+//   train.on_checkpoint_error = "stop" throws zt::UserError saying why and what `latest` names,
+//   "continue" warns and trains on. A save for a stop request that fails always throws.
+// - A step whose loss or gradients are not finite on some rank is skipped on every rank (no
+//   parameter or optimizer state changes); train.max_skipped_steps consecutive skipped steps
+//   (fp16 loss-scaler skips included) throw zt::UserError naming the step and the first layer
+//   whose gradients were non-finite.
 //
 // Runs the job on every rank of `comm` (a host Comm over all ranks; on GPUs the engine talks
 // over an NcclComm built from it): rank 0 prints the resolved config, writes

@@ -24,6 +24,7 @@
 #include "model/ops_cpu.h"
 #include "model/ops_cuda.h"
 #include "model/params.h"
+#include "runtime/cuda/nccl_comm.h"
 #include "runtime/cuda/context.h"
 #include "runtime/cuda/cuda_check.h"
 #include "runtime/error.h"
@@ -145,7 +146,7 @@ class CudaBackend {
   void load_tokens(const Batch& b, bool need_targets, Tokens& tk) {
     const size_t n = size_t(b.tokens());
     // The previous call's copies out of the staging memory must be done before it is rewritten.
-    ZT_CUDA_CHECK(cudaEventSynchronize(staged_));
+    NcclComm::watched_event_sync(staged_);  // the stream may wait on collectives
     reserve_pinned(staging_, 2 * n * sizeof(int32_t), "token ids and targets");
     int32_t* ids = staging_.as<int32_t>();
     std::memcpy(ids, b.inputs, n * sizeof(int32_t));

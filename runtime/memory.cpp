@@ -121,7 +121,8 @@ void throw_out_of_memory(Device device, size_t bytes, MemCategory category, std:
   ZT_FAIL("out of memory on ", device.str(), " allocating ", format_bytes(double(bytes)), " for ",
           what, " (", mem_category_name(category), "); in use: ", s.describe_current(),
           ". Try a smaller micro_batch_size or seq_len, model.activation_checkpointing = true, "
-          "or a higher zero.stage; `zerotrain estimate` shows what fits");
+          "a higher zero.stage, or zero.offload_optimizer = \"cpu\" (and with stage 3 "
+          "zero.offload_params = \"cpu\"); `zerotrain estimate` shows what fits");
 }
 
 Buffer Buffer::allocate(Device device, size_t bytes, MemCategory category, std::string_view what,

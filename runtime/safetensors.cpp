@@ -267,6 +267,9 @@ void SafetensorsFile::read_f32(const SafetensorsEntry& entry, int64_t begin, int
                      "F64 only)");
   ZT_CHECK(0 <= begin && begin <= end && end <= entry.numel(), "range [", begin, ", ", end,
            ") outside tensor ", entry.name, " of ", entry.numel(), " elements in ", path_);
+  // An empty range reads nothing; `out` (and an empty tensor's bytes) may then be null, which
+  // memcpy does not allow even for 0 bytes.
+  if (begin == end) return;
   const DType dt = *entry.float_dtype;
   const size_t elem = dtype_size(dt);
   const std::byte* src = data(entry).data() + size_t(begin) * elem;

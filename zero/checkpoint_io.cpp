@@ -148,6 +148,13 @@ CheckpointManifest parse_manifest(const std::string& text, const std::string& so
   m.stage = require_int(root, "stage", "", source);
   m.counters.steps_taken = require_int(root, "steps_taken", "", source);
   m.counters.skipped_steps = require_int(root, "skipped_steps", "", source);
+  // Values no save writes (a damaged or edited manifest): refused here, naming the manifest,
+  // rather than deeper in a loader that would name something else or nothing.
+  if (m.stage < 0 || m.stage > 3)
+    bad_manifest(source, "stage = " + std::to_string(m.stage) + " is not a ZeRO stage (0 to 3)");
+  if (m.counters.steps_taken < 0 || m.counters.skipped_steps < 0)
+    bad_manifest(source, "steps_taken = " + std::to_string(m.counters.steps_taken) + " and skipped_steps = " +
+                             std::to_string(m.counters.skipped_steps) + " must not be negative");
   const toml::table& model = require_table(root, "model", source);
   m.model.vocab_size = require_int(model, "vocab_size", "[model] ", source);
   m.model.n_positions = require_int(model, "n_positions", "[model] ", source);
@@ -187,6 +194,9 @@ CheckpointManifest parse_manifest(const std::string& text, const std::string& so
       bad_manifest(source, where + "checksum \"" + checksum + "\" is not zt64:<16 hex digits>");
     r.pieces = require_int(t, "pieces", where, source);
     r.elements = require_int(t, "elements", where, source);
+    if (r.pieces < 0 || r.elements < 0)
+      bad_manifest(source, where + "pieces = " + std::to_string(r.pieces) + " and elements = " +
+                               std::to_string(r.elements) + " must not be negative");
     m.ranks.push_back(std::move(r));
   }
   return m;
@@ -299,13 +309,18 @@ SavedFile open_saved(const fs::path& path, const RankEntry& entry, const std::ve
       throw_user_error("checkpoint file ", s.path, ": its arrays do not hold ", entry.elements,
                        " elements as the manifest says");
   }
+  // Compared by subtraction, which cannot overflow for any stored values. The pieces lie packed
+  // in row order (note "engine checkpoint format"): another offset is a damaged table.
+  int64_t packed = 0;
   for (int64_t r = 0; r < s.rows(); ++r) {
     const int64_t* row = s.table.data() + r * kPieceColumns;
     const int64_t spec = row[0], param_numel = row[1], begin = row[2], n = row[3], offset = row[4];
     if (spec < 0 || spec >= int64_t(specs.size()) || param_numel != specs[size_t(spec)].numel() ||
-        begin < 0 || n < 0 || begin + n > param_numel || offset < 0 || offset + n > entry.elements)
+        begin < 0 || n < 0 || begin > param_numel || n > param_numel - begin || offset != packed ||
+        n > entry.elements - offset)
       throw_user_error("checkpoint file ", s.path, ": /pieces row ", r, " (", spec, ", ", param_numel, ", ",
                        begin, ", ", n, ", ", offset, ") does not fit this model's parameters");
+    packed += n;
   }
   return s;
 }

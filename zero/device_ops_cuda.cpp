@@ -53,11 +53,11 @@ class CudaDeviceOps final : public DeviceOps {
       from = staged.get();
     }
     ZT_CUDA_CHECK(cudaMemcpyAsync(dst, from, bytes, cudaMemcpyHostToDevice, ctx_.stream()));
-    ZT_CUDA_CHECK(cudaStreamSynchronize(ctx_.stream()));
+    NcclComm::watched_sync(ctx_.stream());  // watched: the stream may wait on collectives
   }
   void download(const void* src, void* host, size_t bytes) override {
     ZT_CUDA_CHECK(cudaMemcpyAsync(host, src, bytes, cudaMemcpyDeviceToHost, ctx_.stream()));
-    ZT_CUDA_CHECK(cudaStreamSynchronize(ctx_.stream()));
+    NcclComm::watched_sync(ctx_.stream());  // watched: the stream may wait on collectives
   }
   // cudaMemcpyDefault: either side may be pinned host memory (the offloaded master).
   void copy(const void* src, void* dst, size_t bytes) override {
@@ -89,7 +89,7 @@ class CudaDeviceOps final : public DeviceOps {
   void wait_copies_on_host(int64_t marker) override {
     ZT_CHECK(marker >= 0 && marker < int64_t(markers_.size()), "copy marker ", marker,
              " was never handed out");
-    ZT_CUDA_CHECK(cudaEventSynchronize(markers_[size_t(marker)]));
+    NcclComm::watched_event_sync(markers_[size_t(marker)]);
   }
   void forget_copy_markers() override {
     spare_events_.insert(spare_events_.end(), markers_.begin(), markers_.end());

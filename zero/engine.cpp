@@ -3,6 +3,7 @@
 
 #include <cmath>
 #include <cstring>
+#include <string>
 
 #include "optim/grad_clip.h"
 #include "runtime/error.h"
@@ -359,7 +360,24 @@ Tensor Engine::step_grads() {
 
 // ---- the optimizer step ----
 
-StepStats Engine::step() {
+int Engine::first_nonfinite_layer() {
+  drain_reduces(0);
+  wait_all(grad_sync_);
+  const int layers = model::num_layers_total(config_);
+  int first = -1;
+  for (const OwnedPiece& p : owned_) {
+    const int layer = layout_.params[size_t(p.param)].layer;
+    if (first >= 0 && layer >= first) continue;
+    ops_->add_sum_of_squares(piece_grad(p), options_.param_dtype, p.numel);
+    if (!std::isfinite(ops_->take_sum_of_squares())) first = layer;
+  }
+  // The minimum over ranks as a maximum (Comm has no kMin): layers - layer, 0 for none.
+  double rank_value = first < 0 ? 0.0 : double(layers - first);
+  if (comm_.size() > 1) rank_value = ops_->all_reduce_scalar(comm_, rank_value, ReduceOp::kMax);
+  return rank_value == 0.0 ? -1 : layers - int(rank_value);
+}
+
+StepStats Engine::step(bool loss_finite) {
   const Timer timer;
   drain_reduces(0);
   wait_all(grad_sync_);
@@ -381,16 +399,26 @@ StepStats Engine::step() {
     overflow = ops_->all_reduce_scalar(comm_, overflow, ReduceOp::kMax);
   }
   stats.grad_norm = std::sqrt(sum_sq) / stats.loss_scale;
-  if (overflow != 0.0) {
+  if (overflow != 0.0 || !loss_finite) {
     stats.skipped = true;
+    stats.loss_nonfinite = !loss_finite;
     ++skipped_steps_;
-    if (scaler_) {
+    // Before the gradients are dropped: where the trouble starts is what a user needs to know
+    // when skips pile up. Every rank is in this branch (overflow and loss_finite are agreed).
+    if (overflow != 0.0) stats.nonfinite_layer = first_nonfinite_layer();
+    const std::string where =
+        stats.nonfinite_layer >= 0 ? ", first in layer " + std::to_string(stats.nonfinite_layer) : "";
+    if (scaler_ && overflow != 0.0) {
       scaler_->update(true);
       log_warn("step ", steps_taken_ + 1, " skipped: fp16 gradients overflowed at loss scale ",
-               stats.loss_scale, " (now ", scaler_->scale(), "); parameters and optimizer state unchanged");
+               stats.loss_scale, " (now ", scaler_->scale(), ")", where,
+               loss_finite ? "" : ", and the loss was not finite",
+               "; parameters and optimizer state unchanged");
     } else {
-      log_warn("step ", steps_taken_ + 1, " skipped: non-finite gradients; parameters and optimizer "
-               "state unchanged");
+      log_warn("step ", steps_taken_ + 1, " skipped: ",
+               overflow != 0.0 ? "non-finite gradients" + where : std::string(),
+               overflow != 0.0 && !loss_finite ? ", and " : "", loss_finite ? "" : "non-finite loss",
+               "; parameters and optimizer state unchanged");
     }
     // Gradient copies to the host may still be running (offload): the next step zeroes the
     // gradients they read.

@@ -63,7 +63,11 @@ struct StepStats {
   double clip_coef = 1.0;   // factor applied to the gradients (1 = not clipped)
   double lr = 0.0;          // learning rate used (0 when skipped)
   double loss_scale = 1.0;  // the fp16 loss scale this step's gradients carried
-  bool skipped = false;     // non-finite gradients on some rank: nothing changed anywhere
+  bool skipped = false;     // non-finite gradients or loss on some rank: nothing changed anywhere
+  bool loss_nonfinite = false;  // skipped because step() was told the loss was not finite
+  // Skipped for non-finite gradients: the first provider layer (model/params.h numbering) whose
+  // gradient held a non-finite value on some rank (-1: none, e.g. only the loss was non-finite).
+  int nonfinite_layer = -1;
   // Host seconds of the step's optimizer phase (the norm, clipping, the AdamW), and with offload
   // its parts: waiting for gradients to reach the host, the CPU AdamW, waiting for the last
   // parameters to reach the device. On a GPU the device has no work queued while the offloaded
@@ -128,8 +132,14 @@ class Engine final : public model::ParamProvider {
   double micro_grad_scale(int64_t grad_accum_steps) const;
   // Clipping, AdamW on this rank's shard, then the new parameters are made visible to the model
   // (all-gathered for stages 1-2). Collective: every rank calls it. Non-finite gradients on any
-  // rank skip the step on every rank (and back off the fp16 loss scale).
-  StepStats step();
+  // rank skip the step on every rank (and back off the fp16 loss scale). `loss_finite` false
+  // (the caller's verdict on the step's loss, the same on every rank) skips it too: a NaN loss
+  // must never update parameters, even in the odd case where its gradients are finite.
+  StepStats step(bool loss_finite = true);
+  // Collective: the first provider layer whose gradients (what the next step() reads) hold a
+  // non-finite value on any rank, or -1. Each rank scans the gradients it holds (stage 0: all of
+  // them; stages 1-3: its reduced shard) piece by piece, so it is slow: for the failure path.
+  int first_nonfinite_layer();
 
   int stage() const { return options_.stage; }
   bool offloaded() const { return options_.offload_optimizer; }

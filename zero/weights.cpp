@@ -100,6 +100,19 @@ CheckpointWeights::CheckpointWeights(const std::string& dir, bool verify_checksu
   } catch (const UserError& e) {
     throw_user_error(manifest_path, ": its [model] shapes are not a valid GPT-J (", e.what(), ")");
   }
+  // The manifest's shapes size the spec table and every index after it: a damaged manifest (say
+  // n_layer = 2^63 - 1) must be refused before they are used, not exhaust memory. Every parameter
+  // element is saved exactly once, so the shapes' parameter count (in double: no overflow) must
+  // be the [[ranks]] elements in all; open_saved then holds those counts to the files.
+  double elements = 0;
+  for (const RankEntry& e : m.ranks) elements += double(e.elements);
+  const double d = double(config_.d_model), f = double(config_.d_ff), v = double(config_.vocab_size);
+  const double params = 2 * v * d + v + double(config_.n_layer) * (4 * d * d + 2 * f * d + f + 3 * d) + 2 * d;
+  if (params != elements)
+    throw_user_error(manifest_path, ": its [model] shapes (vocab_size ", config_.vocab_size, ", d_model ",
+                     config_.d_model, ", n_layer ", config_.n_layer, ", d_ff ", config_.d_ff, ") have ", params,
+                     " parameters but its [[ranks]] hold ", elements, " elements: the manifest is damaged; "
+                     "save or convert the checkpoint again");
   specs_ = model::gptj_param_specs(config_);
   param_dtype_ = m.param_dtype;
   optimizer_state_ = m.optimizer_state;

@@ -1,9 +1,12 @@
 // NcclComm: the Comm interface (runtime/comm.h) over device buffers with NCCL, on a dedicated
-// communication stream ordered after the compute stream by events (DESIGN.md section 3).
+// communication stream ordered after the compute stream by events (DESIGN.md section 3), with a
+// watchdog that bounds every host wait on NCCL work by comm.timeout_s (issue 8).
 #pragma once
 
 #include <cuda_runtime.h>
 #include <nccl.h>
+
+#include <memory>
 
 #include "runtime/comm.h"
 #include "runtime/error.h"
@@ -20,13 +23,29 @@
 
 namespace zt {
 
+namespace detail {
+struct NcclWatchdog;  // shared by an NcclComm and its requests (nccl_comm.cu)
+}
+
+// Watchdog (issue 8): the communicator is non-blocking, so no NCCL call blocks the host; every
+// host wait on NCCL work (a request's wait() or destructor, barrier(), host_sync(), the
+// communicator's initialisation and shutdown) polls the CUDA event and ncclCommGetAsyncError.
+// An NCCL async error, or `timeout_s` seconds without the awaited work completing, aborts the
+// communicator (ncclCommAbort) and throws zt::Error naming the collective, the rank and the
+// timeout. From then on every call on this NcclComm, and every wait on its requests, throws the
+// same error instead of touching the aborted communicator.
 class NcclComm final : public Comm {
  public:
   // Collective over the ranks of `bootstrap` (an MpiComm): rank 0 creates the ncclUniqueId and
   // `bootstrap` broadcasts it. `device` is this rank's GPU; NCCL allows one rank per GPU.
   // Each collective first waits for the work queued so far on `compute_stream` (the stream that
-  // produces the buffers), then runs on the communication stream.
-  NcclComm(Comm& bootstrap, int device, cudaStream_t compute_stream);
+  // produces the buffers), then runs on the communication stream. `timeout_s` (comm.timeout_s)
+  // bounds each host wait; 0 waits forever (async errors still abort).
+  NcclComm(Comm& bootstrap, int device, cudaStream_t compute_stream, double timeout_s = 0.0);
+  // Waits (bounded by the timeout) for the queued collectives, then finalizes the communicator
+  // with the other ranks; if that does not finish in time it aborts instead. While an exception
+  // unwinds the stack (the job is failing: peers may never join a finalize, and an abort could
+  // free memory that peers on this node still use) it leaves the communicator to process exit.
   ~NcclComm() override;
   NcclComm(const NcclComm&) = delete;
   NcclComm& operator=(const NcclComm&) = delete;
@@ -35,6 +54,7 @@ class NcclComm final : public Comm {
   int size() const override { return size_; }
   Device device() const override { return Device::cuda(device_); }
   cudaStream_t comm_stream() const { return comm_stream_; }
+  double timeout_s() const;
 
   CommHandle all_reduce(void* data, size_t count, DType dtype, ReduceOp op) override;
   CommHandle reduce_scatter(const void* send, void* recv, size_t recv_count, DType dtype,
@@ -47,20 +67,41 @@ class NcclComm final : public Comm {
   // `request`, which must come from an NcclComm. Afterwards dropping the request no longer waits
   // on the host, so memory the collective used must be freed in `stream`'s order (a
   // stream-ordered Buffer of that stream, runtime/memory.h) or after a host wait.
+  // Throws the abort error if the request's communicator was aborted.
   static void stream_wait(const CommRequest& request, cudaStream_t stream);
+
+  // Blocks the host until the work queued so far on `stream` is done, like cudaStreamSynchronize,
+  // under the watchdog: for streams that stream_wait()ed on collectives, whose host syncs would
+  // otherwise block forever when a peer rank dies.
+  void host_sync(cudaStream_t stream);
+
+  // cudaStreamSynchronize / cudaEventSynchronize for code that does not hold the communicator
+  // (the model's loss read-back, DeviceOps downloads): while an NcclComm is alive (the run's; one
+  // per process) the wait goes through its watchdog, so a compute stream that waits on a
+  // collective that never completes ends in the watchdog's error instead of blocking forever.
+  static void watched_sync(cudaStream_t stream);
+  static void watched_event_sync(cudaEvent_t event);
+
+  // True once the communicator was aborted (every further call throws).
+  bool aborted() const;
 
  private:
   // Orders the communication stream after the compute stream's work so far.
   void after_compute();
-  CommHandle finish();  // records the completion event of the collective just queued
+  // Completes the launch of the collective just issued (`status`: what NCCL returned), then
+  // records its completion event.
+  CommHandle finish(ncclResult_t status, const char* kind, size_t count, DType dtype);
 
   int device_;
   int rank_ = 0;
   int size_ = 1;
-  ncclComm_t comm_ = nullptr;
   cudaStream_t compute_stream_;
   cudaStream_t comm_stream_ = nullptr;
   cudaEvent_t compute_ready_ = nullptr;
+  cudaEvent_t sync_mark_ = nullptr;  // host_sync/barrier/destructor: what the host waits for
+  // The communicator, the timeout and the abort error, shared with the requests (which may
+  // outlive this object).
+  std::shared_ptr<detail::NcclWatchdog> state_;
 };
 
 }  // namespace zt

@@ -2,18 +2,14 @@
 // stage-3 and stage-0 engines on the same N and into a 1-rank engine with the same master values,
 // and training on after a reload at the same N and stage gives the uninterrupted run's losses.
 #include <gtest/gtest.h>
-#include <mpi.h>
-#include <unistd.h>
 
 #include <cstdio>
 #include <filesystem>
 #include <string>
 #include <vector>
 
-#include "model/gptj.h"
-#include "runtime/log.h"
-#include "runtime/mpi_comm.h"
 #include "runtime/self_comm.h"
+#include "tests/support/checkpoint_fixture.h"
 #include "zero/checkpoint.h"
 #include "zero/engine.h"
 
@@ -23,63 +19,13 @@ namespace {
 namespace fs = std::filesystem;
 
 EngineOptions options(int stage, uint64_t seed) {
-  EngineOptions o;
-  o.param_dtype = DType::kBF16;
-  o.stage = stage;
-  o.bucket_elements = 20000;  // several buckets per layer; with N = 3 uneven-looking pieces
-  o.total_steps = 10;
-  o.seed = seed;
+  EngineOptions o = testing::checkpoint_engine_options(DType::kBF16, stage, seed);
   o.optimizer.warmup_steps = 2;
-  o.optimizer.lr = 1e-2;
   o.optimizer.grad_clip = 1.0;
   return o;
 }
 
-class CheckpointMpi : public ::testing::Test {
- protected:
-  void SetUp() override {
-    log_configure(LogOptions{LogLevel::kWarn}, false);
-    // One folder for all ranks: named after rank 0's process id.
-    int pid = int(::getpid());
-    MPI_Bcast(&pid, 1, MPI_INT, 0, MPI_COMM_WORLD);
-    root_ = fs::path(::testing::TempDir()) / ("zt_ckpt_mpi_" + std::to_string(pid));
-    if (world_.rank() == 0) {
-      fs::remove_all(root_);
-      fs::create_directories(root_);
-    }
-    world_.barrier();
-    // A different sequence per rank, as data parallelism sees it.
-    in_.resize(32);
-    tg_.resize(32);
-    for (int i = 0; i < 32; ++i) {
-      in_[size_t(i)] = (i * 7 + 11 * world_.rank()) % 50;
-      tg_[size_t(i)] = (i * 5 + 3 + 13 * world_.rank()) % 50;
-    }
-    model_ = model::make_cpu_gptj(config_, {});
-  }
-  void TearDown() override {
-    world_.barrier();
-    if (world_.rank() == 0) fs::remove_all(root_);
-  }
-
-  std::vector<double> train(Engine& e, int steps) {
-    const model::Batch batch{in_.data(), tg_.data(), 1, 32};
-    std::vector<double> losses;
-    for (int s = 0; s < steps; ++s) {
-      e.zero_grads();
-      e.set_last_micro_step(true);
-      losses.push_back(model_->forward_backward(batch, e, e.micro_grad_scale(1)).mean());
-      e.step();
-    }
-    return losses;
-  }
-
-  MpiComm world_{MPI_COMM_WORLD};
-  model::GptjConfig config_;
-  fs::path root_;
-  std::vector<int32_t> in_, tg_;
-  std::unique_ptr<model::GptjModel> model_;
-};
+class CheckpointMpi : public testing::MpiCheckpointTest {};
 
 TEST_F(CheckpointMpi, Stage2ReloadsIntoStage3Stage0AndOneRank) {
   const std::string dir = (root_ / "c").string();

@@ -3,8 +3,6 @@
 // parameters exactly, for ZeRO stages 1 and 3, and on GPUs (when there is one per rank) for
 // stages 2 and 3 in bf16 (launch/trainer.h, note "trainer checkpoints").
 #include <gtest/gtest.h>
-#include <mpi.h>
-#include <unistd.h>
 
 #include <filesystem>
 #include <string>
@@ -15,6 +13,7 @@
 #include "runtime/device.h"
 #include "runtime/log.h"
 #include "runtime/mpi_comm.h"
+#include "tests/support/mpi_shared_dir.h"
 
 namespace zt {
 namespace {
@@ -31,20 +30,9 @@ class ResumeMpi : public ::testing::Test {
  protected:
   void SetUp() override {
     log_configure(LogOptions{LogLevel::kWarn}, false);
-    // One folder for all ranks: named after rank 0's process id.
-    int pid = int(::getpid());
-    MPI_Bcast(&pid, 1, MPI_INT, 0, MPI_COMM_WORLD);
-    root_ = fs::path(::testing::TempDir()) / ("zt_resume_mpi_" + std::to_string(pid));
-    if (world_.rank() == 0) {
-      fs::remove_all(root_);
-      fs::create_directories(root_);
-    }
-    world_.barrier();
+    root_ = testing::make_shared_dir(world_, "zt_resume_mpi");  // one folder for all ranks
   }
-  void TearDown() override {
-    world_.barrier();
-    if (world_.rank() == 0) fs::remove_all(root_);
-  }
+  void TearDown() override { testing::remove_shared_dir(world_, root_); }
 
   TrainSummary run(const RunConfig& c, int64_t interrupt_at = 0) {
     TrainOptions o;

@@ -5,8 +5,6 @@
 // tolerance: only the order of the gradient sums changes). Issue 7, "reload 4 ranks stage 2 ->
 // 2 ranks stage 3 and -> 1 rank stage 0"; CTest runs it at N = 1..4.
 #include <gtest/gtest.h>
-#include <mpi.h>
-#include <unistd.h>
 
 #include <algorithm>
 #include <cmath>
@@ -20,6 +18,7 @@
 #include "runtime/log.h"
 #include "runtime/mpi_comm.h"
 #include "runtime/self_comm.h"
+#include "tests/support/mpi_shared_dir.h"
 
 namespace zt {
 namespace {
@@ -33,20 +32,9 @@ class UniversalReloadMpi : public ::testing::Test {
  protected:
   void SetUp() override {
     log_configure(LogOptions{LogLevel::kWarn}, false);
-    // One folder for all ranks: named after rank 0's process id.
-    int pid = int(::getpid());
-    MPI_Bcast(&pid, 1, MPI_INT, 0, MPI_COMM_WORLD);
-    root_ = fs::path(::testing::TempDir()) / ("zt_universal_mpi_" + std::to_string(pid));
-    if (world_.rank() == 0) {
-      fs::remove_all(root_);
-      fs::create_directories(root_);
-    }
-    world_.barrier();
+    root_ = testing::make_shared_dir(world_, "zt_universal_mpi");  // one folder for all ranks
   }
-  void TearDown() override {
-    world_.barrier();
-    if (world_.rank() == 0) fs::remove_all(root_);
-  }
+  void TearDown() override { testing::remove_shared_dir(world_, root_); }
 
   // 20 steps of gptj-tiny with a global batch of world_.size() sequences, whatever `ranks` is.
   RunConfig config(int stage, int ranks, const std::string& checkpoint_dir) const {

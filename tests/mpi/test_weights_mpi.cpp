@@ -3,18 +3,13 @@
 // a weights-only checkpoint written by rank 0 loads into a stage-3 engine; a source that fails on
 // one rank makes load_weights throw on every rank instead of hanging.
 #include <gtest/gtest.h>
-#include <mpi.h>
-#include <unistd.h>
 
-#include <algorithm>
-#include <filesystem>
 #include <string>
 #include <vector>
 
 #include "model/gptj.h"
 #include "runtime/agreed.h"
-#include "runtime/log.h"
-#include "runtime/mpi_comm.h"
+#include "tests/support/checkpoint_fixture.h"
 #include "zero/checkpoint.h"
 #include "zero/engine.h"
 #include "zero/weights.h"
@@ -22,22 +17,10 @@
 namespace zt::zero {
 namespace {
 
-namespace fs = std::filesystem;
+using testing::all_zero;
 
 EngineOptions options(int stage, uint64_t seed) {
-  EngineOptions o;
-  o.param_dtype = DType::kBF16;
-  o.stage = stage;
-  o.bucket_elements = 20000;  // several buckets per layer; with N = 3 uneven-looking pieces
-  o.total_steps = 10;
-  o.seed = seed;
-  o.optimizer.lr = 1e-2;
-  return o;
-}
-
-bool all_zero(const Tensor& t) {
-  const float* p = t.as<float>();
-  return std::all_of(p, p + t.numel(), [](float x) { return x == 0.0f; });
+  return testing::checkpoint_engine_options(DType::kBF16, stage, seed);
 }
 
 // Reads through another source, failing on one rank.
@@ -56,49 +39,7 @@ class FailingOnRank final : public model::WeightSource {
   bool fail_;
 };
 
-class WeightsMpi : public ::testing::Test {
- protected:
-  void SetUp() override {
-    log_configure(LogOptions{LogLevel::kWarn}, false);
-    // One folder for all ranks: named after rank 0's process id.
-    int pid = int(::getpid());
-    MPI_Bcast(&pid, 1, MPI_INT, 0, MPI_COMM_WORLD);
-    root_ = fs::path(::testing::TempDir()) / ("zt_weights_mpi_" + std::to_string(pid));
-    if (world_.rank() == 0) {
-      fs::remove_all(root_);
-      fs::create_directories(root_);
-    }
-    world_.barrier();
-    // A different sequence per rank, as data parallelism sees it.
-    in_.resize(32);
-    tg_.resize(32);
-    for (int i = 0; i < 32; ++i) {
-      in_[size_t(i)] = (i * 7 + 11 * world_.rank()) % 50;
-      tg_[size_t(i)] = (i * 5 + 3 + 13 * world_.rank()) % 50;
-    }
-    model_ = model::make_cpu_gptj(config_, {});
-  }
-  void TearDown() override {
-    world_.barrier();
-    if (world_.rank() == 0) fs::remove_all(root_);
-  }
-
-  void train(Engine& e, int steps) {
-    const model::Batch batch{in_.data(), tg_.data(), 1, 32};
-    for (int s = 0; s < steps; ++s) {
-      e.zero_grads();
-      e.set_last_micro_step(true);
-      model_->forward_backward(batch, e, e.micro_grad_scale(1));
-      e.step();
-    }
-  }
-
-  MpiComm world_{MPI_COMM_WORLD};
-  model::GptjConfig config_;
-  fs::path root_;
-  std::vector<int32_t> in_, tg_;
-  std::unique_ptr<model::GptjModel> model_;
-};
+class WeightsMpi : public testing::MpiCheckpointTest {};
 
 TEST_F(WeightsMpi, Stage2CheckpointLoadsAsWeightsIntoStages013) {
   const std::string dir = (root_ / "c").string();

@@ -4,23 +4,20 @@
 // path, corrupt files, existing destinations, a failing source).
 #include <gtest/gtest.h>
 
-#include <unistd.h>
-
 #include <algorithm>
 #include <cmath>
 #include <cstring>
 #include <filesystem>
 #include <fstream>
-#include <functional>
-#include <sstream>
-#include <stdexcept>
 #include <string>
 #include <vector>
 
 #include "model/gptj.h"
 #include "model/params.h"
 #include "runtime/error.h"
-#include "runtime/self_comm.h"
+#include "tests/support/checkpoint_fixture.h"
+#include "tests/support/temp_dir.h"
+#include "tests/support/user_error.h"
 #include "zero/checkpoint.h"
 #include "zero/engine.h"
 #include "zero/weights.h"
@@ -30,14 +27,14 @@ namespace {
 
 namespace fs = std::filesystem;
 
+using testing::all_zero;
+using testing::flip_middle_byte;
+using testing::read_file;
+using testing::sorted_names;
+using testing::user_error_of;
+
 EngineOptions options(DType dtype, int stage, uint64_t seed = 5) {
-  EngineOptions o;
-  o.param_dtype = dtype;
-  o.stage = stage;
-  o.bucket_elements = 20000;  // several buckets per layer: parameters split into pieces
-  o.total_steps = 10;
-  o.seed = seed;
-  o.optimizer.lr = 1e-2;
+  EngineOptions o = testing::checkpoint_engine_options(dtype, stage, seed);
   o.loss_scaler.initial_scale = 1024.0;
   o.loss_scaler.growth_interval = 2;  // fp16: a scale that moves within two steps
   return o;
@@ -92,66 +89,12 @@ std::vector<float> read_all(model::WeightSource& src) {
   return out;
 }
 
-bool all_zero(const Tensor& t) {
-  const float* p = t.as<float>();
-  return std::all_of(p, p + t.numel(), [](float x) { return x == 0.0f; });
-}
-
 // Bit-for-bit equality (EXPECT_EQ on floats would also accept -0 == +0).
 bool same_bits(const std::vector<float>& a, const std::vector<float>& b) {
   return a.size() == b.size() && std::memcmp(a.data(), b.data(), a.size() * sizeof(float)) == 0;
 }
 
-std::string error_of(const std::function<void()>& f) {
-  try {
-    f();
-  } catch (const UserError& e) {
-    return e.what();
-  } catch (const std::exception& e) {
-    return std::string("not a UserError: ") + e.what();
-  }
-  return "no error";
-}
-
-std::string read_file(const fs::path& path) {
-  std::ifstream in(path, std::ios::binary);
-  std::stringstream ss;
-  ss << in.rdbuf();
-  return ss.str();
-}
-
-class Weights : public ::testing::Test {
- protected:
-  void SetUp() override {
-    const auto* info = ::testing::UnitTest::GetInstance()->current_test_info();
-    root_ = fs::path(::testing::TempDir()) / (std::string("zt_weights_") + info->name() + "_" +
-                                              std::to_string(::getpid()));
-    fs::remove_all(root_);
-    fs::create_directories(root_);
-    for (int i = 0; i < 64; ++i) in_[size_t(i)] = (i * 7) % 50, tg_[size_t(i)] = (i * 5 + 3) % 50;
-    model_ = model::make_cpu_gptj(config_, {});
-  }
-  void TearDown() override { fs::remove_all(root_); }
-  std::string dir(const std::string& name) const { return (root_ / name).string(); }
-
-  std::vector<double> train(Engine& e, int steps) {
-    const model::Batch batch{in_.data(), tg_.data(), 1, 32};
-    std::vector<double> losses;
-    for (int s = 0; s < steps; ++s) {
-      e.zero_grads();
-      e.set_last_micro_step(true);
-      losses.push_back(model_->forward_backward(batch, e, e.micro_grad_scale(1)).mean());
-      e.step();
-    }
-    return losses;
-  }
-
-  fs::path root_;
-  SelfComm comm_;
-  model::GptjConfig config_;
-  std::vector<int32_t> in_ = std::vector<int32_t>(64), tg_ = std::vector<int32_t>(64);
-  std::unique_ptr<model::GptjModel> model_;
-};
+class Weights : public testing::CheckpointTest {};
 
 // After two steps (moments and counters non-trivial), load_weights sets the master to the weights
 // exactly and the moments to zero, and leaves the counters; every stage then trains on alike
@@ -196,7 +139,7 @@ TEST_F(Weights, ShapeMismatchNamesEachField) {
   MemoryWeights src(other);
   Engine e(config_, options(DType::kBF16, 1), comm_);
   const std::vector<float> master = e.gather_master_values();
-  const std::string what = error_of([&] { load_weights(e, comm_, src); });
+  const std::string what = user_error_of([&] { load_weights(e, comm_, src); });
   EXPECT_NE(what.find("test weights has d_model = 64, n_layer = 3 but the run's model has d_model = 128, "
                       "n_layer = 2"),
             std::string::npos)
@@ -245,13 +188,8 @@ TEST_F(Weights, WeightsOnlyRoundTripIsBitExact) {
   MemoryWeights src(config_);
   save_weights_checkpoint(dir("w"), src, DType::kF16, /*overwrite=*/false, /*chunk_elements=*/777);
   EXPECT_LE(src.longest_read, 777);
-  std::vector<std::string> names;
-  for (const auto& entry : fs::directory_iterator(root_)) names.push_back(entry.path().filename().string());
-  EXPECT_EQ(names, std::vector<std::string>{"w"});  // no temporary folder left
-  std::vector<std::string> inside;
-  for (const auto& entry : fs::directory_iterator(dir("w"))) inside.push_back(entry.path().filename().string());
-  std::sort(inside.begin(), inside.end());
-  EXPECT_EQ(inside, (std::vector<std::string>{"manifest.toml", "rank-00000.h5"}));
+  EXPECT_EQ(sorted_names(root_), std::vector<std::string>{"w"});  // no temporary folder left
+  EXPECT_EQ(sorted_names(dir("w")), (std::vector<std::string>{"manifest.toml", "rank-00000.h5"}));
   const std::string manifest = read_file(fs::path(dir("w")) / "manifest.toml");
   EXPECT_NE(manifest.find("optimizer_state = false"), std::string::npos) << manifest;
   EXPECT_NE(manifest.find("format_version = 1"), std::string::npos) << manifest;
@@ -278,7 +216,7 @@ TEST_F(Weights, ResumeRefusesAWeightsOnlyCheckpoint) {
   MemoryWeights src(config_);
   save_weights_checkpoint(dir("w"), src, DType::kBF16, false);
   Engine e(config_, options(DType::kBF16, 1), comm_);
-  const std::string what = error_of([&] { load_checkpoint(e, comm_, dir("w")); });
+  const std::string what = user_error_of([&] { load_checkpoint(e, comm_, dir("w")); });
   EXPECT_NE(what.find("holds weights only"), std::string::npos) << what;
   EXPECT_NE(what.find("model.init_from = \"" + dir("w") + "\""), std::string::npos) << what;
   EXPECT_NE(what.find("train.resume"), std::string::npos) << what;
@@ -288,17 +226,8 @@ TEST_F(Weights, CorruptRankFileIsRefused) {
   MemoryWeights src(config_);
   save_weights_checkpoint(dir("w"), src, DType::kBF16, false);
   const fs::path file = fs::path(dir("w")) / "rank-00000.h5";
-  {
-    std::fstream f(file, std::ios::in | std::ios::out | std::ios::binary);
-    const auto at = std::streamoff(fs::file_size(file) / 2);  // inside /master
-    f.seekg(at);
-    char byte = 0;
-    f.read(&byte, 1);
-    byte = char(byte ^ 0x10);
-    f.seekp(at);
-    f.write(&byte, 1);
-  }
-  const std::string what = error_of([&] { CheckpointWeights w(dir("w")); });
+  flip_middle_byte(file);
+  const std::string what = user_error_of([&] { CheckpointWeights w(dir("w")); });
   EXPECT_NE(what.find(file.string()), std::string::npos) << what;
   EXPECT_NE(what.find("corrupt"), std::string::npos) << what;
   // Without the checksums the file opens, and the flipped value shows.
@@ -309,13 +238,13 @@ TEST_F(Weights, CorruptRankFileIsRefused) {
 TEST_F(Weights, ExistingDestinationIsRefusedUnlessOverwrite) {
   MemoryWeights first(config_, 1), second(config_, 2);
   save_weights_checkpoint(dir("w"), first, DType::kBF16, false);
-  std::string what = error_of([&] { save_weights_checkpoint(dir("w"), second, DType::kBF16, false); });
+  std::string what = user_error_of([&] { save_weights_checkpoint(dir("w"), second, DType::kBF16, false); });
   EXPECT_NE(what.find("refusing to overwrite"), std::string::npos) << what;
   EXPECT_TRUE(same_bits(read_all(*std::make_unique<CheckpointWeights>(dir("w"))), first.all()));
   // A folder that is not a checkpoint is never written into.
   fs::create_directories(dir("other"));
   std::ofstream(fs::path(dir("other")) / "notes.txt") << "mine";
-  what = error_of([&] { save_weights_checkpoint(dir("other"), first, DType::kBF16, true); });
+  what = user_error_of([&] { save_weights_checkpoint(dir("other"), first, DType::kBF16, true); });
   EXPECT_NE(what.find("is not a zerotrain checkpoint"), std::string::npos) << what;
 
   save_weights_checkpoint(dir("w"), second, DType::kBF16, /*overwrite=*/true);

@@ -1,0 +1,47 @@
+// FlagReader: the argument walk and the shared messages of zerotrain's subcommands.
+#include "launch/flags.h"
+
+#include <utility>
+
+#include "runtime/error.h"
+
+namespace zt::launch {
+
+FlagReader::FlagReader(std::string command, const std::vector<std::string>& args, Values values)
+    : command_(std::move(command)), args_(args), values_(values) {}
+
+bool FlagReader::next() {
+  if (next_ >= args_.size()) return false;
+  arg_ = args_[next_++];
+  flag_ = arg_;
+  has_inline_value_ = false;
+  inline_value_.clear();
+  if (values_ == Values::kNextOrEquals && is_flag()) {
+    const size_t eq = arg_.find('=');
+    if (eq != std::string::npos) {
+      flag_ = arg_.substr(0, eq);
+      inline_value_ = arg_.substr(eq + 1);
+      has_inline_value_ = true;
+    }
+  }
+  return true;
+}
+
+std::string FlagReader::value() {
+  if (has_inline_value_) return inline_value_;
+  if (next_ >= args_.size())
+    throw_user_error(flag_, " needs a value (see `zerotrain ", command_, " --help`)");
+  return args_[next_++];
+}
+
+void FlagReader::unknown_option() const {
+  throw_user_error("unknown option \"", flag_, "\" for `zerotrain ", command_, "` (see `zerotrain ", command_,
+                   " --help`)");
+}
+
+void FlagReader::unexpected_argument() const {
+  throw_user_error("unexpected argument \"", arg_, "\" for `zerotrain ", command_, "` (see `zerotrain ",
+                   command_, " --help`)");
+}
+
+}  // namespace zt::launch
