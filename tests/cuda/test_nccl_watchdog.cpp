@@ -88,7 +88,7 @@ TEST_F(NcclWatchdogTest, StuckCollectiveAbortsWithinTheTimeoutAndLaterCallsThrow
   const double threw_after = seconds_since(start);
   std::printf("watchdog error after %.3f s:\n  %s\n", threw_after, message.c_str());
 
-  EXPECT_NE(message.find("all_reduce #2 (1024 elements of f32)"), std::string::npos) << message;
+  EXPECT_NE(message.find("all_reduce #2 (1024 elements of fp32)"), std::string::npos) << message;
   EXPECT_NE(message.find("rank 0 of 1"), std::string::npos) << message;
   EXPECT_NE(message.find("comm.timeout_s = 0.5"), std::string::npos) << message;
   EXPECT_NE(message.find("Another rank may have died or be stuck"), std::string::npos) << message;
