@@ -76,15 +76,6 @@ std::string python_float(double v) {
   return out;
 }
 
-std::string shape_str(const std::vector<int64_t>& shape) {
-  std::string s = "[";
-  for (size_t i = 0; i < shape.size(); ++i) {
-    if (i > 0) s += ", ";
-    s += std::to_string(shape[i]);
-  }
-  return s + "]";
-}
-
 std::vector<int64_t> shape_dims(const Shape& shape) {
   std::vector<int64_t> dims;
   for (int i = 0; i < shape.rank(); ++i) dims.push_back(shape[i]);

@@ -21,6 +21,15 @@ namespace zt {
 // The format and this code are little-endian; so is every machine zerotrain runs on.
 static_assert(std::endian::native == std::endian::little, "safetensors I/O assumes little-endian");
 
+std::string shape_str(const std::vector<int64_t>& shape) {
+  std::string s = "[";
+  for (size_t i = 0; i < shape.size(); ++i) {
+    if (i > 0) s += ", ";
+    s += std::to_string(shape[i]);
+  }
+  return s + "]";
+}
+
 namespace {
 
 struct DTypeInfo {
@@ -40,15 +49,6 @@ std::optional<DType> float_dtype_of(std::string_view s) {
   if (s == "F16") return DType::kF16;
   if (s == "F64") return DType::kF64;
   return std::nullopt;
-}
-
-std::string shape_str(const std::vector<int64_t>& shape) {
-  std::string s = "[";
-  for (size_t i = 0; i < shape.size(); ++i) {
-    if (i > 0) s += ", ";
-    s += std::to_string(shape[i]);
-  }
-  return s + "]";
 }
 
 // Product of the dims, or -1 when it does not fit int64 (no real file gets near that).

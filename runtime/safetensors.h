@@ -20,6 +20,9 @@
 
 namespace zt {
 
+// "[2, 3]": a shape as messages print it (safetensors shapes may have any rank).
+std::string shape_str(const std::vector<int64_t>& shape);
+
 // Bytes per element of a safetensors dtype string ("F32" -> 4, "BOOL" -> 1, ...); 0 when the
 // string is not one this reader knows (such tensors are kept, opaque).
 size_t safetensors_dtype_size(std::string_view dtype);
