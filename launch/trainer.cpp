@@ -90,13 +90,6 @@ void log_model_state(Comm& comm, const zero::Engine& engine) {
              " (rank 0)");
 }
 
-// A provider layer as a user finds it in the model (model/params.h numbering).
-std::string layer_name(const model::GptjConfig& shape, int layer) {
-  if (layer == 0) return "transformer.wte";
-  if (layer == model::head_layer(shape)) return "the head: transformer.ln_f, lm_head";
-  return "transformer.h." + std::to_string(layer - 1);
-}
-
 // What checkpoint_dir/latest names now, for the message of a failed save.
 std::string latest_note(const std::string& checkpoint_dir) {
   const fs::path latest = fs::path(checkpoint_dir) / "latest";
@@ -125,7 +118,7 @@ void log_stop(const TrainSection& t, int sig, int64_t step, const std::string& r
   std::string cause;
   if (stats.nonfinite_layer >= 0)
     cause = "the first layer with a non-finite gradient is layer " + std::to_string(stats.nonfinite_layer) +
-            " (" + layer_name(c.model.shape, stats.nonfinite_layer) + ")";
+            " (" + model::layer_name(c.model.shape, stats.nonfinite_layer) + ")";
   if (stats.loss_nonfinite)
     cause += cause.empty() ? "the loss is not finite (the gradients are)" : ", and the loss is not finite";
   throw_user_error(

@@ -46,6 +46,12 @@ uint64_t name_stream(const std::string& name) {
 }
 }  // namespace
 
+std::string layer_name(const GptjConfig& config, int layer) {
+  if (layer == 0) return "transformer.wte";
+  if (layer == head_layer(config)) return "the head: transformer.ln_f, lm_head";
+  return "transformer.h." + std::to_string(layer - 1);
+}
+
 void init_param_values(const ParamSpec& spec, const GptjConfig& config, uint64_t seed,
                        int64_t begin, int64_t end, float* out) {
   ZT_CHECK(0 <= begin && begin <= end && end <= spec.numel(), "init range [", begin, ", ", end,

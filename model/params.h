@@ -40,6 +40,10 @@ enum HeadParam : int { kLnFWeight, kLnFBias, kLmHeadWeight, kLmHeadBias, kNumHea
 inline int num_layers_total(const GptjConfig& c) { return int(c.n_layer) + 2; }
 inline int head_layer(const GptjConfig& c) { return int(c.n_layer) + 1; }
 
+// A provider layer as a user finds it in the model: "transformer.wte", "transformer.h.3", or
+// "the head: transformer.ln_f, lm_head".
+std::string layer_name(const GptjConfig& config, int layer);
+
 // All parameters in forward (Hugging Face) order.
 std::vector<ParamSpec> gptj_param_specs(const GptjConfig& config);
 

@@ -403,19 +403,24 @@ StepStats Engine::step(bool loss_finite) {
     stats.skipped = true;
     stats.loss_nonfinite = !loss_finite;
     ++skipped_steps_;
+    // The trainer's step number: every step() call is one (applied or skipped), and resumes
+    // restore both counts.
+    const int64_t call = steps_taken_ + skipped_steps_;
     // Before the gradients are dropped: where the trouble starts is what a user needs to know
     // when skips pile up. Every rank is in this branch (overflow and loss_finite are agreed).
     if (overflow != 0.0) stats.nonfinite_layer = first_nonfinite_layer();
     const std::string where =
-        stats.nonfinite_layer >= 0 ? ", first in layer " + std::to_string(stats.nonfinite_layer) : "";
+        stats.nonfinite_layer >= 0 ? ", first in layer " + std::to_string(stats.nonfinite_layer) + " (" +
+                                         model::layer_name(config_, stats.nonfinite_layer) + ")"
+                                   : "";
     if (scaler_ && overflow != 0.0) {
       scaler_->update(true);
-      log_warn("step ", steps_taken_ + 1, " skipped: fp16 gradients overflowed at loss scale ",
+      log_warn("step ", call, " skipped: fp16 gradients overflowed at loss scale ",
                stats.loss_scale, " (now ", scaler_->scale(), ")", where,
                loss_finite ? "" : ", and the loss was not finite",
                "; parameters and optimizer state unchanged");
     } else {
-      log_warn("step ", steps_taken_ + 1, " skipped: ",
+      log_warn("step ", call, " skipped: ",
                overflow != 0.0 ? "non-finite gradients" + where : std::string(),
                overflow != 0.0 && !loss_finite ? ", and " : "", loss_finite ? "" : "non-finite loss",
                "; parameters and optimizer state unchanged");
