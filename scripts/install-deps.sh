@@ -4,7 +4,8 @@
 # /usr/local/cuda/bin/nvcc) the CUDA backend is built too.
 set -euo pipefail
 packages=(build-essential cmake ninja-build pkg-config
-          libopenmpi-dev openmpi-bin libhdf5-dev libtomlplusplus-dev libgtest-dev)
+          libopenmpi-dev openmpi-bin libhdf5-dev libtomlplusplus-dev libgtest-dev
+          python3)  # python3: scripts/scaling_sweep.py and its CTest test
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
