@@ -5,7 +5,7 @@
 set -euo pipefail
 packages=(build-essential cmake ninja-build pkg-config
           libopenmpi-dev openmpi-bin libhdf5-dev libtomlplusplus-dev libgtest-dev
-          python3)  # python3: scripts/scaling_sweep.py and its CTest test
+          python3 procps)  # python3: scripts/scaling_sweep.py and its test; procps: pgrep/ps in the fault tests
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
