@@ -43,4 +43,18 @@ const toml::table& manifest_table(const toml::table& t, const char* key, const s
   return *sub;
 }
 
+int64_t manifest_format_version(const toml::table& root, std::string_view format_name,
+                                int64_t max_version, const std::string& source,
+                                std::string_view remedy, std::string_view newer_hint) {
+  const std::string format = manifest_string(root, "format", "", source, remedy);
+  if (format != format_name)
+    manifest_error(source, "format = \"" + format + "\", expected \"" + std::string(format_name) + "\"", remedy);
+  const int64_t version = manifest_int(root, "format_version", "", source, remedy);
+  if (version > max_version)
+    throw_user_error(source, ": format_version = ", version, " is newer than this zerotrain reads (",
+                     max_version, "): update zerotrain", newer_hint);
+  if (version < 1) manifest_error(source, "format_version must be >= 1", remedy);
+  return version;
+}
+
 }  // namespace zt::datasets

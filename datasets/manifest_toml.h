@@ -25,4 +25,11 @@ std::string manifest_string(const toml::table& t, const char* key, const std::st
 const toml::table& manifest_table(const toml::table& t, const char* key, const std::string& source,
                                   std::string_view remedy);
 
+// The header every zerotrain manifest starts with: `format` must equal `format_name` and
+// `format_version` be 1..max_version. A newer version is "<source>: format_version = N is newer
+// than this zerotrain reads (max): update zerotrain<newer_hint>". Returns the version.
+int64_t manifest_format_version(const toml::table& root, std::string_view format_name,
+                                int64_t max_version, const std::string& source,
+                                std::string_view remedy, std::string_view newer_hint);
+
 }  // namespace zt::datasets

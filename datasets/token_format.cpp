@@ -195,15 +195,8 @@ std::string manifest_to_toml(const Manifest& m) {
 Manifest parse_manifest(std::string_view text, const std::string& source) {
   const toml::table root = parse_manifest_toml(text, source, kRemedy);
   Manifest m;
-  const std::string format = require_string(root, "format", "", source);
-  if (format != kFormatName)
-    bad_manifest(source, "format = \"" + format + "\", expected \"" + std::string(kFormatName) + "\"");
-  m.format_version = require_int(root, "format_version", "", source);
-  if (m.format_version > kFormatVersion)
-    throw_user_error(source, ": format_version = ", m.format_version,
-                     " is newer than this zerotrain reads (", kFormatVersion,
-                     "): update zerotrain, or prepare the dataset again with this version");
-  if (m.format_version < 1) bad_manifest(source, "format_version must be >= 1");
+  m.format_version = manifest_format_version(root, kFormatName, kFormatVersion, source, kRemedy,
+                                             ", or prepare the dataset again with this version");
   m.tokenizer = require_string(root, "tokenizer", "", source);
   m.vocab_size = require_int(root, "vocab_size", "", source);
   m.eos_id = require_int(root, "eos_id", "", source);

@@ -35,13 +35,8 @@ void write_rank_file(Engine& engine, const fs::path& path, bool holds_pieces) {
     elements += p.numel;
   }
   std::lock_guard<std::mutex> lock(datasets::hdf5_mutex());
-  datasets::hdf5_quiet();
-  const hid_t f = H5Fcreate(path.c_str(), H5F_ACC_TRUNC, H5P_DEFAULT, H5P_DEFAULT);
-  if (f < 0)
-    throw_user_error("cannot create checkpoint file ", path.string(), " (", datasets::hdf5_error_message(),
-                     "): check that the checkpoint folder is writable and has space");
-  H5Handle file(f, H5Fclose);
-  write_piece_table(f, table, path.string());
+  H5Handle file = create_rank_file(path, table);
+  const hid_t f = file.get();
   H5Handle master = create_array(f, "master", elements);
   H5Handle m = create_array(f, "adam_m", elements);
   H5Handle v = create_array(f, "adam_v", elements);

@@ -128,14 +128,8 @@ std::string require_string(const toml::table& t, const char* key, const std::str
 CheckpointManifest parse_manifest(const std::string& text, const std::string& source) {
   const toml::table root = datasets::parse_manifest_toml(text, source, kRemedy);
   CheckpointManifest m;
-  const std::string format = require_string(root, "format", "", source);
-  if (format != kCheckpointFormat)
-    bad_manifest(source, "format = \"" + format + "\", expected \"" + std::string(kCheckpointFormat) + "\"");
-  m.format_version = require_int(root, "format_version", "", source);
-  if (m.format_version > kCheckpointFormatVersion)
-    throw_user_error(source, ": format_version = ", m.format_version, " is newer than this zerotrain reads (",
-                     kCheckpointFormatVersion, "): update zerotrain");
-  if (m.format_version < 1) bad_manifest(source, "format_version must be >= 1");
+  m.format_version = datasets::manifest_format_version(root, kCheckpointFormat, kCheckpointFormatVersion,
+                                                       source, kRemedy, "");
   // Absent in checkpoints written before weights-only ones existed: those all hold the moments.
   if (const toml::node* node = root.get("optimizer_state")) {
     const auto flag = node->value<bool>();
@@ -226,6 +220,17 @@ void verify_rank_file(const fs::path& dir, const CheckpointManifest& m, size_t i
 }
 
 // ---- HDF5 ----
+
+H5Handle create_rank_file(const fs::path& path, const std::vector<int64_t>& table) {
+  datasets::hdf5_quiet();
+  const hid_t f = H5Fcreate(path.c_str(), H5F_ACC_TRUNC, H5P_DEFAULT, H5P_DEFAULT);
+  if (f < 0)
+    throw_user_error("cannot create checkpoint file ", path.string(), " (", datasets::hdf5_error_message(),
+                     "): check that the checkpoint folder is writable and has space");
+  H5Handle file(f, H5Fclose);
+  write_piece_table(f, table, path.string());
+  return file;
+}
 
 H5Handle create_array(hid_t file, const char* name, int64_t n) {
   const hsize_t dims[1] = {hsize_t(n)};

@@ -74,6 +74,9 @@ void verify_rank_file(const fs::path& dir, const CheckpointManifest& m, size_t i
 
 // ---- HDF5 (callers hold datasets::hdf5_mutex()) ----
 
+// Creates (truncating) the rank file at `path` and writes its /pieces `table` (rows of
+// kPieceColumns); a file that cannot be created is a UserError naming it.
+datasets::H5Handle create_rank_file(const std::filesystem::path& path, const std::vector<int64_t>& table);
 // A 1-D float32 dataset of n elements.
 datasets::H5Handle create_array(hid_t file, const char* name, int64_t n);
 // Writes (or reads) floats [offset, offset + n) of a 1-D float32 dataset.

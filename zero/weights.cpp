@@ -222,15 +222,9 @@ void save_weights_checkpoint(const std::string& dir, model::WeightSource& src, D
       } h;
       {
         std::lock_guard<std::mutex> lock(datasets::hdf5_mutex());
-        datasets::hdf5_quiet();
-        const hid_t f = H5Fcreate(partial.c_str(), H5F_ACC_TRUNC, H5P_DEFAULT, H5P_DEFAULT);
-        if (f < 0)
-          throw_user_error("cannot create checkpoint file ", partial.string(), " (", datasets::hdf5_error_message(),
-                           "): check that the folder is writable and has space");
-        h.file = H5Handle(f, H5Fclose);
-        write_piece_table(f, table, partial.string());
-        h.master = create_array(f, "master", elements);
-        write_rank_attributes(f, /*rank=*/0, /*world_size=*/1, /*stage=*/0);
+        h.file = create_rank_file(partial, table);
+        h.master = create_array(h.file.get(), "master", elements);
+        write_rank_attributes(h.file.get(), /*rank=*/0, /*world_size=*/1, /*stage=*/0);
       }
       std::vector<float> buf(size_t(std::max<int64_t>(1, std::min(elements, chunk_elements))));
       int64_t offset = 0;
