@@ -15,6 +15,7 @@
 #include "runtime/log.h"
 #include "runtime/self_comm.h"
 #include "tests/support/byte_tokenizer.h"
+#include "tests/support/run_config.h"
 #include "tests/support/temp_dir.h"
 #include "tests/support/tiny_dataset.h"
 #include "tests/support/user_error.h"
@@ -35,18 +36,6 @@ struct Interrupted {};
 // Few enough samples that 20 steps run through more than one epoch, so the epoch and the
 // permutation of the sampler state are exercised too.
 std::string make_dataset(const std::string& dir) { return testing::make_tiny_dataset(dir, 40, 1); }
-
-RunConfig synthetic_config(const std::string& dir, int64_t steps) {
-  RunConfig c = parse_config("", "test", {});
-  c.train.steps = steps;
-  c.train.out_dir = (fs::path(dir) / "run").string();
-  c.train.log_every = 1000;
-  c.train.micro_batch_size = 2;
-  c.train.seq_len = 16;
-  c.train.device = "cpu";
-  c.optimizer.warmup_steps = 3;
-  return c;
-}
 
 TrainSummary run(const RunConfig& c, int64_t interrupt_at = 0, bool collect = true) {
   TrainOptions o;
@@ -116,7 +105,7 @@ TEST_F(TrainerCheckpoint, Hdf5ResumeContinuesExactly) {
 
 TEST_F(TrainerCheckpoint, KeepLastKeepsTheNewestAndLatest) {
   const std::string dir = fresh_dir("keep");
-  RunConfig c = synthetic_config(dir, 7);
+  RunConfig c = testing::tiny_run_config(dir, 7);
   c.train.checkpoint_dir = (fs::path(dir) / "ckpt").string();
   c.train.save_every = 2;
   c.train.keep_last = 2;
@@ -127,7 +116,7 @@ TEST_F(TrainerCheckpoint, KeepLastKeepsTheNewestAndLatest) {
   EXPECT_FALSE(fs::exists(fs::path(c.train.checkpoint_dir) / "latest.tmp"));
 
   // save_every = 0: only after the last step; keep_last = 1 keeps just that one.
-  RunConfig once = synthetic_config(dir, 3);
+  RunConfig once = testing::tiny_run_config(dir, 3);
   once.train.checkpoint_dir = (fs::path(dir) / "once").string();
   once.train.keep_last = 1;
   run(once, 0, false);
@@ -142,7 +131,7 @@ TEST_F(TrainerCheckpoint, KeepLastKeepsTheNewestAndLatest) {
 
 TEST_F(TrainerCheckpoint, ResumeErrorsNameTheProblem) {
   const std::string dir = fresh_dir("errors");
-  RunConfig c = synthetic_config(dir, 2);
+  RunConfig c = testing::tiny_run_config(dir, 2);
   c.train.checkpoint_dir = (fs::path(dir) / "ckpt").string();
   run(c, 0, false);
   const std::string saved = (fs::path(c.train.checkpoint_dir) / "step-00000002").string();

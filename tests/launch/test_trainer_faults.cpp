@@ -21,6 +21,7 @@
 #include "runtime/log.h"
 #include "runtime/self_comm.h"
 #include "tests/support/grad_faults.h"
+#include "tests/support/run_config.h"
 #include "tests/support/temp_dir.h"
 #include "tests/support/user_error.h"
 #include "zero/checkpoint.h"
@@ -34,18 +35,6 @@ using testing::fresh_dir;
 using testing::poison_layer_grad;
 using testing::read_file;
 using testing::user_error_of;
-
-RunConfig tiny_config(const std::string& dir, int64_t steps) {
-  RunConfig c = parse_config("", "test", {});
-  c.train.steps = steps;
-  c.train.out_dir = (fs::path(dir) / "run").string();
-  c.train.log_every = 1000;
-  c.train.micro_batch_size = 2;
-  c.train.seq_len = 16;
-  c.train.device = "cpu";
-  c.optimizer.warmup_steps = 3;
-  return c;
-}
 
 TrainSummary run(const RunConfig& c, TrainOptions o = {}) {
   o.write_outputs = false;
@@ -65,7 +54,7 @@ class TrainerFaults : public ::testing::Test {
 // resume; resuming from there gives the uninterrupted run's losses and parameters exactly.
 TEST_F(TrainerFaults, SigtermSavesACheckpointThatResumesExactly) {
   const std::string dir = fresh_dir("sigterm");
-  RunConfig c = tiny_config(dir, 10);
+  RunConfig c = testing::tiny_run_config(dir, 10);
   const TrainSummary full = run(c);
   ASSERT_EQ(full.steps.size(), 10u);
   EXPECT_FALSE(full.interrupted());
@@ -110,7 +99,7 @@ TEST_F(TrainerFaults, SigtermSavesACheckpointThatResumesExactly) {
 // last step is a run that completed.
 TEST_F(TrainerFaults, StopAtASaveStepSavesOnceAndAtTheLastStepCompletes) {
   const std::string dir = fresh_dir("stop_at_save");
-  RunConfig c = tiny_config(dir, 6);
+  RunConfig c = testing::tiny_run_config(dir, 6);
   c.train.checkpoint_dir = (fs::path(dir) / "ck").string();
   c.train.save_every = 3;
   TrainOptions o;
@@ -123,7 +112,7 @@ TEST_F(TrainerFaults, StopAtASaveStepSavesOnceAndAtTheLastStepCompletes) {
   EXPECT_EQ(read_file(fs::path(c.train.checkpoint_dir) / "latest"), "step-00000003\n");
   clear_stop_request();
 
-  RunConfig last = tiny_config(fresh_dir("stop_at_last"), 3);
+  RunConfig last = testing::tiny_run_config(fresh_dir("stop_at_last"), 3);
   o.before_optimizer_step = [](int64_t step, zero::Engine&) {
     if (step == 3) request_stop(SIGTERM);
   };
@@ -152,7 +141,7 @@ TEST_F(TrainerFaults, SecondSignalExitsAtOnce) {
 
 // Saves every 2 of 6 steps; the save of step 4 fails midway (as a full disk would).
 RunConfig failing_save_config(const std::string& dir) {
-  RunConfig c = tiny_config(dir, 6);
+  RunConfig c = testing::tiny_run_config(dir, 6);
   c.train.checkpoint_dir = (fs::path(dir) / "ck").string();
   c.train.save_every = 2;
   return c;
@@ -181,7 +170,7 @@ TEST_F(TrainerFaults, FailedSaveStopsTheRunAndKeepsThePreviousCheckpoint) {
   EXPECT_FALSE(fs::exists(fs::path(ck) / "step-00000004"));
   EXPECT_TRUE(zero::is_complete_checkpoint(ck + "/step-00000002"));
 
-  const TrainSummary full = run(tiny_config(fresh_dir("save_stop_full"), 6));
+  const TrainSummary full = run(testing::tiny_run_config(fresh_dir("save_stop_full"), 6));
   RunConfig resume = c;
   resume.train.resume = "auto";
   const TrainSummary resumed = run(resume);
@@ -224,7 +213,7 @@ TEST_F(TrainerFaults, FailedFirstSaveSaysThereIsNoLatest) {
 // A NaN in the gradients at step 4: that step is skipped (parameters and moments unchanged),
 // the next steps train on.
 TEST_F(TrainerFaults, NanGradientSkipsTheStepAndTrainingRecovers) {
-  RunConfig c = tiny_config(fresh_dir("nan_once"), 8);
+  RunConfig c = testing::tiny_run_config(fresh_dir("nan_once"), 8);
   const TrainSummary clean = run(c);
   std::vector<std::vector<float>> params;
   TrainOptions o;
@@ -253,7 +242,7 @@ TEST_F(TrainerFaults, NanGradientSkipsTheStepAndTrainingRecovers) {
 // NaN gradients in transformer.h.1 (layer 2) and the head from step 4 on: steps 4, 5, 6 are
 // skipped and the third ends the run, naming the lower layer.
 TEST_F(TrainerFaults, ConsecutiveSkipsEndTheRunNamingTheLayer) {
-  RunConfig c = tiny_config(fresh_dir("nan_always"), 10);
+  RunConfig c = testing::tiny_run_config(fresh_dir("nan_always"), 10);
   c.train.max_skipped_steps = 3;
   TrainOptions o;
   int64_t last_step = 0;
@@ -283,7 +272,7 @@ TEST_F(TrainerFaults, ConsecutiveSkipsEndTheRunNamingTheLayer) {
 // fp16: loss-scaler skips count too (the scale halves at each), and the message says what to
 // change in the scaler.
 TEST_F(TrainerFaults, Fp16OverflowsCountTowardTheLimit) {
-  RunConfig c = tiny_config(fresh_dir("fp16"), 10);
+  RunConfig c = testing::tiny_run_config(fresh_dir("fp16"), 10);
   c.train.precision = DType::kF16;
   c.train.micro_batch_size = 1;
   c.train.seq_len = 8;
@@ -307,7 +296,7 @@ TEST_F(TrainerFaults, Fp16OverflowsCountTowardTheLimit) {
 // A non-finite loss skips the step even when the gradients are finite: nothing changes, and the
 // skip is counted.
 TEST_F(TrainerFaults, NonFiniteLossSkipsTheEngineStep) {
-  const model::GptjConfig shape = tiny_config(fresh_dir("loss"), 1).model.shape;
+  const model::GptjConfig shape = testing::tiny_run_config(fresh_dir("loss"), 1).model.shape;
   SelfComm comm;
   zero::EngineOptions options;
   zero::Engine engine(shape, options, comm);  // stage 0: the zeroed gradients are final
