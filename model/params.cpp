@@ -1,6 +1,12 @@
 // GPT-J parameter list (Hugging Face names and order) and deterministic initialisation.
 #include "model/params.h"
 
+#include <omp.h>
+
+#include <algorithm>
+#include <exception>
+#include <thread>
+
 #include "runtime/error.h"
 #include "runtime/rng.h"
 
@@ -52,26 +58,55 @@ std::string layer_name(const GptjConfig& config, int layer) {
   return "transformer.h." + std::to_string(layer - 1);
 }
 
+int default_init_threads() { return std::clamp(omp_get_max_threads(), 1, 16); }
+
+void parallel_ranges(int64_t n, int threads, int64_t min_chunk,
+                     const std::function<void(int64_t, int64_t)>& fn) {
+  ZT_CHECK(n >= 0 && min_chunk > 0, "parallel_ranges: ", n, " elements in runs of ", min_chunk);
+  const int64_t runs = std::max<int64_t>(1, std::min<int64_t>(threads, n / min_chunk));
+  if (runs == 1) {
+    if (n > 0) fn(0, n);
+    return;
+  }
+  std::vector<std::exception_ptr> errors(static_cast<size_t>(runs));
+  auto run = [&](int64_t r) {
+    try {
+      fn(n * r / runs, n * (r + 1) / runs);
+    } catch (...) {
+      errors[size_t(r)] = std::current_exception();
+    }
+  };
+  std::vector<std::thread> workers;
+  workers.reserve(size_t(runs - 1));
+  for (int64_t r = 1; r < runs; ++r) workers.emplace_back(run, r);
+  run(0);
+  for (std::thread& w : workers) w.join();
+  for (const std::exception_ptr& e : errors)
+    if (e) std::rethrow_exception(e);
+}
+
 void init_param_values(const ParamSpec& spec, const GptjConfig& config, uint64_t seed,
-                       int64_t begin, int64_t end, float* out) {
+                       int64_t begin, int64_t end, float* out, int threads, int64_t min_chunk) {
   ZT_CHECK(0 <= begin && begin <= end && end <= spec.numel(), "init range [", begin, ", ", end,
            ") outside ", spec.name, " of ", spec.numel(), " elements");
   const int64_t n = end - begin;
   switch (spec.kind) {
     case ParamKind::kNormWeight:
-      for (int64_t i = 0; i < n; ++i) out[i] = 1.0f;
+      std::fill(out, out + n, 1.0f);
       return;
     case ParamKind::kNormBias:
     case ParamKind::kLinearBias:
-      for (int64_t i = 0; i < n; ++i) out[i] = 0.0f;
+      std::fill(out, out + n, 0.0f);
       return;
     case ParamKind::kEmbedding:
     case ParamKind::kLinearWeight: {
       const uint64_t stream = name_stream(spec.name);
       const double std = config.init_std;
-#pragma omp parallel for schedule(static) if (n > 65536)
-      for (int64_t i = 0; i < n; ++i)
-        out[i] = float(std * random_normal(seed, stream, uint64_t(begin + i)));
+      parallel_ranges(n, threads > 0 ? threads : default_init_threads(), min_chunk,
+                      [&](int64_t a, int64_t b) {
+                        for (int64_t i = a; i < b; ++i)
+                          out[i] = float(std * random_normal(seed, stream, uint64_t(begin + i)));
+                      });
       return;
     }
   }

@@ -8,6 +8,7 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <string>
 #include <vector>
 
@@ -47,11 +48,26 @@ std::string layer_name(const GptjConfig& config, int layer);
 // All parameters in forward (Hugging Face) order.
 std::vector<ParamSpec> gptj_param_specs(const GptjConfig& config);
 
+// Runs of fewer elements than this are initialised on one thread.
+inline constexpr int64_t kInitChunkElements = int64_t(1) << 20;
+
+// Threads the initialisation uses by default: OpenMP's thread count on the calling thread
+// (OMP_NUM_THREADS, train.threads, the offload CPU group), at most 16.
+int default_init_threads();
+
+// Calls fn(begin, end) on runs that cover [0, n) once each, from up to `threads` std::threads
+// (the caller is one of them). Each run has at least min_chunk elements, so n < 2 * min_chunk
+// stays on the calling thread. The first exception thrown by fn is rethrown here.
+void parallel_ranges(int64_t n, int threads, int64_t min_chunk,
+                     const std::function<void(int64_t, int64_t)>& fn);
+
 // Fills elements [begin, end) of parameter `spec` (flattened row-major) with its initial values
 // in fp32: normal(0, init_std) for wte and Linear weights, 0 for biases, 1 for LayerNorm weights.
 // The value of each element depends only on (seed, spec.name, element index): any shard can be
-// initialised on its own and every rank and thread count agrees.
+// initialised on its own and every rank and thread count agrees. The range is split over
+// `threads` threads (0: default_init_threads()) in runs of at least min_chunk elements.
 void init_param_values(const ParamSpec& spec, const GptjConfig& config, uint64_t seed,
-                       int64_t begin, int64_t end, float* out);
+                       int64_t begin, int64_t end, float* out, int threads = 0,
+                       int64_t min_chunk = kInitChunkElements);
 
 }  // namespace zt::model

@@ -1,9 +1,11 @@
 // The ZeRO engine: buffers per stage, layer hooks (gather, reduce), and the optimizer step.
 #include "zero/engine.h"
 
+#include <algorithm>
 #include <cmath>
 #include <cstring>
 #include <string>
+#include <utility>
 
 #include "optim/grad_clip.h"
 #include "runtime/error.h"
@@ -18,6 +20,10 @@ constexpr size_t kReducesInFlight = 2;  // stage 2-3 layer reductions kept pendi
 // next chunk is stepped; 16M elements are 32 MiB of bf16 (about 0.6 ms of PCIe), and about 50 ms
 // of CPU AdamW at 90 GB/s, so the copies hide behind the stepping.
 constexpr int64_t kOffloadChunk = int64_t(1) << 24;
+
+int init_threads(const EngineOptions& o) {
+  return o.init_threads > 0 ? o.init_threads : model::default_init_threads();
+}
 }
 
 Engine::Engine(const model::GptjConfig& config, const EngineOptions& options, Comm& comm,
@@ -69,48 +75,103 @@ Engine::Engine(const model::GptjConfig& config, const EngineOptions& options, Co
   if (offload)
     host_grads_ = ops_->allocate_host(size_t(local_size_) * elem(), MemCategory::kBuffers,
                                       "offloaded gradient shard");
-  // Padding stays zero forever.
+  // Padding stays zero forever. Host buffers are zeroed by several threads: first touching
+  // gigabytes of host memory takes seconds on one.
+  ZT_CHECK(options.init_chunk > 0, "init_chunk must be positive, got ", options.init_chunk);
   for (Buffer* b : {&params_, &grads_, &master_, &adam_m_, &adam_v_, &host_grads_}) {
     if (b->empty()) continue;
-    if (b->device().is_cpu())
-      std::memset(b->data(), 0, b->bytes());
-    else
+    if (b->device().is_cpu()) {
+      char* base = static_cast<char*>(b->data());
+      model::parallel_ranges(int64_t(b->bytes()), init_threads(options), options.init_chunk * 4,
+                             [&](int64_t begin, int64_t end) {
+                               std::memset(base + begin, 0, size_t(end - begin));
+                             });
+    } else {
       ops_->zero(b->data(), b->bytes());
-  }
-
-  // Initial values from the counter-based init: the owned pieces' master (and, for stage 3, the
-  // parameter shard); for stages 0-2 every parameter of the full copy, which each rank computes
-  // identically.
-  std::vector<float> values;
-  for (const OwnedPiece& p : owned_) {
-    if (master_.empty() && options.stage < 3) break;  // fp32: the full copy below is the master
-    const FlatParam& fp = layout_.params[size_t(p.param)];
-    values.resize(size_t(p.numel));
-    model::init_param_values(specs_[size_t(fp.spec_index)], config_, options.seed, p.param_begin,
-                             p.param_begin + p.numel, values.data());
-    if (master_.device().is_cpu() && !master_.empty())
-      std::memcpy(piece_master(p), values.data(), size_t(p.numel) * 4);
-    else if (!master_.empty())
-      ops_->upload(values.data(), piece_master(p), size_t(p.numel), DType::kF32);
-    if (options.stage == 3 && options.offload_params)
-      convert_cpu(values.data(), DType::kF32, piece_param(p), dt, size_t(p.numel));
-    else if (options.stage == 3)
-      ops_->upload(values.data(), piece_param(p), size_t(p.numel), dt);
-  }
-  if (options.stage < 3) {
-    for (const FlatParam& fp : layout_.params) {
-      values.resize(size_t(fp.numel));
-      model::init_param_values(specs_[size_t(fp.spec_index)], config_, options.seed, 0, fp.numel,
-                               values.data());
-      ops_->upload(values.data(), static_cast<char*>(params_.data()) + size_t(fp.offset) * elem(),
-                   size_t(fp.numel), dt);
     }
+  }
+  if (options.init_values) init_values();
+  if (options.stage < 3)
     for (int layer = 0; layer < layers; ++layer)
       param_views_.push_back(views_into(params_.data(), 0, layer));
-  }
   if (options.stage < 2)
     for (int layer = 0; layer < layers; ++layer)
       grad_views_.push_back(views_into(grads_.data(), 0, layer));
+}
+
+// Initial values from the counter-based init, each element computed once where it can be: the
+// owned pieces' master and their model-facing parameters (the stage-3 shard, or their place in
+// the stages 0-2 full copy), then for stages 0-2 the rest of the full copy, which every rank
+// computes identically. Uploads to a device go one piece at a time, in order.
+void Engine::init_values() {
+  const DType dt = options_.param_dtype;
+  const bool host_master = master_on_host();
+  const bool host_params = params_.device().is_cpu();
+  const bool separate = !master_.empty();  // false: the fp32 parameters are the master
+  std::vector<float> values;               // what goes to the device
+  auto compute = [&](const model::ParamSpec& spec, int64_t begin, int64_t n) {
+    values.resize(size_t(n));
+    model::init_param_values(spec, config_, options_.seed, begin, begin + n, values.data(),
+                             init_threads(options_), options_.init_chunk);
+  };
+  // Per parameter: the [begin, end) ranges this rank owns.
+  std::vector<std::vector<std::pair<int64_t, int64_t>>> owned(layout_.params.size());
+  for (const OwnedPiece& p : owned_) {
+    const model::ParamSpec& spec = specs_[size_t(layout_.params[size_t(p.param)].spec_index)];
+    owned[size_t(p.param)].emplace_back(p.param_begin, p.param_begin + p.numel);
+    if (host_master) {
+      init_on_host(spec, p.param_begin, p.numel, piece_master(p),
+                   separate && host_params ? piece_param(p) : nullptr);
+      if (separate && !host_params) ops_->upload(piece_master(p), piece_param(p), size_t(p.numel), dt);
+    } else {
+      compute(spec, p.param_begin, p.numel);
+      if (separate) ops_->upload(values.data(), piece_master(p), size_t(p.numel), DType::kF32);
+      ops_->upload(values.data(), piece_param(p), size_t(p.numel), dt);
+    }
+  }
+  if (options_.stage == 3) return;
+  for (size_t i = 0; i < layout_.params.size(); ++i) {
+    const FlatParam& fp = layout_.params[i];
+    const model::ParamSpec& spec = specs_[size_t(fp.spec_index)];
+    auto fill = [&](int64_t begin, int64_t end) {
+      if (begin >= end) return;
+      char* dst = static_cast<char*>(params_.data()) + size_t(fp.offset + begin) * elem();
+      if (host_params && dt == DType::kF32) {
+        init_on_host(spec, begin, end - begin, reinterpret_cast<float*>(dst), nullptr);
+      } else if (host_params) {
+        init_on_host(spec, begin, end - begin, nullptr, dst);
+      } else {
+        compute(spec, begin, end - begin);
+        ops_->upload(values.data(), dst, size_t(end - begin), dt);
+      }
+    };
+    std::sort(owned[i].begin(), owned[i].end());
+    int64_t at = 0;
+    for (const auto& [begin, end] : owned[i]) {
+      fill(at, begin);
+      at = end;
+    }
+    fill(at, fp.numel);
+  }
+}
+
+void Engine::init_on_host(const model::ParamSpec& spec, int64_t begin, int64_t n, float* f32,
+                          void* p16) {
+  const DType dt = options_.param_dtype;
+  // Blocks small enough that the fp32 values are still in cache when rounded.
+  const int64_t block = std::min<int64_t>(options_.init_chunk, int64_t(1) << 16);
+  model::parallel_ranges(n, init_threads(options_), options_.init_chunk, [&](int64_t a, int64_t e) {
+    std::vector<float> scratch(f32 != nullptr ? 0 : size_t(std::min(block, e - a)));
+    for (int64_t b = a; b < e; b += block) {
+      const int64_t m = std::min(block, e - b);
+      float* v = f32 != nullptr ? f32 + b : scratch.data();
+      model::init_param_values(spec, config_, options_.seed, begin + b, begin + b + m, v, 1);
+      if (p16 == nullptr) continue;
+      // As convert_cpu rounds, but on this thread only.
+      char* out = static_cast<char*>(p16) + size_t(b) * elem();
+      for (int64_t k = 0; k < m; ++k) store_from_double(out, dt, size_t(k), double(v[k]));
+    }
+  });
 }
 
 Engine::~Engine() {

@@ -56,6 +56,13 @@ struct EngineOptions {
   bool offload_params = false;
   int64_t total_steps = 1;  // end of the LR decay
   uint64_t seed = 0;        // parameter initialisation
+  // false: the buffers are only zeroed, not set to the random initial values, because the caller
+  // loads every parameter (load_weights, load_checkpoint) before the first step.
+  bool init_values = true;
+  // Host threads for initialisation (0: model::default_init_threads()), each taking runs of at
+  // least init_chunk elements; tests make the runs small to split a tiny model.
+  int init_threads = 0;
+  int64_t init_chunk = model::kInitChunkElements;
 };
 
 struct StepStats {
@@ -232,6 +239,11 @@ class Engine final : public model::ParamProvider {
   // Stages 2-3 with offload: queues the download of layer `layer`'s reduced gradient shard.
   void download_layer_grads(int layer);
   float* piece_master(const OwnedPiece& p) const;
+  // The constructor's random initial values (EngineOptions::init_values).
+  void init_values();
+  // Elements [begin, begin + n) of `spec`'s initial values computed on the host threads: fp32
+  // into f32 (null: not kept), and rounded to the parameter dtype into p16 (null: not wanted).
+  void init_on_host(const model::ParamSpec& spec, int64_t begin, int64_t n, float* f32, void* p16);
   // Where piece_master() points: host memory (memcpy) or device memory (DeviceOps copies).
   bool master_on_host() const;
   // Completes pending reductions and gathers and drops gathered layers (checkpoint load/save).
