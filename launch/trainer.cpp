@@ -245,6 +245,8 @@ TrainSummary train(const RunConfig& config, Comm& comm, const TrainOptions& opti
   engine_options.offload_optimizer = config.zero.offload_optimizer == "cpu";
   engine_options.offload_params = config.zero.offload_params == "cpu";
   engine_options.seed = uint64_t(t.seed);
+  // A checkpoint or model.init_from sets every value below: computing the random init is wasted.
+  engine_options.init_values = !resume && !init_weights;
   zero::Engine engine(shape, engine_options, *engine_comm, std::move(device_ops));
 
   TrainSummary summary;
@@ -350,16 +352,20 @@ TrainSummary train(const RunConfig& config, Comm& comm, const TrainOptions& opti
 
   ProgressLine progress;
   Timer run_timer;
+  std::vector<model::LossTicket> loss_tickets;
   for (int64_t step = first_step; step <= t.steps; ++step) {
     Timer step_timer;
     engine.zero_grads();
     const Timer fwd_bwd_timer;
-    double loss_sum = 0.0;
+    // Queue every micro-batch, then read the losses once: no host wait between micro-batches.
+    loss_tickets.clear();
     for (int64_t micro = 0; micro < accum; ++micro) {
       const model::Batch batch = data.next_micro_batch(step, micro);
       engine.set_last_micro_step(micro == accum - 1);
-      loss_sum += model->forward_backward(batch, engine, engine.micro_grad_scale(accum)).mean();
+      loss_tickets.push_back(model->queue_forward_backward(batch, engine, engine.micro_grad_scale(accum)));
     }
+    double loss_sum = 0.0;
+    for (const model::LossTicket& ticket : loss_tickets) loss_sum += model->collect(ticket).mean();
     const double fwd_bwd_s = fwd_bwd_timer.seconds();
     if (options.before_optimizer_step) options.before_optimizer_step(step, engine);
     StepMetrics m;

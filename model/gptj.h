@@ -31,6 +31,11 @@ struct LossSum {
   double mean() const { return count > 0 ? sum / double(count) : 0.0; }
 };
 
+// A micro-batch queued by queue_forward_backward whose loss has not been read yet.
+struct LossTicket {
+  int64_t id = -1;
+};
+
 struct ModelOptions {
   // Keep only each block's input in forward and recompute the block in backward.
   bool activation_checkpointing = false;
@@ -48,8 +53,17 @@ class GptjModel {
   // Forward and backward. Adds grad_scale * d(mean loss over this batch's counted tokens)/d(param)
   // into params.layer_grads(...), calling grad_ready(layer) as each layer finishes (head first,
   // embedding last). A batch with no counted token adds nothing.
-  virtual LossSum forward_backward(const Batch& batch, ParamProvider& params,
-                                   double grad_scale) = 0;
+  LossSum forward_backward(const Batch& batch, ParamProvider& params, double grad_scale) {
+    return collect(queue_forward_backward(batch, params, grad_scale));
+  }
+  // forward_backward without reading the loss, so that the micro-batches of a step can be queued
+  // back to back (CUDA: no host wait between them). The batch's host memory may be reused once
+  // it returns. collect(ticket) reads the loss later: it waits for all of that call's work (its
+  // backward too) and gives exactly what forward_backward would have. Each ticket is collected
+  // once; until then it holds a small pinned loss buffer (CUDA).
+  virtual LossTicket queue_forward_backward(const Batch& batch, ParamProvider& params,
+                                            double grad_scale) = 0;
+  virtual LossSum collect(LossTicket ticket) = 0;
   // Writes fp32 logits [batch_size, seq_len, vocab_size] to `out` (targets are not read).
   virtual void logits(const Batch& batch, ParamProvider& params, float* out) = 0;
 };
@@ -62,8 +76,9 @@ std::unique_ptr<GptjModel> make_cpu_gptj(const GptjConfig& config, const ModelOp
 // The CUDA implementation: the same layer walk over the ops of ops_cuda.h, queued on
 // ctx.stream(). options.compute_dtype (kBF16 or kF16) is the storage dtype of activations,
 // parameters and gradients; the provider must hand tensors of that dtype on ctx.device(). Token
-// ids arrive on the host, are checked there and copied over. Every call returns after one
-// synchronisation of ctx.stream() (to read the loss or the logits). `ctx` must outlive the model.
+// ids arrive on the host, are checked there and copied over. forward, logits and collect wait
+// for the call's queued work (to read the loss or the logits); queue_forward_backward does not
+// wait. `ctx` must outlive the model.
 std::unique_ptr<GptjModel> make_cuda_gptj(const GptjConfig& config, const ModelOptions& options,
                                           const CudaContext& ctx);
 #endif

@@ -9,13 +9,14 @@
 //
 // Host traffic per call: token ids (and targets) are checked on the host, staged in pinned
 // memory and copied on the stream; the per-token losses come back the same way and are summed on
-// the host. Reading the loss is the call's one stream synchronisation (after the backward is
-// queued, in forward_backward). That is acceptable while a step is one call per micro-batch; a
-// pipelined engine would read the losses of step k during step k+1 instead.
+// the host. Each call takes a host slot (pinned staging and losses, and an event) that it keeps
+// until its loss is read, so queue_forward_backward can queue several micro-batches without a
+// host wait; collect waits on the slot's event, recorded after the call's backward.
 #include <cuda_runtime.h>
 
 #include <cstdint>
 #include <cstring>
+#include <deque>
 #include <span>
 #include <vector>
 
@@ -57,10 +58,12 @@ class CudaBackend {
     int32_t* targets = nullptr;  // device [N]; nullptr when the call has none (logits())
     float* losses = nullptr;     // device [N] fp32 per-token losses
     int64_t count = 0;           // targets != -100, counted on the host
+    size_t slot = 0;             // the call's host slot (load_tokens)
   };
   struct LossPending {
     int64_t n = 0;
     int64_t count = 0;
+    size_t slot = 0;  // holds the per-token losses on the host
   };
 
   static constexpr DType kDt = dtype_of<T>();
@@ -68,13 +71,10 @@ class CudaBackend {
   // pointer alignment (capped at 16 bytes), so a recompute lands on the same GEMM kernels.
   static constexpr size_t kWorkspaceAlign = 256;
 
-  CudaBackend(const CudaContext& ctx, int64_t vocab) : ctx_(ctx), vocab_(vocab) {
-    ZT_CUDA_CHECK(cudaEventCreateWithFlags(&staged_, cudaEventDisableTiming));
-  }
+  CudaBackend(const CudaContext& ctx, int64_t vocab) : ctx_(ctx), vocab_(vocab) {}
   ~CudaBackend() {
-    // A call that threw midway may have left copies to or from the pinned memory queued.
+    // Queued or thrown-away calls may still copy to or from the slots' pinned memory.
     (void)cudaStreamSynchronize(ctx_.stream());
-    if (staged_ != nullptr) (void)cudaEventDestroy(staged_);
   }
   CudaBackend(const CudaBackend&) = delete;
   CudaBackend& operator=(const CudaBackend&) = delete;
@@ -142,13 +142,16 @@ class CudaBackend {
     }
     return tk;
   }
-  // Stages ids (and targets) in pinned memory and queues their copies to the device.
+  // Takes a free host slot, stages ids (and targets) in it and queues their copies to the device.
   void load_tokens(const Batch& b, bool need_targets, Tokens& tk) {
     const size_t n = size_t(b.tokens());
-    // The previous call's copies out of the staging memory must be done before it is rewritten.
-    NcclComm::watched_event_sync(staged_);  // the stream may wait on collectives
-    reserve_pinned(staging_, 2 * n * sizeof(int32_t), "token ids and targets");
-    int32_t* ids = staging_.as<int32_t>();
+    tk.slot = free_slot();
+    HostSlot& slot = slots_[tk.slot];
+    // The slot's earlier copies must be done before it is rewritten: at once unless the call
+    // that used it last threw before its loss was read.
+    NcclComm::watched_event_sync(slot.done);  // the stream may wait on collectives
+    reserve_pinned(slot.pinned, 3 * n * sizeof(int32_t), "token ids, targets and losses");
+    int32_t* ids = static_cast<int32_t*>(slot.pinned.data());
     std::memcpy(ids, b.inputs, n * sizeof(int32_t));
     ZT_CUDA_CHECK(cudaMemcpyAsync(tk.ids, ids, n * sizeof(int32_t), cudaMemcpyHostToDevice,
                                   ctx_.stream()));
@@ -160,7 +163,7 @@ class CudaBackend {
       ZT_CUDA_CHECK(cudaMemcpyAsync(tk.targets, targets, n * sizeof(int32_t),
                                     cudaMemcpyHostToDevice, ctx_.stream()));
     }
-    ZT_CUDA_CHECK(cudaEventRecord(staged_, ctx_.stream()));
+    ZT_CUDA_CHECK(cudaEventRecord(slot.done, ctx_.stream()));
   }
 
   // ---- ops (ops_cuda.h) ----
@@ -226,19 +229,29 @@ class CudaBackend {
     // The kernel leaves the logits alone when dloss == 0, but backward reads them as dlogits.
     if (want_grad && dloss == 0.0f)
       ZT_CUDA_CHECK(cudaMemsetAsync(logits, 0, size_t(n * v) * sizeof(T), ctx_.stream()));
-    reserve_pinned(losses_host_, size_t(n) * sizeof(float), "per-token losses");
-    ZT_CUDA_CHECK(cudaMemcpyAsync(losses_host_.as<float>(), tk.losses, size_t(n) * sizeof(float),
-                                  cudaMemcpyDeviceToHost, ctx_.stream()));
-    return LossPending{n, tk.count};
+    ZT_CUDA_CHECK(cudaMemcpyAsync(host_losses(slots_[tk.slot], n), tk.losses,
+                                  size_t(n) * sizeof(float), cudaMemcpyDeviceToHost,
+                                  ctx_.stream()));
+    // Covers the copy into the slot should the call throw before loss_queued.
+    ZT_CUDA_CHECK(cudaEventRecord(slots_[tk.slot].done, ctx_.stream()));
+    return LossPending{n, tk.count, tk.slot};
   }
-  // The call's one wait: everything queued so far (the forward, and in forward_backward the
-  // backward too) runs before the losses can be read.
-  LossSum finish_loss(const LossPending& pending) const {
-    ctx_.synchronize();
+  // Marks the end of the call's queued work (in forward_backward, the backward too); the slot is
+  // kept until finish_loss.
+  void loss_queued(LossPending& pending) {
+    HostSlot& slot = slots_[pending.slot];
+    ZT_CUDA_CHECK(cudaEventRecord(slot.done, ctx_.stream()));
+    slot.holds_loss = true;
+  }
+  // The call's one wait, for everything it queued, then the sum in index order in double.
+  LossSum finish_loss(const LossPending& pending) {
+    HostSlot& slot = slots_[pending.slot];
+    NcclComm::watched_event_sync(slot.done);  // the stream may wait on collectives
     LossSum loss;
     loss.count = pending.count;
-    const float* losses = losses_host_.as<float>();
+    const float* losses = host_losses(slot, pending.n);
     for (int64_t i = 0; i < pending.n; ++i) loss.sum += double(losses[i]);  // index order
+    slot.holds_loss = false;
     return loss;
   }
 
@@ -251,11 +264,34 @@ class CudaBackend {
   }
 
  private:
+  // Pinned memory of one call; as many as calls whose loss is not read yet, plus one.
+  struct HostSlot {
+    HostSlot() { ZT_CUDA_CHECK(cudaEventCreateWithFlags(&done, cudaEventDisableTiming)); }
+    ~HostSlot() {
+      if (done != nullptr) (void)cudaEventDestroy(done);
+    }
+    HostSlot(const HostSlot&) = delete;
+    HostSlot& operator=(const HostSlot&) = delete;
+
+    Buffer pinned;               // ids [N], targets [N] (int32), then losses [N] (fp32)
+    cudaEvent_t done = nullptr;  // recorded after the slot's last queued use
+    bool holds_loss = false;     // from loss_queued until finish_loss
+  };
+
+  static float* host_losses(HostSlot& slot, int64_t n) {
+    return reinterpret_cast<float*>(static_cast<char*>(slot.pinned.data()) +
+                                    2 * size_t(n) * sizeof(int32_t));
+  }
+  size_t free_slot() {
+    for (size_t i = 0; i < slots_.size(); ++i)
+      if (!slots_[i].holds_loss) return i;
+    slots_.emplace_back();
+    return slots_.size() - 1;
+  }
+
   const CudaContext& ctx_;
   int64_t vocab_;
-  Buffer staging_;      // pinned: ids [N] then targets [N], int32
-  Buffer losses_host_;  // pinned: per-token losses [N], fp32
-  cudaEvent_t staged_ = nullptr;  // recorded after the copies out of staging_
+  std::deque<HostSlot> slots_;  // a deque: slots never move
 };
 
 }  // namespace

@@ -42,12 +42,15 @@
 //   LossPending cross_entropy(T* logits, const Tokens&, n, v, bool want_grad, double grad_scale):
 //        per-token losses; with want_grad, logits become dlogits with dloss = grad_scale / count
 //        (0 when nothing is counted);
-//   LossSum finish_loss(const LossPending&);   the loss sum and count, once they are known;
+//   void loss_queued(LossPending&);   the call's work is all queued (after the backward, if any);
+//   LossSum finish_loss(const LossPending&);   waits for the work up to loss_queued, then gives
+//        the loss sum and count; several losses may be pending at once, finished in any order;
 //   void logits_to_host(const T* logits, int64_t count, float* out).
 #pragma once
 
 #include <cstddef>
 #include <cstdint>
+#include <map>
 #include <span>
 #include <utility>
 #include <vector>
@@ -110,18 +113,33 @@ class GptjGraph final : public GptjModel {
     check_batch(batch, true);
     Workspace p(*this, batch, /*store_all=*/false, /*need_targets=*/true);
     run_forward(batch, params, p);
-    return backend_.finish_loss(head_forward(batch, params, p, /*want_grad=*/false, 0.0));
+    auto pending = head_forward(batch, params, p, /*want_grad=*/false, 0.0);
+    backend_.loss_queued(pending);
+    return backend_.finish_loss(pending);
   }
 
-  LossSum forward_backward(const Batch& batch, ParamProvider& params, double grad_scale) override {
+  LossTicket queue_forward_backward(const Batch& batch, ParamProvider& params,
+                                    double grad_scale) override {
     check_batch(batch, true);
     Workspace p(*this, batch, /*store_all=*/!options_.activation_checkpointing,
                 /*need_targets=*/true);
     run_forward(batch, params, p);
-    const auto pending = head_forward(batch, params, p, /*want_grad=*/true, grad_scale);
+    auto pending = head_forward(batch, params, p, /*want_grad=*/true, grad_scale);
     run_backward(batch, params, p);
-    // Read the loss only now: a backend that computes it asynchronously (CUDA) has the whole
-    // backward queued behind it by the time the host waits for it.
+    // The loss is read in collect: a backend that computes it asynchronously (CUDA) has the
+    // whole backward, and maybe later micro-batches, queued behind it by then.
+    backend_.loss_queued(pending);
+    const LossTicket ticket{next_ticket_++};
+    pending_.emplace(ticket.id, std::move(pending));
+    return ticket;
+  }
+
+  LossSum collect(LossTicket ticket) override {
+    const auto it = pending_.find(ticket.id);
+    ZT_CHECK(it != pending_.end(), "loss ticket ", ticket.id,
+             " was not handed out by this model or is already collected");
+    const auto pending = std::move(it->second);
+    pending_.erase(it);
     return backend_.finish_loss(pending);
   }
 
@@ -398,6 +416,8 @@ class GptjGraph final : public GptjModel {
   ModelOptions options_;
   Backend backend_;
   std::vector<std::vector<ParamSpec>> layer_specs_;  // per provider layer, params.h order
+  std::map<int64_t, typename Backend::LossPending> pending_;  // by ticket id, not collected yet
+  int64_t next_ticket_ = 0;
 };
 
 }  // namespace zt::model

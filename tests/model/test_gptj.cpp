@@ -244,6 +244,33 @@ TEST(GptjModel, GradientsAccumulateAcrossCalls) {
   for (size_t i = 0; i < a.size(); ++i) ASSERT_NEAR(a[i], b[i], 1e-12 * std::max(1.0, std::fabs(a[i])));
 }
 
+// Queuing micro-batches and reading their losses later gives exactly what forward_backward gives
+// call by call: the same loss sums and counts, and the same accumulated gradients.
+TEST(GptjModel, QueuedMicroBatchesMatchSynchronousCalls) {
+  GptjConfig c;
+  HostProvider sync(c, DType::kF32, 4), queued(c, DType::kF32, 4);
+  constexpr int kMicro = 3;
+  std::vector<Tokens> tks;
+  for (int i = 0; i < kMicro; ++i) tks.push_back(random_tokens(2 * 8, c.vocab_size, 10 + uint64_t(i), i == 1));
+  const double scale = 1.0 / kMicro;
+  auto model = make_cpu_gptj(c, {});
+  std::vector<LossSum> expect;
+  for (const Tokens& tk : tks) expect.push_back(model->forward_backward(tk.batch(2, 8), sync, scale));
+  std::vector<LossTicket> tickets;
+  for (const Tokens& tk : tks) tickets.push_back(model->queue_forward_backward(tk.batch(2, 8), queued, scale));
+  // Collected out of order: each ticket still gives its own micro-batch's loss.
+  for (int i = kMicro - 1; i >= 0; --i) {
+    const LossSum got = model->collect(tickets[size_t(i)]);
+    EXPECT_EQ(got.sum, expect[size_t(i)].sum) << "micro-batch " << i;
+    EXPECT_EQ(got.count, expect[size_t(i)].count) << "micro-batch " << i;
+  }
+  EXPECT_EQ(expect[1].count, 2 * 8 - 2);  // the ignored targets are not counted
+  EXPECT_EQ(sync.all_grads(), queued.all_grads());
+  // A ticket is collected once; a ticket the model never handed out is refused.
+  EXPECT_THROW(model->collect(tickets[0]), Error);
+  EXPECT_THROW(model->collect(LossTicket{}), Error);
+}
+
 TEST(GptjModel, WalksLayersInOrderThroughTheProvider) {
   GptjConfig c;
   c.n_layer = 2;
