@@ -10,11 +10,13 @@
 #include <cmath>
 #include <cstdint>
 #include <cstdio>
+#include <cstdlib>
 #include <cstring>
 #include <string>
 #include <string_view>
 #include <vector>
 
+#include "model/cuda/attention_sm90.h"
 #include "model/cuda/attention_tiles.cuh"
 #include "model/ops_cpu.h"
 #include "model/ops_cuda.h"
@@ -613,6 +615,28 @@ TEST(CudaAttention, RejectsUnsupportedShapes) {
   EXPECT_THROW(
       attention_forward(ctx, x.data(), x.data(), x.data(), x.data(), l, 1, 4, 1, 64, DType::kF32),
       Error);
+}
+
+// On an H100/H200 the tests above must exercise the wgmma kernels (unless the portable ones are
+// forced, as the cuda_attention_portable CTest does), so the Hopper path cannot fall back to the
+// portable one unnoticed. Heads up to 128 wide always run the portable kernels.
+TEST(CudaAttention, HopperKernelsRunOnHopperGpus) {
+  if (cuda_device_count() == 0) GTEST_SKIP() << "no CUDA device";
+  CudaContext ctx(0);
+  int major = 0, minor = 0;
+  ZT_CUDA_CHECK(cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, 0));
+  ZT_CUDA_CHECK(cudaDeviceGetAttribute(&minor, cudaDevAttrComputeCapabilityMinor, 0));
+  const char* forced = std::getenv("ZT_ATTENTION_KERNEL");
+  const bool portable = forced != nullptr && std::string_view(forced) == "portable";
+#if defined(ZT_CUDA_SM90A)
+  const bool hopper = major == 9 && minor == 0 && !portable;
+#else
+  const bool hopper = false;  // built without sm_90a code
+#endif
+  EXPECT_EQ(attention_sm90_usable(ctx, 256), hopper);
+  EXPECT_EQ(attention_sm90_usable(ctx, 136), hopper);
+  EXPECT_FALSE(attention_sm90_usable(ctx, 128));
+  EXPECT_FALSE(attention_sm90_usable(ctx, 64));
 }
 
 }  // namespace
