@@ -50,13 +50,14 @@ class DeviceOps {
   // optim::adamw_step_cpu / adamw_step_cuda on this device's buffers.
   virtual void adamw(float* param, float* m, float* v, const void* grad, DType grad_dtype, int64_t n,
                      const optim::AdamWStep& hp, void* param16, DType param16_dtype) = 0;
-  // Offload copies (ZeRO-Offload), queued on a copy stream so they overlap compute and the
-  // host's CPU Adam. download_async runs after the compute work queued so far; upload_async after
-  // the copies queued before it. The CPU backend copies at once.
+  // Offload copies (ZeRO-Offload), queued on copy streams (one per direction) so they overlap
+  // compute, each other and the host's CPU Adam. download_async runs after the compute work
+  // queued so far and the downloads queued before it; upload_async after the uploads queued
+  // before it. The CPU backend copies at once.
   virtual void download_async(const void* src, void* host, size_t bytes) = 0;
   virtual void upload_async(const void* host, void* dst, size_t bytes) = 0;
-  // A marker of the copies queued so far; wait_copies_on_host(marker) blocks the host until they
-  // are done. Markers count up from 0 and stay valid until forget_copy_markers().
+  // A marker of the copies queued so far, both directions; wait_copies_on_host(marker) blocks the
+  // host until they are done. Markers count up from 0 and stay valid until forget_copy_markers().
   virtual int64_t mark_copies() = 0;
   virtual void wait_copies_on_host(int64_t marker) = 0;
   virtual void forget_copy_markers() = 0;
@@ -66,11 +67,11 @@ class DeviceOps {
   // this itself). An upload into a stream-ordered buffer (allocate) needs it: the pool may hand
   // out memory that compute work queued earlier still uses.
   virtual void copies_after_compute() = 0;
-  // `comm`'s collectives queued after this call run after every copy queued so far, while the
+  // `comm`'s collectives queued after this call run after every upload queued so far, while the
   // compute stream stays free to run on (stage 3 with offload_params: a layer's all-gather reads
   // its uploaded shard piece, and the prefetch overlaps the current layer's compute). `comm`
   // must be the comm of this device (an NcclComm on a GPU).
-  virtual void comm_after_copies(Comm& comm) = 0;
+  virtual void comm_after_uploads(Comm& comm) = 0;
   // Work queued after this call sees the collective's result (the host waits on the CPU; on a
   // GPU the compute stream waits on the device).
   virtual void wait(CommRequest& request) = 0;

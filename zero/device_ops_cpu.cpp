@@ -43,7 +43,7 @@ class CpuDeviceOps final : public DeviceOps {
   void forget_copy_markers() override { markers_ = 0; }
   void compute_after_copies() override {}
   void copies_after_compute() override {}
-  void comm_after_copies(Comm&) override {}
+  void comm_after_uploads(Comm&) override {}
   void wait(CommRequest& request) override { request.wait(); }
   double all_reduce_scalar(Comm& comm, double value, ReduceOp op) override {
     comm.all_reduce(&value, 1, DType::kF64, op)->wait();

@@ -1,4 +1,5 @@
 // DeviceOps on a GPU: everything queued on the context's stream; only reads back to the host wait.
+#include <array>
 #include <memory>
 #include <vector>
 
@@ -18,16 +19,19 @@ class CudaDeviceOps final : public DeviceOps {
     ZT_CUDA_CHECK(cudaSetDevice(ctx.device()));
     ZT_CUDA_CHECK(cudaMalloc(reinterpret_cast<void**>(&scalars_), 2 * sizeof(double)));
     ZT_CUDA_CHECK(cudaMemsetAsync(scalars_, 0, 2 * sizeof(double), ctx.stream()));
-    ZT_CUDA_CHECK(cudaStreamCreateWithFlags(&copy_stream_, cudaStreamNonBlocking));
+    for (cudaStream_t* s : {&download_stream_, &upload_stream_})
+      ZT_CUDA_CHECK(cudaStreamCreateWithFlags(s, cudaStreamNonBlocking));
     ZT_CUDA_CHECK(cudaEventCreateWithFlags(&compute_mark_, cudaEventDisableTiming));
   }
   ~CudaDeviceOps() override {
     // Nothing may still be copying into memory that is about to be freed.
-    if (copy_stream_ != nullptr) (void)cudaStreamSynchronize(copy_stream_);
+    for (cudaStream_t s : {download_stream_, upload_stream_})
+      if (s != nullptr) (void)cudaStreamSynchronize(s);
     forget_copy_markers();
     for (cudaEvent_t e : spare_events_) (void)cudaEventDestroy(e);
     if (compute_mark_ != nullptr) (void)cudaEventDestroy(compute_mark_);
-    if (copy_stream_ != nullptr) (void)cudaStreamDestroy(copy_stream_);
+    for (cudaStream_t s : {download_stream_, upload_stream_})
+      if (s != nullptr) (void)cudaStreamDestroy(s);
     cudaFree(scalars_);
   }
 
@@ -68,48 +72,49 @@ class CudaDeviceOps final : public DeviceOps {
   }
   void download_async(const void* src, void* host, size_t bytes) override {
     ZT_CUDA_CHECK(cudaEventRecord(compute_mark_, ctx_.stream()));
-    ZT_CUDA_CHECK(cudaStreamWaitEvent(copy_stream_, compute_mark_, 0));
-    ZT_CUDA_CHECK(cudaMemcpyAsync(host, src, bytes, cudaMemcpyDeviceToHost, copy_stream_));
+    ZT_CUDA_CHECK(cudaStreamWaitEvent(download_stream_, compute_mark_, 0));
+    ZT_CUDA_CHECK(cudaMemcpyAsync(host, src, bytes, cudaMemcpyDeviceToHost, download_stream_));
   }
   void upload_async(const void* host, void* dst, size_t bytes) override {
-    ZT_CUDA_CHECK(cudaMemcpyAsync(dst, host, bytes, cudaMemcpyHostToDevice, copy_stream_));
+    ZT_CUDA_CHECK(cudaMemcpyAsync(dst, host, bytes, cudaMemcpyHostToDevice, upload_stream_));
   }
+  // A marker is an event on each copy stream.
   int64_t mark_copies() override {
-    cudaEvent_t e = nullptr;
-    if (!spare_events_.empty()) {
-      e = spare_events_.back();
-      spare_events_.pop_back();
-    } else {
-      ZT_CUDA_CHECK(cudaEventCreateWithFlags(&e, cudaEventDisableTiming));
+    std::array<cudaEvent_t, 2> pair{};
+    for (size_t i = 0; i < pair.size(); ++i) {
+      if (!spare_events_.empty()) {
+        pair[i] = spare_events_.back();
+        spare_events_.pop_back();
+      } else {
+        ZT_CUDA_CHECK(cudaEventCreateWithFlags(&pair[i], cudaEventDisableTiming));
+      }
     }
-    markers_.push_back(e);
-    ZT_CUDA_CHECK(cudaEventRecord(e, copy_stream_));
+    markers_.push_back(pair);
+    ZT_CUDA_CHECK(cudaEventRecord(pair[0], download_stream_));
+    ZT_CUDA_CHECK(cudaEventRecord(pair[1], upload_stream_));
     return int64_t(markers_.size()) - 1;
   }
   void wait_copies_on_host(int64_t marker) override {
     ZT_CHECK(marker >= 0 && marker < int64_t(markers_.size()), "copy marker ", marker,
              " was never handed out");
-    NcclComm::watched_event_sync(markers_[size_t(marker)]);
+    for (cudaEvent_t e : markers_[size_t(marker)]) NcclComm::watched_event_sync(e);
   }
   void forget_copy_markers() override {
-    spare_events_.insert(spare_events_.end(), markers_.begin(), markers_.end());
+    for (const auto& pair : markers_) spare_events_.insert(spare_events_.end(), pair.begin(), pair.end());
     markers_.clear();
   }
   void compute_after_copies() override {
-    ZT_CUDA_CHECK(cudaEventRecord(compute_mark_, copy_stream_));
-    ZT_CUDA_CHECK(cudaStreamWaitEvent(ctx_.stream(), compute_mark_, 0));
+    for (cudaStream_t s : {download_stream_, upload_stream_}) after(ctx_.stream(), s);
   }
   void copies_after_compute() override {
-    ZT_CUDA_CHECK(cudaEventRecord(compute_mark_, ctx_.stream()));
-    ZT_CUDA_CHECK(cudaStreamWaitEvent(copy_stream_, compute_mark_, 0));
+    for (cudaStream_t s : {download_stream_, upload_stream_}) after(s, ctx_.stream());
   }
-  // An event on the copy stream that the communication stream waits for, on the device: neither
-  // the host nor the compute stream waits.
-  void comm_after_copies(Comm& comm) override {
+  // The communication stream waits for the uploads on the device: neither the host nor the
+  // compute stream waits, and gradient downloads still running do not hold the gather back.
+  void comm_after_uploads(Comm& comm) override {
     auto* nccl = dynamic_cast<NcclComm*>(&comm);
-    ZT_CHECK(nccl != nullptr, "comm_after_copies needs the NcclComm that moves this GPU's buffers");
-    ZT_CUDA_CHECK(cudaEventRecord(compute_mark_, copy_stream_));
-    ZT_CUDA_CHECK(cudaStreamWaitEvent(nccl->comm_stream(), compute_mark_, 0));
+    ZT_CHECK(nccl != nullptr, "comm_after_uploads needs the NcclComm that moves this GPU's buffers");
+    after(nccl->comm_stream(), upload_stream_);
   }
   void add_sum_of_squares(const void* data, DType dtype, int64_t n) override {
     optim::sum_of_squares_cuda(ctx_, data, dtype, n, scalars_);
@@ -142,12 +147,21 @@ class CudaDeviceOps final : public DeviceOps {
  private:
   const CudaContext& ctx_;
   double* scalars_ = nullptr;  // [0]: the running sum of squares; [1]: all_reduce_scalar staging
-  cudaStream_t copy_stream_ = nullptr;  // offload copies (download_async / upload_async)
+  // Offload copies, one stream per direction so that PCIe carries both at once (stage 3 with
+  // offload_params uploads the next layer's parameters while gradients go down).
+  cudaStream_t download_stream_ = nullptr;
+  cudaStream_t upload_stream_ = nullptr;
   // Orders one stream after another (compute, copy, communication); reused, since a stream wait
   // binds to the event's latest record at the time of the wait.
   cudaEvent_t compute_mark_ = nullptr;
-  std::vector<cudaEvent_t> markers_;       // mark_copies: marker i is markers_[i]
-  std::vector<cudaEvent_t> spare_events_;  // forgotten markers, reused
+  std::vector<std::array<cudaEvent_t, 2>> markers_;  // mark_copies: download, upload events
+  std::vector<cudaEvent_t> spare_events_;            // forgotten markers, reused
+
+  // Work queued on `waiter` from now on runs after the work queued so far on `first`.
+  void after(cudaStream_t waiter, cudaStream_t first) {
+    ZT_CUDA_CHECK(cudaEventRecord(compute_mark_, first));
+    ZT_CUDA_CHECK(cudaStreamWaitEvent(waiter, compute_mark_, 0));
+  }
 };
 
 }  // namespace

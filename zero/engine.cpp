@@ -236,7 +236,7 @@ void Engine::gather_layer(int layer) {
   const int64_t n = layout_.layer_end[size_t(layer)] - begin;
   g.buffer = ops_->allocate(size_t(n) * elem(), MemCategory::kBuffers, "gathered layer parameters");
   // Where the all-gather reads this rank's pieces: the shard, or (offload_params) a device copy of
-  // the layer's range of it. That copy runs on the copy stream, after the compute work queued so
+  // the layer's range of it. That copy runs on the upload stream, after the compute work queued so
   // far (the staging memory may be recycled from it), and the communication stream waits for it
   // on the device, so the compute stream keeps running the current layer meanwhile.
   const int64_t shard_begin = layout_.layer_shard_begin(layer);
@@ -247,7 +247,7 @@ void Engine::gather_layer(int layer) {
     g.staging = ops_->allocate(bytes, MemCategory::kBuffers, "offloaded layer parameters");
     ops_->copies_after_compute();
     ops_->upload_async(shard + size_t(shard_begin) * elem(), g.staging.data(), bytes);
-    ops_->comm_after_copies(comm_);
+    ops_->comm_after_uploads(comm_);
     shard = static_cast<const char*>(g.staging.data());
     shard_offset = shard_begin;
   }
@@ -577,8 +577,8 @@ void Engine::step_offloaded(const optim::AdamWStep& base, StepStats& stats) {
     // The new parameters overwrite the gradients they came from (same dtype and place), then go
     // back to the device's parameter copy from there; with offload_params they go straight into
     // the host shard, which the next gathers upload from. No upload of an earlier gather can
-    // still be reading that shard: those were queued on the copy stream before the gradient
-    // downloads whose marker the host waited for above.
+    // still be reading that shard: those were queued before the marker the host waited for
+    // above, and a marker covers the uploads as well as the downloads.
     char* g = host + size_t(at) * w;
     char* param = options_.offload_params
                       ? static_cast<char*>(piece_param(p)) + size_t(c.offset) * w

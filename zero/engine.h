@@ -50,7 +50,7 @@ struct EngineOptions {
   // back chunk by chunk while the next chunk is being stepped.
   bool offload_optimizer = false;
   // Stage 3 with offload_optimizer: the rank's 16-bit parameter shard lives in host memory too
-  // (pinned on a GPU). Each layer's piece of it is uploaded on the copy stream ahead of use and
+  // (pinned on a GPU). Each layer's piece of it is uploaded on the upload stream ahead of use and
   // all-gathered from there; the CPU AdamW writes the new parameters straight into it, so the step
   // uploads nothing.
   bool offload_params = false;

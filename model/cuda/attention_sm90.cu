@@ -102,11 +102,12 @@ __device__ __forceinline__ void zero_tiles(float (&d)[kTiles][4]) {
 }
 
 // d = A B^T over the full head dim: A rows row0.. of a swizzled [kBlockQ, kDh] tile, B a
-// swizzled [kBlockK, kDh] tile (scores of 64 queries x 64 keys). Waits for the result.
+// swizzled [kBlockK, kDh] tile (scores of 64 queries x 64 keys). Waits for the result. The first
+// k-step ignores d's old value (scale_d = 0), so d needs no zeroing: writing registers between
+// the wgmma fence and the MMAs would make ptxas insert another fence.
 template <class Elem>
 __device__ __forceinline__ void scores_mma(float (&d)[kScoreTiles][4], const unsigned char* a_tile,
                                            int row0, const unsigned char* b_tile) {
-  zero_tiles(d);
   const uint32_t a_lo = kmajor_desc_lo<kBlockQ>(a_tile, row0);
   const uint32_t b_lo = kmajor_desc_lo<kBlockK>(b_tile, 0);
   wgmma::fence();
@@ -114,7 +115,7 @@ __device__ __forceinline__ void scores_mma(float (&d)[kScoreTiles][4], const uns
   for (int kk = 0; kk < kDh / 16; ++kk)
     wgmma::wgmma_m64n64k16_ss<0>(wgmma::Tag<Elem>{}, d,
                                  wgmma::sw128_desc(a_lo, kmajor_step<kBlockQ>(kk)),
-                                 wgmma::sw128_desc(b_lo, kmajor_step<kBlockK>(kk)), 1);
+                                 wgmma::sw128_desc(b_lo, kmajor_step<kBlockK>(kk)), kk > 0);
   wgmma::commit();
   wgmma::wait<0>();
   wgmma::fence_registers(d);
@@ -414,9 +415,7 @@ __global__ void __launch_bounds__(kThreads, 1)
     cp_async_commit();
 
     // Phase 1: S^T and dP^T, 64 keys x the warpgroup's 32 queries.
-    float st[4][4], dpt[4][4];
-    zero_tiles(st);
-    zero_tiles(dpt);
+    float st[4][4], dpt[4][4];  // written by the first k-step (scale_d = 0)
     {
       const uint32_t k_lo = kmajor_desc_lo<kBlockK>(s_k, 0);
       const uint32_t v_lo = kmajor_desc_lo<kBlockK>(s_v, 0);
@@ -427,12 +426,12 @@ __global__ void __launch_bounds__(kThreads, 1)
       for (int kk = 0; kk < kDh / 16; ++kk)
         wgmma::wgmma_m64n32k16_ss<0>(wgmma::Tag<Elem>{}, st,
                                      wgmma::sw128_desc(k_lo, kmajor_step<kBlockK>(kk)),
-                                     wgmma::sw128_desc(q_lo, kmajor_step<kDkvQuery>(kk)), 1);
+                                     wgmma::sw128_desc(q_lo, kmajor_step<kDkvQuery>(kk)), kk > 0);
 #pragma unroll
       for (int kk = 0; kk < kDh / 16; ++kk)
         wgmma::wgmma_m64n32k16_ss<0>(wgmma::Tag<Elem>{}, dpt,
                                      wgmma::sw128_desc(v_lo, kmajor_step<kBlockK>(kk)),
-                                     wgmma::sw128_desc(do_lo, kmajor_step<kDkvQuery>(kk)), 1);
+                                     wgmma::sw128_desc(do_lo, kmajor_step<kDkvQuery>(kk)), kk > 0);
       wgmma::commit();
       wgmma::wait<0>();
       wgmma::fence_registers(st);
