@@ -100,7 +100,8 @@ class CudaDeviceOps final : public DeviceOps {
     for (cudaEvent_t e : markers_[size_t(marker)]) NcclComm::watched_event_sync(e);
   }
   void forget_copy_markers() override {
-    for (const auto& pair : markers_) spare_events_.insert(spare_events_.end(), pair.begin(), pair.end());
+    for (const auto& pair : markers_)
+      spare_events_.insert(spare_events_.end(), pair.begin(), pair.end());
     markers_.clear();
   }
   void compute_after_copies() override {
@@ -113,7 +114,8 @@ class CudaDeviceOps final : public DeviceOps {
   // compute stream waits, and gradient downloads still running do not hold the gather back.
   void comm_after_uploads(Comm& comm) override {
     auto* nccl = dynamic_cast<NcclComm*>(&comm);
-    ZT_CHECK(nccl != nullptr, "comm_after_uploads needs the NcclComm that moves this GPU's buffers");
+    ZT_CHECK(nccl != nullptr,
+             "comm_after_uploads needs the NcclComm that moves this GPU's buffers");
     after(nccl->comm_stream(), upload_stream_);
   }
   void add_sum_of_squares(const void* data, DType dtype, int64_t n) override {

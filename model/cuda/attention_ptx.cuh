@@ -300,9 +300,9 @@ __device__ __forceinline__ void online_softmax_step(float (&s)[kTiles][4],
 // After the last step: divides the output rows by their sums and writes lse (natural log) of
 // rows row0 + g, row0 + g + 8 that are < seq to lse_head[row] (lse of one (b, h)).
 template <int kOutTiles>
-__device__ __forceinline__ void finish_softmax(float (&acc_o)[kOutTiles][4], const float (&row_max)[2],
-                                               const float (&row_sum)[2], float* lse_head, int row0,
-                                               int seq, int lane) {
+__device__ __forceinline__ void finish_softmax(float (&acc_o)[kOutTiles][4],
+                                               const float (&row_max)[2], const float (&row_sum)[2],
+                                               float* lse_head, int row0, int seq, int lane) {
   const int g = lane / 4, c = lane % 4;
   float inv_sum[2];
 #pragma unroll

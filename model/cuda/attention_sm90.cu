@@ -1,10 +1,11 @@
 // Hopper (sm_90a) fused causal attention at head_dim 256: the forward and the backward's dK/dV
-// and dQ kernels on warpgroup MMAs (model/cuda/wgmma.cuh). Same algorithms as the mma.sync kernels of
-// attention.cu (FlashAttention-2 online softmax; a deterministic two-kernel backward in which
-// every dK/dV row is summed by one block and every dQ row by one warpgroup, in a fixed order);
-// what changes is the tile shapes and where the operands live:
-//   - a block is 128 queries of one (b, h) and two warpgroups, each owning 64 query rows end to
-//     end (its scores, softmax state and output accumulator);
+// and dQ kernels on warpgroup MMAs (model/cuda/wgmma.cuh). Same algorithms as the mma.sync
+// kernels of attention.cu (FlashAttention-2 online softmax; a deterministic two-kernel backward
+// in which every dK/dV row is summed by one block and every dQ row by one warpgroup, in a fixed
+// order); what changes is the tile shapes and where the operands live:
+//   - a forward or dQ block is 128 queries of one (b, h) and two warpgroups, each owning 64
+//     query rows end to end (its scores, softmax state and accumulator); a dK/dV block is 64 keys
+//     whose two warpgroups split the work by queries, then by head columns (see there);
 //   - Q, K, V (and dO) stay in shared memory in the 128-byte swizzled layout wgmma reads, so the
 //     score and output MMAs read them there instead of through ldmatrix into registers; P (or dS)
 //     goes from the score accumulators to the next MMA as a register A operand;

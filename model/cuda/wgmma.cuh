@@ -49,7 +49,9 @@ __device__ __forceinline__ uint32_t opaque(uint32_t x) {
 
 // Orders this thread's earlier register writes (accumulators, A fragments) before the next
 // wgmma of the warpgroup.
-__device__ __forceinline__ void fence() { asm volatile("wgmma.fence.sync.aligned;\n" ::: "memory"); }
+__device__ __forceinline__ void fence() {
+  asm volatile("wgmma.fence.sync.aligned;\n" ::: "memory");
+}
 __device__ __forceinline__ void commit() {
   asm volatile("wgmma.commit_group.sync.aligned;\n" ::: "memory");
 }
@@ -75,7 +77,8 @@ __device__ __forceinline__ void fence_registers(float (&d)[kTiles][4]) {
 // d (+)= A B for one k-step of 16. _ss: A and B from shared memory; _rs: A from registers.
 // kTransB = 1 for an MN-major B. scale_d = 0 ignores d's old value.
 template <int kTransB>
-__device__ __forceinline__ void wgmma_m64n32k16_ss(Tag<__nv_bfloat16>, float (&d)[4][4], uint64_t desc_a, uint64_t desc_b, int scale_d) {
+__device__ __forceinline__ void wgmma_m64n32k16_ss(
+    Tag<__nv_bfloat16>, float (&d)[4][4], uint64_t desc_a, uint64_t desc_b, int scale_d) {
   asm volatile(
       "{\n.reg .pred p;\n"
       "setp.ne.b32 p, %18, 0;\n"
@@ -91,7 +94,8 @@ __device__ __forceinline__ void wgmma_m64n32k16_ss(Tag<__nv_bfloat16>, float (&d
 }
 
 template <int kTransB>
-__device__ __forceinline__ void wgmma_m64n32k16_ss(Tag<__half>, float (&d)[4][4], uint64_t desc_a, uint64_t desc_b, int scale_d) {
+__device__ __forceinline__ void wgmma_m64n32k16_ss(
+    Tag<__half>, float (&d)[4][4], uint64_t desc_a, uint64_t desc_b, int scale_d) {
   asm volatile(
       "{\n.reg .pred p;\n"
       "setp.ne.b32 p, %18, 0;\n"
@@ -107,7 +111,8 @@ __device__ __forceinline__ void wgmma_m64n32k16_ss(Tag<__half>, float (&d)[4][4]
 }
 
 template <int kTransB>
-__device__ __forceinline__ void wgmma_m64n64k16_ss(Tag<__nv_bfloat16>, float (&d)[8][4], uint64_t desc_a, uint64_t desc_b, int scale_d) {
+__device__ __forceinline__ void wgmma_m64n64k16_ss(
+    Tag<__nv_bfloat16>, float (&d)[8][4], uint64_t desc_a, uint64_t desc_b, int scale_d) {
   asm volatile(
       "{\n.reg .pred p;\n"
       "setp.ne.b32 p, %34, 0;\n"
@@ -128,7 +133,8 @@ __device__ __forceinline__ void wgmma_m64n64k16_ss(Tag<__nv_bfloat16>, float (&d
 }
 
 template <int kTransB>
-__device__ __forceinline__ void wgmma_m64n64k16_ss(Tag<__half>, float (&d)[8][4], uint64_t desc_a, uint64_t desc_b, int scale_d) {
+__device__ __forceinline__ void wgmma_m64n64k16_ss(
+    Tag<__half>, float (&d)[8][4], uint64_t desc_a, uint64_t desc_b, int scale_d) {
   asm volatile(
       "{\n.reg .pred p;\n"
       "setp.ne.b32 p, %34, 0;\n"
@@ -149,7 +155,8 @@ __device__ __forceinline__ void wgmma_m64n64k16_ss(Tag<__half>, float (&d)[8][4]
 }
 
 template <int kTransB>
-__device__ __forceinline__ void wgmma_m64n128k16_ss(Tag<__nv_bfloat16>, float (&d)[16][4], uint64_t desc_a, uint64_t desc_b, int scale_d) {
+__device__ __forceinline__ void wgmma_m64n128k16_ss(
+    Tag<__nv_bfloat16>, float (&d)[16][4], uint64_t desc_a, uint64_t desc_b, int scale_d) {
   asm volatile(
       "{\n.reg .pred p;\n"
       "setp.ne.b32 p, %66, 0;\n"
@@ -180,7 +187,8 @@ __device__ __forceinline__ void wgmma_m64n128k16_ss(Tag<__nv_bfloat16>, float (&
 }
 
 template <int kTransB>
-__device__ __forceinline__ void wgmma_m64n128k16_ss(Tag<__half>, float (&d)[16][4], uint64_t desc_a, uint64_t desc_b, int scale_d) {
+__device__ __forceinline__ void wgmma_m64n128k16_ss(
+    Tag<__half>, float (&d)[16][4], uint64_t desc_a, uint64_t desc_b, int scale_d) {
   asm volatile(
       "{\n.reg .pred p;\n"
       "setp.ne.b32 p, %66, 0;\n"
@@ -211,7 +219,8 @@ __device__ __forceinline__ void wgmma_m64n128k16_ss(Tag<__half>, float (&d)[16][
 }
 
 template <int kTransB>
-__device__ __forceinline__ void wgmma_m64n256k16_rs(Tag<__nv_bfloat16>, float (&d)[32][4], const uint32_t (&a)[4], uint64_t desc_b, int scale_d) {
+__device__ __forceinline__ void wgmma_m64n256k16_rs(
+    Tag<__nv_bfloat16>, float (&d)[32][4], const uint32_t (&a)[4], uint64_t desc_b, int scale_d) {
   asm volatile(
       "{\n.reg .pred p;\n"
       "setp.ne.b32 p, %133, 0;\n"
@@ -224,7 +233,8 @@ __device__ __forceinline__ void wgmma_m64n256k16_rs(Tag<__nv_bfloat16>, float (&
       "%64, %65, %66, %67, %68, %69, %70, %71, %72, %73, %74, %75, %76, %77, %78, %79, "
       "%80, %81, %82, %83, %84, %85, %86, %87, %88, %89, %90, %91, %92, %93, %94, %95, "
       "%96, %97, %98, %99, %100, %101, %102, %103, %104, %105, %106, %107, %108, %109, %110, %111, "
-      "%112, %113, %114, %115, %116, %117, %118, %119, %120, %121, %122, %123, %124, %125, %126, %127"
+      "%112, %113, %114, %115, %116, %117, %118, %119, "
+      "%120, %121, %122, %123, %124, %125, %126, %127"
       "}, {%128, %129, %130, %131}, %132, p, 1, 1, %134;\n}\n"
       : "+f"(d[0][0]), "+f"(d[0][1]), "+f"(d[0][2]), "+f"(d[0][3]),
         "+f"(d[1][0]), "+f"(d[1][1]), "+f"(d[1][2]), "+f"(d[1][3]),
@@ -262,7 +272,8 @@ __device__ __forceinline__ void wgmma_m64n256k16_rs(Tag<__nv_bfloat16>, float (&
 }
 
 template <int kTransB>
-__device__ __forceinline__ void wgmma_m64n256k16_rs(Tag<__half>, float (&d)[32][4], const uint32_t (&a)[4], uint64_t desc_b, int scale_d) {
+__device__ __forceinline__ void wgmma_m64n256k16_rs(
+    Tag<__half>, float (&d)[32][4], const uint32_t (&a)[4], uint64_t desc_b, int scale_d) {
   asm volatile(
       "{\n.reg .pred p;\n"
       "setp.ne.b32 p, %133, 0;\n"
@@ -275,7 +286,8 @@ __device__ __forceinline__ void wgmma_m64n256k16_rs(Tag<__half>, float (&d)[32][
       "%64, %65, %66, %67, %68, %69, %70, %71, %72, %73, %74, %75, %76, %77, %78, %79, "
       "%80, %81, %82, %83, %84, %85, %86, %87, %88, %89, %90, %91, %92, %93, %94, %95, "
       "%96, %97, %98, %99, %100, %101, %102, %103, %104, %105, %106, %107, %108, %109, %110, %111, "
-      "%112, %113, %114, %115, %116, %117, %118, %119, %120, %121, %122, %123, %124, %125, %126, %127"
+      "%112, %113, %114, %115, %116, %117, %118, %119, "
+      "%120, %121, %122, %123, %124, %125, %126, %127"
       "}, {%128, %129, %130, %131}, %132, p, 1, 1, %134;\n}\n"
       : "+f"(d[0][0]), "+f"(d[0][1]), "+f"(d[0][2]), "+f"(d[0][3]),
         "+f"(d[1][0]), "+f"(d[1][1]), "+f"(d[1][2]), "+f"(d[1][3]),
