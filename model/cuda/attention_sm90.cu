@@ -114,9 +114,8 @@ __device__ __forceinline__ void scores_mma(float (&d)[kScoreTiles][4], const uns
   wgmma::fence();
 #pragma unroll
   for (int kk = 0; kk < kDh / 16; ++kk)
-    wgmma::wgmma_m64n64k16_ss<0>(wgmma::Tag<Elem>{}, d,
-                                 wgmma::sw128_desc(a_lo, kmajor_step<kBlockQ>(kk)),
-                                 wgmma::sw128_desc(b_lo, kmajor_step<kBlockK>(kk)), kk > 0);
+    wgmma::wgmma_m64n64k16_ss<0, Elem>(d, wgmma::sw128_desc(a_lo, kmajor_step<kBlockQ>(kk)),
+                                       wgmma::sw128_desc(b_lo, kmajor_step<kBlockK>(kk)), kk > 0);
   wgmma::commit();
   wgmma::wait<0>();
   wgmma::fence_registers(d);
@@ -135,8 +134,7 @@ __device__ __forceinline__ void accumulate_mma(float (&acc)[kOutTiles][4],
   wgmma::fence();
 #pragma unroll
   for (int kk = 0; kk < kBlockK / 16; ++kk)
-    wgmma::wgmma_m64n256k16_rs<1>(wgmma::Tag<Elem>{}, acc, a[kk],
-                                  wgmma::sw128_desc(b_lo, kk * 16 * 128), 1);
+    wgmma::wgmma_m64n256k16_rs<1, Elem>(acc, a[kk], wgmma::sw128_desc(b_lo, kk * 16 * 128), 1);
   wgmma::commit();
   wgmma::wait<0>();
   wgmma::fence_registers(acc);
@@ -167,23 +165,22 @@ __global__ void __launch_bounds__(kThreads, 1)
                                   float scale_log2) {
 #if defined(__CUDA_ARCH_FEAT_SM90_ALL)
   extern __shared__ __align__(1024) unsigned char smem_raw[];
-  unsigned char* s_q = align_smem(smem_raw);     // [kBlockQ, kDh] swizzled
-  unsigned char* s_k = s_q + kQTileBytes;        // 2 stages of [kBlockK, kDh]
-  unsigned char* s_v = s_k + 2 * kKvTileBytes;   // 2 stages of [kBlockK, kDh]
+  unsigned char* s_q = align_smem(smem_raw);    // [kBlockQ, kDh] swizzled
+  unsigned char* s_k = s_q + kQTileBytes;       // 2 stages of [kBlockK, kDh]
+  unsigned char* s_v = s_k + 2 * kKvTileBytes;  // 2 stages of [kBlockK, kDh]
 
   const int bh = blockIdx.x;
   const int b = bh / heads, h = bh % heads;
   const int q0 = (int(gridDim.y) - 1 - int(blockIdx.y)) * kBlockQ;  // heaviest tiles first
   const int64_t row_stride = int64_t(heads) * head_dim;
   const int wg = int(threadIdx.x) / 128, lane = int(threadIdx.x) % 32;
-  const int wg_row = 64 * wg;                                   // within the block
-  const int warp_query0 = q0 + (int(threadIdx.x) / 32) * 16;    // first query of this warp
+  const int wg_row = 64 * wg;                                 // within the block
+  const int warp_query0 = q0 + (int(threadIdx.x) / 32) * 16;  // first query of this warp
 
   const int key_end = min(q0 + kBlockQ, seq);
   const int num_kv_tiles = (key_end + kBlockK - 1) / kBlockK;
   const int64_t head_off = token_offset(b, 0, h, seq, heads, head_dim);
-  load_sw128<kBlockQ>(s_q, q + head_off + int64_t(q0) * row_stride, row_stride, seq - q0,
-                      head_dim);
+  load_sw128<kBlockQ>(s_q, q + head_off + int64_t(q0) * row_stride, row_stride, seq - q0, head_dim);
   load_sw128<kBlockK>(s_k, k + head_off, row_stride, seq, head_dim);
   load_sw128<kBlockK>(s_v, v + head_off, row_stride, seq, head_dim);
   cp_async_commit();
@@ -237,16 +234,15 @@ template <class Elem>
 __global__ void __launch_bounds__(kThreads, 1)
     attention_backward_dq_sm90_kernel(const Elem* __restrict__ dout, const Elem* __restrict__ q,
                                       const Elem* __restrict__ k, const Elem* __restrict__ v,
-                                      const float* __restrict__ lse,
-                                      const float* __restrict__ dsum, Elem* __restrict__ dq,
-                                      int seq, int heads, int head_dim, float scale,
-                                      float scale_log2) {
+                                      const float* __restrict__ lse, const float* __restrict__ dsum,
+                                      Elem* __restrict__ dq, int seq, int heads, int head_dim,
+                                      float scale, float scale_log2) {
 #if defined(__CUDA_ARCH_FEAT_SM90_ALL)
   extern __shared__ __align__(1024) unsigned char smem_raw[];
-  unsigned char* s_q = align_smem(smem_raw);   // [kBlockQ, kDh] swizzled
-  unsigned char* s_do = s_q + kQTileBytes;     // [kBlockQ, kDh] swizzled
-  unsigned char* s_k = s_do + kQTileBytes;     // [kBlockK, kDh] swizzled
-  unsigned char* s_v = s_k + kKvTileBytes;     // [kBlockK, kDh] swizzled
+  unsigned char* s_q = align_smem(smem_raw);  // [kBlockQ, kDh] swizzled
+  unsigned char* s_do = s_q + kQTileBytes;    // [kBlockQ, kDh] swizzled
+  unsigned char* s_k = s_do + kQTileBytes;    // [kBlockK, kDh] swizzled
+  unsigned char* s_v = s_k + kKvTileBytes;    // [kBlockK, kDh] swizzled
 
   const int bh = blockIdx.x;
   const int b = bh / heads, h = bh % heads;
@@ -261,8 +257,7 @@ __global__ void __launch_bounds__(kThreads, 1)
   const int64_t head_off = token_offset(b, 0, h, seq, heads, head_dim);
 
   // Groups: {Q, dO, V_0}, then {K_0}; per tile {V_j+1}, then {K_j+1}.
-  load_sw128<kBlockQ>(s_q, q + head_off + int64_t(q0) * row_stride, row_stride, seq - q0,
-                      head_dim);
+  load_sw128<kBlockQ>(s_q, q + head_off + int64_t(q0) * row_stride, row_stride, seq - q0, head_dim);
   load_sw128<kBlockQ>(s_do, dout + head_off + int64_t(q0) * row_stride, row_stride, seq - q0,
                       head_dim);
   load_sw128<kBlockK>(s_v, v + head_off, row_stride, seq, head_dim);
@@ -340,7 +335,7 @@ __global__ void __launch_bounds__(kThreads, 1)
 //     dV += P^T dO, dK += dS^T Q (scale applied at the end).
 // Q, dO, lse and D are double-buffered: tile i+1 is fetched during tile i.
 
-constexpr int kDkvQuery = 64;                            // queries per tile
+constexpr int kDkvQuery = 64;                             // queries per tile
 constexpr int kScoreTileBytes = kBlockK * kDkvQuery * 2;  // P^T or dS^T: 8 KiB
 // K, V; two stages of Q and of dO; P^T, dS^T; two stages of lse and of D.
 constexpr int kDkvSmem = 6 * kKvTileBytes + 2 * kScoreTileBytes + 4 * kDkvQuery * 4 + kAlign;
@@ -357,14 +352,14 @@ __global__ void __launch_bounds__(kThreads, 1)
 #if defined(__CUDA_ARCH_FEAT_SM90_ALL)
   static_assert(kBlockK == 64 && kDkvQuery == 64, "the layouts below assume 64 x 64 tiles");
   extern __shared__ __align__(1024) unsigned char smem_raw[];
-  unsigned char* s_k = align_smem(smem_raw);              // [kBlockK, kDh] swizzled
-  unsigned char* s_v = s_k + kKvTileBytes;                // [kBlockK, kDh] swizzled
-  unsigned char* s_q = s_v + kKvTileBytes;                // 2 stages of [kDkvQuery, kDh]
-  unsigned char* s_do = s_q + 2 * kKvTileBytes;           // 2 stages of [kDkvQuery, kDh]
-  unsigned char* s_p = s_do + 2 * kKvTileBytes;           // P^T [kBlockK, kDkvQuery] swizzled
-  unsigned char* s_ds = s_p + kScoreTileBytes;            // dS^T, the same
+  unsigned char* s_k = align_smem(smem_raw);     // [kBlockK, kDh] swizzled
+  unsigned char* s_v = s_k + kKvTileBytes;       // [kBlockK, kDh] swizzled
+  unsigned char* s_q = s_v + kKvTileBytes;       // 2 stages of [kDkvQuery, kDh]
+  unsigned char* s_do = s_q + 2 * kKvTileBytes;  // 2 stages of [kDkvQuery, kDh]
+  unsigned char* s_p = s_do + 2 * kKvTileBytes;  // P^T [kBlockK, kDkvQuery] swizzled
+  unsigned char* s_ds = s_p + kScoreTileBytes;   // dS^T, the same
   float* s_lse = reinterpret_cast<float*>(s_ds + kScoreTileBytes);  // [2][kDkvQuery]
-  float* s_d = s_lse + 2 * kDkvQuery;                                // [2][kDkvQuery]
+  float* s_d = s_lse + 2 * kDkvQuery;                               // [2][kDkvQuery]
 
   const int bh = blockIdx.x;
   const int b = bh / heads, h = bh % heads;
@@ -425,14 +420,14 @@ __global__ void __launch_bounds__(kThreads, 1)
       wgmma::fence();
 #pragma unroll
       for (int kk = 0; kk < kDh / 16; ++kk)
-        wgmma::wgmma_m64n32k16_ss<0>(wgmma::Tag<Elem>{}, st,
-                                     wgmma::sw128_desc(k_lo, kmajor_step<kBlockK>(kk)),
-                                     wgmma::sw128_desc(q_lo, kmajor_step<kDkvQuery>(kk)), kk > 0);
+        wgmma::wgmma_m64n32k16_ss<0, Elem>(st, wgmma::sw128_desc(k_lo, kmajor_step<kBlockK>(kk)),
+                                           wgmma::sw128_desc(q_lo, kmajor_step<kDkvQuery>(kk)),
+                                           kk > 0);
 #pragma unroll
       for (int kk = 0; kk < kDh / 16; ++kk)
-        wgmma::wgmma_m64n32k16_ss<0>(wgmma::Tag<Elem>{}, dpt,
-                                     wgmma::sw128_desc(v_lo, kmajor_step<kBlockK>(kk)),
-                                     wgmma::sw128_desc(do_lo, kmajor_step<kDkvQuery>(kk)), kk > 0);
+        wgmma::wgmma_m64n32k16_ss<0, Elem>(dpt, wgmma::sw128_desc(v_lo, kmajor_step<kBlockK>(kk)),
+                                           wgmma::sw128_desc(do_lo, kmajor_step<kDkvQuery>(kk)),
+                                           kk > 0);
       wgmma::commit();
       wgmma::wait<0>();
       wgmma::fence_registers(st);
@@ -450,9 +445,9 @@ __global__ void __launch_bounds__(kThreads, 1)
         const int key = k0 + warp_key + g + (e >> 1) * 8;
         const int query = q0 + ql + (e & 1);
         const bool masked = need_mask && (key > query || query >= seq || key >= seq);
-        const float p = masked ? 0.0f
-                               : exp2_approx(fmaf(st[nt][e], scale_log2,
-                                                  -s_lseb[ql + (e & 1)] * kLog2e));
+        const float p =
+            masked ? 0.0f
+                   : exp2_approx(fmaf(st[nt][e], scale_log2, -s_lseb[ql + (e & 1)] * kLog2e));
         st[nt][e] = p;
         dpt[nt][e] = p * (dpt[nt][e] - s_db[ql + (e & 1)]);
       }
@@ -473,19 +468,19 @@ __global__ void __launch_bounds__(kThreads, 1)
       const uint32_t p_lo = kmajor_desc_lo<kBlockK>(s_p, 0);
       const uint32_t ds_lo = kmajor_desc_lo<kBlockK>(s_ds, 0);
       const uint32_t half = uint32_t(wg) * (kDkvHalf / 64) * (kDkvQuery * 128);
-      const uint32_t do_mn = wgmma::opaque(
-          wgmma::sw128_desc_lo(smem_address(s_dob) + half, kDkvQuery * 128));
-      const uint32_t q_mn = wgmma::opaque(
-          wgmma::sw128_desc_lo(smem_address(s_qb) + half, kDkvQuery * 128));
+      const uint32_t do_mn =
+          wgmma::opaque(wgmma::sw128_desc_lo(smem_address(s_dob) + half, kDkvQuery * 128));
+      const uint32_t q_mn =
+          wgmma::opaque(wgmma::sw128_desc_lo(smem_address(s_qb) + half, kDkvQuery * 128));
       wgmma::fence();
 #pragma unroll
       for (int kk = 0; kk < kDkvQuery / 16; ++kk)
-        wgmma::wgmma_m64n128k16_ss<1>(wgmma::Tag<Elem>{}, acc_dv, wgmma::sw128_desc(p_lo, kk * 32),
-                                      wgmma::sw128_desc(do_mn, kk * 16 * 128), 1);
+        wgmma::wgmma_m64n128k16_ss<1, Elem>(acc_dv, wgmma::sw128_desc(p_lo, kk * 32),
+                                            wgmma::sw128_desc(do_mn, kk * 16 * 128), 1);
 #pragma unroll
       for (int kk = 0; kk < kDkvQuery / 16; ++kk)
-        wgmma::wgmma_m64n128k16_ss<1>(wgmma::Tag<Elem>{}, acc_dk, wgmma::sw128_desc(ds_lo, kk * 32),
-                                      wgmma::sw128_desc(q_mn, kk * 16 * 128), 1);
+        wgmma::wgmma_m64n128k16_ss<1, Elem>(acc_dk, wgmma::sw128_desc(ds_lo, kk * 32),
+                                            wgmma::sw128_desc(q_mn, kk * 16 * 128), 1);
       wgmma::commit();
       wgmma::wait<0>();
       wgmma::fence_registers(acc_dv);
@@ -511,8 +506,8 @@ __global__ void __launch_bounds__(kThreads, 1)
 
 template <class Kernel>
 void prepare(Kernel kernel, int smem_bytes) {
-  ZT_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
-                                     smem_bytes));
+  ZT_CUDA_CHECK(
+      cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, smem_bytes));
 }
 
 dim3 grid_of(int64_t batch, int64_t seq, int64_t heads) {
@@ -592,16 +587,15 @@ void attention_forward_sm90(const CudaContext& ctx, const void* q, const void* k
     launch_forward<__half>(ctx, q, k, v, out, lse, batch, seq, heads, head_dim);
 }
 
-void attention_backward_sm90(const CudaContext& ctx, const void* dout, const void* q,
-                             const void* k, const void* v, const float* lse, const float* dsum,
-                             void* dq, void* dk, void* dv, int64_t batch, int64_t seq,
-                             int64_t heads, int64_t head_dim, DType dt) {
+void attention_backward_sm90(const CudaContext& ctx, const void* dout, const void* q, const void* k,
+                             const void* v, const float* lse, const float* dsum, void* dq, void* dk,
+                             void* dv, int64_t batch, int64_t seq, int64_t heads, int64_t head_dim,
+                             DType dt) {
   if (dt == DType::kBF16)
     launch_backward<__nv_bfloat16>(ctx, dout, q, k, v, lse, dsum, dq, dk, dv, batch, seq, heads,
                                    head_dim);
   else
-    launch_backward<__half>(ctx, dout, q, k, v, lse, dsum, dq, dk, dv, batch, seq, heads,
-                            head_dim);
+    launch_backward<__half>(ctx, dout, q, k, v, lse, dsum, dq, dk, dv, batch, seq, heads, head_dim);
 }
 
 }  // namespace zt::model::cuda
