@@ -581,21 +581,19 @@ bool attention_sm90_usable(const CudaContext& ctx, int64_t head_dim) {
 void attention_forward_sm90(const CudaContext& ctx, const void* q, const void* k, const void* v,
                             void* out, float* lse, int64_t batch, int64_t seq, int64_t heads,
                             int64_t head_dim, DType dt) {
-  if (dt == DType::kBF16)
-    launch_forward<__nv_bfloat16>(ctx, q, k, v, out, lse, batch, seq, heads, head_dim);
-  else
-    launch_forward<__half>(ctx, q, k, v, out, lse, batch, seq, heads, head_dim);
+  detail::dispatch_16bit(dt, "attention_forward_sm90", [&](auto tag) {
+    launch_forward<decltype(tag)>(ctx, q, k, v, out, lse, batch, seq, heads, head_dim);
+  });
 }
 
 void attention_backward_sm90(const CudaContext& ctx, const void* dout, const void* q, const void* k,
                              const void* v, const float* lse, const float* dsum, void* dq, void* dk,
                              void* dv, int64_t batch, int64_t seq, int64_t heads, int64_t head_dim,
                              DType dt) {
-  if (dt == DType::kBF16)
-    launch_backward<__nv_bfloat16>(ctx, dout, q, k, v, lse, dsum, dq, dk, dv, batch, seq, heads,
+  detail::dispatch_16bit(dt, "attention_backward_sm90", [&](auto tag) {
+    launch_backward<decltype(tag)>(ctx, dout, q, k, v, lse, dsum, dq, dk, dv, batch, seq, heads,
                                    head_dim);
-  else
-    launch_backward<__half>(ctx, dout, q, k, v, lse, dsum, dq, dk, dv, batch, seq, heads, head_dim);
+  });
 }
 
 }  // namespace zt::model::cuda
