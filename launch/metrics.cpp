@@ -52,6 +52,7 @@ void MetricsWriter::write(const StepMetrics& m) {
                                                        ", \"val_ppl\": " + json_number(m.val_ppl);
   std::string times = ", \"fwd_bwd_s\": " + json_number(m.fwd_bwd_s) +
                       ", \"optimizer_s\": " + json_number(m.optimizer_s);
+  if (!std::isnan(m.comm_s)) times += ", \"comm_s\": " + json_number(m.comm_s);
   if (!std::isnan(m.offload_cpu_adam_s))
     times += ", \"offload_d2h_wait_s\": " + json_number(m.offload_d2h_wait_s) +
              ", \"offload_cpu_adam_s\": " + json_number(m.offload_cpu_adam_s) +
@@ -81,6 +82,10 @@ std::string format_step_line(const StepMetrics& m, int64_t total_steps) {
   }
   if (!std::isnan(m.val_loss)) {
     std::snprintf(buf, sizeof(buf), " | val loss %.4f | val ppl %.2f", m.val_loss, m.val_ppl);
+    line += buf;
+  }
+  if (!std::isnan(m.comm_s)) {
+    std::snprintf(buf, sizeof(buf), " | comm %.2f s", m.comm_s);
     line += buf;
   }
   if (!std::isnan(m.offload_cpu_adam_s)) {

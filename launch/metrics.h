@@ -33,6 +33,9 @@ struct StepMetrics {
   double offload_cpu_adam_s = NAN;
   double offload_h2d_wait_s = NAN;
   int64_t peak_host_mem_bytes = 0;  // max over ranks; reported with offload
+  // Seconds the engine's collectives were busy in the step (rank 0; zero::StepStats::comm_s). It
+  // overlaps the phase times. NaN: not measured, and then left out.
+  double comm_s = NAN;
 };
 
 // One JSON object per line, flushed per step so a crash loses at most the current line.

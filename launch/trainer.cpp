@@ -382,6 +382,7 @@ TrainSummary train(const RunConfig& config, Comm& comm, const TrainOptions& opti
     m.skipped = stats.skipped;
     m.fwd_bwd_s = fwd_bwd_s;
     m.optimizer_s = stats.optimizer_s;
+    m.comm_s = stats.comm_s;
     if (engine.offloaded()) {
       m.offload_d2h_wait_s = stats.offload_download_wait_s;
       m.offload_cpu_adam_s = stats.offload_cpu_adam_s;

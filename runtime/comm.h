@@ -49,6 +49,12 @@ class Comm {
   virtual CommHandle broadcast(void* data, size_t count, DType dtype, int root) = 0;
   // Blocks until every rank has called barrier().
   virtual void barrier() = 0;
+
+  // Seconds this Comm's collectives were busy since the previous call (or since construction),
+  // and restarts the count. Never waits for a collective: one still running is counted by a
+  // later call. MpiComm and NcclComm say what they measure; 0 where nothing is measured
+  // (SelfComm).
+  virtual double take_busy_seconds() { return 0.0; }
 };
 
 }  // namespace zt

@@ -2,11 +2,13 @@
 #include "runtime/mpi_comm.h"
 
 #include <algorithm>
+#include <chrono>
 #include <climits>
 #include <cmath>
 #include <cstdint>
 #include <exception>
 #include <memory>
+#include <utility>
 #include <vector>
 
 #include "runtime/error.h"
@@ -14,12 +16,47 @@
 #include "runtime/mpi_check.h"
 
 namespace zt {
+
+namespace detail {
+
+// The busy time of an MpiComm: the union of the intervals during which some collective was in
+// flight. Used from the one thread that calls into MPI.
+struct MpiBusyClock {
+  using Clock = std::chrono::steady_clock;
+  int active = 0;             // collectives issued and not yet seen complete
+  Clock::time_point since;    // while active > 0: when the current busy interval (or count) began
+  double seconds = 0.0;       // closed busy time not yet taken
+
+  void start() {
+    if (active++ == 0) since = Clock::now();
+  }
+  void stop() {
+    if (--active == 0) seconds += std::chrono::duration<double>(Clock::now() - since).count();
+  }
+  // Closed time plus the open interval up to now; the open interval then continues from now.
+  double take() {
+    double s = seconds;
+    seconds = 0.0;
+    if (active > 0) {
+      const Clock::time_point now = Clock::now();
+      s += std::chrono::duration<double>(now - since).count();
+      since = now;
+    }
+    return s;
+  }
+};
+
+}  // namespace detail
+
 namespace {
+
+using detail::MpiBusyClock;
 
 // One collective's MPI requests: several when a large call is split into pieces, none when the
 // count is 0. Complete when all of them are.
 class MpiRequest final : public CommRequest {
  public:
+  explicit MpiRequest(std::shared_ptr<MpiBusyClock> busy) : busy_(std::move(busy)) {}
   ~MpiRequest() override {
     if (done_) return;
     // Waiting keeps the buffers in use until MPI is done with them; a destructor must not
@@ -36,29 +73,42 @@ class MpiRequest final : public CommRequest {
   }
 
   void add(MPI_Request request) {
+    if (!busy_counted_) busy_->start();
+    busy_counted_ = true;
     requests_.push_back(request);
     done_ = false;
   }
 
   void wait() override {
     if (done_) return;
-    ZT_MPI_CHECK(MPI_Waitall(static_cast<int>(requests_.size()), requests_.data(),
-                             MPI_STATUSES_IGNORE));
+    const int status = MPI_Waitall(static_cast<int>(requests_.size()), requests_.data(),
+                                   MPI_STATUSES_IGNORE);
+    stop_busy();  // complete or failed: either way no longer in flight
+    ZT_MPI_CHECK(status);
     done_ = true;
   }
 
   bool test() override {
     if (done_) return true;
     int flag = 0;
-    ZT_MPI_CHECK(MPI_Testall(static_cast<int>(requests_.size()), requests_.data(), &flag,
-                             MPI_STATUSES_IGNORE));
+    const int status = MPI_Testall(static_cast<int>(requests_.size()), requests_.data(), &flag,
+                                   MPI_STATUSES_IGNORE);
+    if (status != MPI_SUCCESS || flag != 0) stop_busy();
+    ZT_MPI_CHECK(status);
     done_ = flag != 0;
     return done_;
   }
 
  private:
+  void stop_busy() {
+    if (busy_counted_) busy_->stop();
+    busy_counted_ = false;
+  }
+
+  std::shared_ptr<MpiBusyClock> busy_;
   std::vector<MPI_Request> requests_;
-  bool done_ = true;  // nothing to wait for until a request is added
+  bool done_ = true;            // nothing to wait for until a request is added
+  bool busy_counted_ = false;   // counted in busy_->active until seen complete
 };
 
 // bf16 and fp16 have no MPI datatype: their bit patterns travel as MPI_UINT16_T and these ops
@@ -154,7 +204,9 @@ bool overlaps(const void* a, size_t a_bytes, const void* b, size_t b_bytes) {
 }  // namespace
 
 MpiComm::MpiComm(MPI_Comm comm, size_t max_elements_per_call)
-    : comm_(comm), max_elements_per_call_(max_elements_per_call) {
+    : comm_(comm),
+      max_elements_per_call_(max_elements_per_call),
+      busy_(std::make_shared<MpiBusyClock>()) {
   int initialized = 0;
   int finalized = 0;
   ZT_MPI_CHECK(MPI_Initialized(&initialized));
@@ -171,7 +223,7 @@ MpiComm::MpiComm(MPI_Comm comm, size_t max_elements_per_call)
 template <class Start>
 CommHandle MpiComm::in_pieces(size_t count, Start start) const {
   // Counts must agree on every rank, so a count of 0 is skipped by all ranks alike.
-  auto request = std::make_unique<MpiRequest>();
+  auto request = std::make_unique<MpiRequest>(busy_);
   for (size_t offset = 0; offset < count; offset += max_elements_per_call_) {
     MPI_Request piece = MPI_REQUEST_NULL;
     start(offset, static_cast<int>(std::min(max_elements_per_call_, count - offset)), &piece);
@@ -202,7 +254,7 @@ CommHandle MpiComm::reduce_scatter(const void* send, void* recv, size_t recv_cou
            "); reduce-scatter smaller buckets");
   ZT_CHECK(!overlaps(send, size_ * recv_count * elem, recv, recv_count * elem),
            "MpiComm::reduce_scatter: send and recv buffers overlap");
-  auto request = std::make_unique<MpiRequest>();
+  auto request = std::make_unique<MpiRequest>(busy_);
   if (recv_count == 0) return request;
   MPI_Request piece = MPI_REQUEST_NULL;
   ZT_MPI_CHECK(MPI_Ireduce_scatter_block(send, recv, static_cast<int>(recv_count), type, mop,
@@ -217,7 +269,7 @@ CommHandle MpiComm::all_gather(const void* send, void* recv, size_t send_count, 
   ZT_CHECK(send_count <= size_t(INT_MAX) / size_t(size_),
            "MpiComm::all_gather: ", size_, " ranks x ", send_count,
            " elements exceed MPI's int element count (", INT_MAX, "); gather smaller buckets");
-  auto request = std::make_unique<MpiRequest>();
+  auto request = std::make_unique<MpiRequest>(busy_);
   if (send_count == 0) return request;
   const int n = static_cast<int>(send_count);
   const void* own_block = static_cast<const char*>(recv) + size_t(rank_) * send_count * elem;
@@ -245,6 +297,13 @@ CommHandle MpiComm::broadcast(void* data, size_t count, DType dtype, int root) {
   });
 }
 
-void MpiComm::barrier() { ZT_MPI_CHECK(MPI_Barrier(comm_)); }
+void MpiComm::barrier() {
+  busy_->start();
+  const int status = MPI_Barrier(comm_);
+  busy_->stop();
+  ZT_MPI_CHECK(status);
+}
+
+double MpiComm::take_busy_seconds() { return busy_->take(); }
 
 }  // namespace zt

@@ -10,10 +10,15 @@
 #include <mpi.h>
 
 #include <cstddef>
+#include <memory>
 
 #include "runtime/comm.h"
 
 namespace zt {
+
+namespace detail {
+struct MpiBusyClock;  // shared by an MpiComm and its requests (mpi_comm.cpp)
+}
 
 class MpiComm final : public Comm {
  public:
@@ -37,6 +42,12 @@ class MpiComm final : public Comm {
   CommHandle all_gather(const void* send, void* recv, size_t send_count, DType dtype) override;
   CommHandle broadcast(void* data, size_t count, DType dtype, int root) override;
   void barrier() override;
+  // Host wall time during which at least one collective of this comm was in flight: from the
+  // call that issued it to the wait() or test() that saw it complete (barrier(): the call
+  // itself). Overlapping collectives count once (the union of their intervals). Open MPI
+  // advances a collective only inside MPI calls, so the interval also covers the compute the
+  // caller did between issuing and waiting.
+  double take_busy_seconds() override;
 
  private:
   // One request over consecutive pieces of at most max_elements_per_call_ elements;
@@ -48,6 +59,7 @@ class MpiComm final : public Comm {
   int rank_ = 0;
   int size_ = 1;
   size_t max_elements_per_call_;
+  std::shared_ptr<detail::MpiBusyClock> busy_;  // requests may outlive this object
 };
 
 }  // namespace zt

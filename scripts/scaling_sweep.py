@@ -14,7 +14,8 @@ sweep goes on.
 
 Outputs, in --out (default docs/scaling):
   scaling.csv     one row per run: throughput per GPU, MFU, peak memory, weak-scaling efficiency,
-                  phase times, and the per-rank memory `zerotrain estimate` predicts for it
+                  phase times, communication time and its share of the step, and the per-rank
+                  memory `zerotrain estimate` predicts for it
   throughput.svg  tokens/s per GPU against GPUs (log2 axis), one line per stage
   memory.svg      peak memory per GPU against GPUs per stage, the estimate as dashed lines
 and the table as Markdown on stdout (progress goes to stderr).
@@ -51,7 +52,7 @@ WARMUP_STEPS = 2
 
 CSV_COLUMNS = [
     "gpus", "stage", "offload", "status", "tokens_per_s_per_gpu", "mfu", "peak_mem_gib",
-    "weak_scaling_efficiency", "fwd_bwd_s", "optimizer_s", "est_model_state_gib",
+    "weak_scaling_efficiency", "fwd_bwd_s", "optimizer_s", "comm_s", "comm_share", "est_model_state_gib",
     "design_model_state_gib", "model_state_gib", "est_total_gib", "peak_host_mem_gib", "steps_averaged", "error",
 ]
 
@@ -248,6 +249,12 @@ def summarize(metrics, g):
     if not steady:  # a run shorter than the warm-up: its last step is the best there is
         steady = metrics[-1:]
     tps = mean([m.get("tokens_per_s") for m in steady])
+    comm = mean([m.get("comm_s") for m in steady])
+    # Step time: the two phases (the trainer's step timer also holds the loss all-reduce, which
+    # takes microseconds). comm_s overlaps them, so the share is of the step's wall time.
+    step = mean([m["fwd_bwd_s"] + m["optimizer_s"] for m in steady
+                 if isinstance(m.get("fwd_bwd_s"), (int, float))
+                 and isinstance(m.get("optimizer_s"), (int, float))])
     peak = max((m.get("peak_mem_bytes") or 0) for m in metrics)
     host = [m.get("peak_host_mem_bytes") for m in metrics if m.get("peak_host_mem_bytes")]
     return {
@@ -257,6 +264,8 @@ def summarize(metrics, g):
         "peak_mem_gib": peak / GIB,
         "fwd_bwd_s": mean([m.get("fwd_bwd_s") for m in steady]),
         "optimizer_s": mean([m.get("optimizer_s") for m in steady]),
+        "comm_s": comm,
+        "comm_share": comm / step if comm is not None and step else None,
         "peak_host_mem_gib": max(host) / GIB if host else None,
         "steps_averaged": len(steady),
     }
@@ -506,9 +515,15 @@ def est_cell(v):
     return "-" if v is None else f"{v:.2f} GiB"
 
 
+def comm_cell(seconds, share):
+    if seconds is None:
+        return "-"
+    return f"{seconds:.3f}" + (f" ({100 * share:.0f}%)" if share is not None else "")
+
+
 def markdown(rows):
     head = ["GPUs", "stage", "offload", "status", "tokens/s per GPU", "MFU", "peak mem/GPU",
-            "weak-scaling eff.", "fwd+bwd s", "optimizer s",
+            "weak-scaling eff.", "fwd+bwd s", "optimizer s", "comm s (share)",
             "model state/rank: run / DESIGN.md / estimate", "estimate total/GPU"]
     out = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for r in rows:
@@ -522,6 +537,7 @@ def markdown(rows):
             f'{r["weak_scaling_efficiency"]:.2f}' if r["weak_scaling_efficiency"] else "-",
             f'{r["fwd_bwd_s"]:.3f}' if r["fwd_bwd_s"] is not None else "-",
             f'{r["optimizer_s"]:.3f}' if r["optimizer_s"] is not None else "-",
+            comm_cell(r["comm_s"], r["comm_share"]),
             f'{gib_cell(r["model_state_gib"])} / {gib_cell(r["design_model_state_gib"])} / '
             + est_cell(r["est_model_state_gib"]),
             est_cell(r["est_total_gib"]),
@@ -586,7 +602,8 @@ def main(argv):
             "gpus": g, "stage": s, "offload": "cpu+params" if off else "none",
             "status": status, "error": error,
             "tokens_per_s_per_gpu": None, "mfu": None, "peak_mem_gib": None,
-            "fwd_bwd_s": None, "optimizer_s": None, "peak_host_mem_gib": None,
+            "fwd_bwd_s": None, "optimizer_s": None, "comm_s": None, "comm_share": None,
+            "peak_host_mem_gib": None,
             "steps_averaged": None, "weak_scaling_efficiency": None,
             "est_model_state_gib": est_state, "est_total_gib": est_total,
             "design_model_state_gib": design_state,

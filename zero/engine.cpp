@@ -492,6 +492,7 @@ StepStats Engine::step(bool loss_finite) {
     ops_->forget_copy_markers();
     owned_grads_.release();
     grads_downloaded_ = 0;
+    stats.comm_s = comm_.take_busy_seconds();
     stats.optimizer_s = timer.seconds();
     return stats;
   }
@@ -520,6 +521,8 @@ StepStats Engine::step(bool loss_finite) {
   owned_grads_.release();
 
   gather_full_params();
+  // No wait: collectives still running (on a GPU, the gathers just issued) count in the next step.
+  stats.comm_s = comm_.take_busy_seconds();
   stats.optimizer_s = timer.seconds();
   return stats;
 }

@@ -83,6 +83,15 @@ struct StepStats {
   double offload_download_wait_s = 0.0;
   double offload_cpu_adam_s = 0.0;
   double offload_upload_wait_s = 0.0;
+  // Seconds the engine's Comm was busy in collectives since the previous step() returned
+  // (Comm::take_busy_seconds): the micro-batches' gradient reductions and stage 3 gathers, then
+  // the step's norm all-reduces and parameter gathers. It overlaps the phase times above. On a
+  // GPU (NcclComm) only collectives already finished when step() returns are counted, so the
+  // last parameter gathers usually count in the next step, and the trainer's loss all-reduce
+  // (over MPI) is not included. On the CPU the trainer shares the engine's MpiComm, so its
+  // scalar all-reduces (the loss, peak memory, the stop flag) are included. Collectives between
+  // steps (evaluation, checkpoint saves) count in the next step.
+  double comm_s = 0.0;
 };
 
 // The engine's step counters and fp16 loss-scaler state: with the optimizer state, what a resumed

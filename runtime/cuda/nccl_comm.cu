@@ -345,6 +345,8 @@ NcclComm::~NcclComm() {
       }
     }
   }
+  // Safe for events still pending (after a failure): CUDA releases them once they fire.
+  for (cudaEvent_t e : timing_events_) cudaEventDestroy(e);
   if (sync_mark_ != nullptr) cudaEventDestroy(sync_mark_);
   if (compute_ready_ != nullptr) cudaEventDestroy(compute_ready_);
   if (comm_stream_ != nullptr) cudaStreamDestroy(comm_stream_);
@@ -354,56 +356,106 @@ double NcclComm::timeout_s() const { return state_->timeout_s; }
 
 bool NcclComm::aborted() const { return state_->failed(); }
 
-void NcclComm::after_compute() {
+cudaEvent_t NcclComm::after_compute() {
   state_->throw_if_failed();
   ZT_CUDA_CHECK(cudaEventRecord(compute_ready_, compute_stream_));
   ZT_CUDA_CHECK(cudaStreamWaitEvent(comm_stream_, compute_ready_, 0));
+  // After the wait: the collective's time starts when the stream reaches it.
+  const cudaEvent_t start = timing_event();
+  ZT_CUDA_CHECK(cudaEventRecord(start, comm_stream_));
+  return start;
 }
 
-CommHandle NcclComm::finish(ncclResult_t status, const char* kind, size_t count, DType dtype) {
+CommHandle NcclComm::finish(ncclResult_t status, const char* kind, size_t count, DType dtype,
+                            cudaEvent_t start) {
   NcclWatchdog& w = *state_;
   const NcclOp op{kind, count, dtype, ++w.issued};
   w.last = op;
   // On ncclInProgress the kernel is launched by an NCCL thread: the completion event must be
   // recorded only after it is on the stream.
-  w.complete(status, op);
+  try {
+    w.complete(status, op);
+  } catch (...) {
+    // Rejected or failed: nothing to time, the start event goes back to the pool. (An event lost
+    // to a CUDA error is still destroyed with this object.)
+    free_timing_events_.push_back(start);
+    throw;
+  }
+  const cudaEvent_t end = timing_event();
+  ZT_CUDA_CHECK(cudaEventRecord(end, comm_stream_));
+  timed_.emplace_back(start, end);
   return std::make_unique<NcclRequest>(state_, comm_stream_, op);
 }
 
+cudaEvent_t NcclComm::timing_event() {
+  // The pool grows to the number of collectives in flight: finished ones are recycled first.
+  if (free_timing_events_.empty()) count_finished();
+  if (!free_timing_events_.empty()) {
+    const cudaEvent_t e = free_timing_events_.back();
+    free_timing_events_.pop_back();
+    return e;
+  }
+  cudaEvent_t e = nullptr;
+  ZT_CUDA_CHECK(cudaEventCreateWithFlags(&e, cudaEventDefault));  // timing enabled
+  timing_events_.push_back(e);
+  return e;
+}
+
+void NcclComm::count_finished() {
+  while (!timed_.empty()) {
+    const auto [start, end] = timed_.front();
+    // The stream is in order: once the end event has fired, the start event has too.
+    if (!event_done(end)) return;
+    float ms = 0.0f;
+    ZT_CUDA_CHECK(cudaEventElapsedTime(&ms, start, end));
+    busy_ms_ += double(ms);
+    timed_.pop_front();
+    free_timing_events_.push_back(start);
+    free_timing_events_.push_back(end);
+  }
+}
+
+double NcclComm::take_busy_seconds() {
+  count_finished();
+  const double seconds = busy_ms_ / 1000.0;
+  busy_ms_ = 0.0;
+  return seconds;
+}
+
 CommHandle NcclComm::all_reduce(void* data, size_t count, DType dtype, ReduceOp op) {
-  after_compute();
+  const cudaEvent_t start = after_compute();
   const ncclResult_t status =
       count > 0 ? ncclAllReduce(data, data, count, nccl_type(dtype), nccl_op(op), state_->comm, comm_stream_)
                 : ncclSuccess;
-  return finish(status, "all_reduce", count, dtype);
+  return finish(status, "all_reduce", count, dtype, start);
 }
 
 CommHandle NcclComm::reduce_scatter(const void* send, void* recv, size_t recv_count, DType dtype,
                                     ReduceOp op) {
-  after_compute();
+  const cudaEvent_t start = after_compute();
   const ncclResult_t status =
       recv_count > 0 ? ncclReduceScatter(send, recv, recv_count, nccl_type(dtype), nccl_op(op),
                                          state_->comm, comm_stream_)
                      : ncclSuccess;
-  return finish(status, "reduce_scatter", recv_count, dtype);
+  return finish(status, "reduce_scatter", recv_count, dtype, start);
 }
 
 CommHandle NcclComm::all_gather(const void* send, void* recv, size_t send_count, DType dtype) {
-  after_compute();
+  const cudaEvent_t start = after_compute();
   // NCCL treats send == recv + rank * send_count as in place, as Comm promises.
   const ncclResult_t status =
       send_count > 0 ? ncclAllGather(send, recv, send_count, nccl_type(dtype), state_->comm, comm_stream_)
                      : ncclSuccess;
-  return finish(status, "all_gather", send_count, dtype);
+  return finish(status, "all_gather", send_count, dtype, start);
 }
 
 CommHandle NcclComm::broadcast(void* data, size_t count, DType dtype, int root) {
   ZT_CHECK(root >= 0 && root < size_, "broadcast root ", root, " outside ", size_, " ranks");
-  after_compute();
+  const cudaEvent_t start = after_compute();
   const ncclResult_t status =
       count > 0 ? ncclBroadcast(data, data, count, nccl_type(dtype), root, state_->comm, comm_stream_)
                 : ncclSuccess;
-  return finish(status, "broadcast", count, dtype);
+  return finish(status, "broadcast", count, dtype, start);
 }
 
 void NcclComm::barrier() {

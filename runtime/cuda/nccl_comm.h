@@ -6,7 +6,10 @@
 #include <cuda_runtime.h>
 #include <nccl.h>
 
+#include <deque>
 #include <memory>
+#include <utility>
+#include <vector>
 
 #include "runtime/comm.h"
 #include "runtime/error.h"
@@ -85,12 +88,27 @@ class NcclComm final : public Comm {
   // True once the communicator was aborted (every further call throws).
   bool aborted() const;
 
+  // GPU time of the collectives on the communication stream: the sum, over the collectives
+  // whose end has been reached, of the time between timing events recorded on that stream just
+  // before and just after each one (a collective's time includes waiting for its peers). The
+  // stream runs one collective at a time, so the sum is the stream's busy time. Only events that
+  // have fired are read (no host wait, no device synchronisation); a collective still running
+  // is counted by a later call.
+  double take_busy_seconds() override;
+
  private:
-  // Orders the communication stream after the compute stream's work so far.
-  void after_compute();
+  // Orders the communication stream after the compute stream's work so far, then records the
+  // start timing event of the collective about to be issued (returned).
+  cudaEvent_t after_compute();
   // Completes the launch of the collective just issued (`status`: what NCCL returned), then
-  // records its completion event.
-  CommHandle finish(ncclResult_t status, const char* kind, size_t count, DType dtype);
+  // records its end timing event and its completion event.
+  CommHandle finish(ncclResult_t status, const char* kind, size_t count, DType dtype,
+                    cudaEvent_t start);
+  // A timing event from the pool (created when none is free).
+  cudaEvent_t timing_event();
+  // Adds the elapsed time of the oldest timed collectives whose end event has fired to busy_ms_
+  // and returns their events to the pool; stops at the first one still running.
+  void count_finished();
 
   int device_;
   int rank_ = 0;
@@ -99,6 +117,13 @@ class NcclComm final : public Comm {
   cudaStream_t comm_stream_ = nullptr;
   cudaEvent_t compute_ready_ = nullptr;
   cudaEvent_t sync_mark_ = nullptr;  // host_sync/barrier/destructor: what the host waits for
+  // Busy time (take_busy_seconds): every timing event created (destroyed with this object),
+  // those free for reuse, the start and end events of the collectives not yet counted (oldest
+  // first), and the milliseconds counted but not yet taken.
+  std::vector<cudaEvent_t> timing_events_;
+  std::vector<cudaEvent_t> free_timing_events_;
+  std::deque<std::pair<cudaEvent_t, cudaEvent_t>> timed_;
+  double busy_ms_ = 0.0;
   // The communicator, the timeout and the abort error, shared with the requests (which may
   // outlive this object).
   std::shared_ptr<detail::NcclWatchdog> state_;

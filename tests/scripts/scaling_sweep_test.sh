@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Issue 9: scripts/scaling_sweep.py end to end on the CPU backend. The tiny model at 1 and 2
 # ranks, ZeRO stages 1-3 plus stage 3 with both offloads at 2 ranks, 3 steps each (about 10 s):
-# the CSV must hold one successful row per run and both plots must be well-formed SVG (XML).
+# the CSV must hold one successful row per run (with its communication time) and both plots must
+# be well-formed SVG (XML).
 # Usage: scaling_sweep_test.sh ZEROTRAIN_BINARY [MPIEXEC]
 set -euo pipefail
 
@@ -41,11 +42,19 @@ for r in rows:
     assert abs(run - design) <= 0.01 * design, f"{where}: model state {run} vs DESIGN.md {design}"
     if int(r["gpus"]) == 1:
         assert float(r["weak_scaling_efficiency"]) == 1.0, where
+    # The communication time (mean busy seconds of the step's collectives) and its share of the
+    # step: measured on every run, and positive wherever ranks talk to each other.
+    assert r["comm_s"] and r["comm_share"], f"{where}: comm_s or comm_share missing"
+    comm, share = float(r["comm_s"]), float(r["comm_share"])
+    assert comm >= 0 and share >= 0, f"{where}: comm_s {comm}, comm_share {share}"
+    if int(r["gpus"]) > 1:
+        assert comm > 0 and share > 0, f"{where}: comm_s {comm}, comm_share {share}"
 for name in ("throughput.svg", "memory.svg"):
     root = ET.parse(os.path.join(out, name)).getroot()
     assert root.tag.endswith("svg"), name
     assert any(e.tag.endswith("polyline") for e in root.iter()), f"{name}: no lines"
 md = open(table).read()
 assert md.count("\n| ") >= 8, md  # header + separator... + 7 rows
+assert "comm s (share)" in md, md
 print("scaling sweep OK:", len(rows), "runs")
 PY
