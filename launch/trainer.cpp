@@ -362,7 +362,8 @@ TrainSummary train(const RunConfig& config, Comm& comm, const TrainOptions& opti
     for (int64_t micro = 0; micro < accum; ++micro) {
       const model::Batch batch = data.next_micro_batch(step, micro);
       engine.set_last_micro_step(micro == accum - 1);
-      loss_tickets.push_back(model->queue_forward_backward(batch, engine, engine.micro_grad_scale(accum)));
+      loss_tickets.push_back(
+          model->queue_forward_backward(batch, engine, engine.micro_grad_scale(accum)));
     }
     double loss_sum = 0.0;
     for (const model::LossTicket& ticket : loss_tickets) loss_sum += model->collect(ticket).mean();

@@ -125,8 +125,9 @@ ZT_HOST_DEVICE inline void store_from_double(void* p, DType dt, size_t i, double
   }
 }
 
-// Bulk conversions on the host (OpenMP). src and dst may not overlap unless they are the same
-// buffer with the same dtype (then nothing is done).
+// Bulk conversions on the host (OpenMP above 65536 elements; up to that, on the calling thread
+// alone). src and dst may not overlap unless they are the same buffer with the same dtype (then
+// nothing is done).
 void convert_cpu(const void* src, DType src_dtype, void* dst, DType dst_dtype, size_t n);
 // dst[i] = dst[i] + scale * src[i], dst rounded once to its dtype after the add in fp64/fp32.
 void accumulate_cpu(const void* src, DType src_dtype, void* dst, DType dst_dtype, size_t n,

@@ -122,7 +122,8 @@ void Engine::init_values() {
     if (host_master) {
       init_on_host(spec, p.param_begin, p.numel, piece_master(p),
                    separate && host_params ? piece_param(p) : nullptr);
-      if (separate && !host_params) ops_->upload(piece_master(p), piece_param(p), size_t(p.numel), dt);
+      if (separate && !host_params)
+        ops_->upload(piece_master(p), piece_param(p), size_t(p.numel), dt);
     } else {
       compute(spec, p.param_begin, p.numel);
       if (separate) ops_->upload(values.data(), piece_master(p), size_t(p.numel), DType::kF32);
@@ -166,10 +167,9 @@ void Engine::init_on_host(const model::ParamSpec& spec, int64_t begin, int64_t n
       const int64_t m = std::min(block, e - b);
       float* v = f32 != nullptr ? f32 + b : scratch.data();
       model::init_param_values(spec, config_, options_.seed, begin + b, begin + b + m, v, 1);
-      if (p16 == nullptr) continue;
-      // As convert_cpu rounds, but on this thread only.
-      char* out = static_cast<char*>(p16) + size_t(b) * elem();
-      for (int64_t k = 0; k < m; ++k) store_from_double(out, dt, size_t(k), double(v[k]));
+      // A block is at most 65536 elements, which convert_cpu converts on this thread alone.
+      if (p16 != nullptr)
+        convert_cpu(v, DType::kF32, static_cast<char*>(p16) + size_t(b) * elem(), dt, size_t(m));
     }
   });
 }
