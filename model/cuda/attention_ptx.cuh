@@ -43,6 +43,15 @@ __device__ __forceinline__ void cp_async_4(void* dst, const void* src, bool vali
                : "memory");
 }
 
+// Named barriers (0 is __syncthreads): `count` threads take part, a multiple of 32. sync waits
+// until all have arrived; arrive counts this thread without waiting (a producer's signal).
+__device__ __forceinline__ void named_barrier_sync(int id, int count) {
+  asm volatile("bar.sync %0, %1;\n" ::"r"(id), "r"(count) : "memory");
+}
+__device__ __forceinline__ void named_barrier_arrive(int id, int count) {
+  asm volatile("bar.arrive %0, %1;\n" ::"r"(id), "r"(count) : "memory");
+}
+
 __device__ __forceinline__ void cp_async_commit() {
   asm volatile("cp.async.commit_group;\n" ::: "memory");
 }

@@ -5,13 +5,17 @@
 // order); what changes is the tile shapes and where the operands live:
 //   - a forward or dQ block is 128 queries of one (b, h) and two warpgroups, each owning 64
 //     query rows end to end (its scores, softmax state and accumulator); a dK/dV block is 64 keys
-//     whose two warpgroups split the work by queries, then by head columns (see there);
+//     whose two warpgroups split the work by product: one makes P^T and dV, the other dS^T and
+//     dK (see there);
 //   - Q, K, V (and dO) stay in shared memory in the 128-byte swizzled layout wgmma reads, so the
 //     score and output MMAs read them there instead of through ldmatrix into registers; P (or dS)
 //     goes from the score accumulators to the next MMA as a register A operand;
 //   - key tiles are 64 wide.
-// Loads are cp.async by all 256 threads; the kernels run only on sm_90a (elsewhere the bodies
-// trap, and attention_sm90_usable() keeps them from being launched).
+// The forward and dQ kernels load with cp.async by all 256 threads and a block barrier per
+// tile; the dK/dV kernel loads by TMA (model/cuda/tma.cuh) into stages guarded by mbarriers, so
+// its warpgroups never wait for each other at a block barrier. The kernels run only on sm_90a
+// (elsewhere the bodies trap, and attention_sm90_usable() keeps them from being launched).
+// Blocks are ordered by block_tile() so the heads in flight at one time share L2.
 #include "model/cuda/attention_sm90.h"
 
 #include <cuda_bf16.h>
@@ -24,11 +28,20 @@
 #include <cstring>
 
 #include "model/cuda/attention_ptx.cuh"
+#include "model/cuda/tma.cuh"
 #include "model/cuda/wgmma.cuh"
 #include "runtime/cuda/cuda_check.h"
 #include "runtime/error.h"
 
+// The kernels need sm_90a code and, for TMA, CUDA 12 headers; without them (ZT_CUDA_SM90A unset
+// by model/CMakeLists.txt) only the entry points below exist and report the kernels unusable.
+#if defined(ZT_CUDA_SM90A)
+#include <cuda.h>          // CUtensorMap
+#include <cudaTypedefs.h>  // PFN_cuTensorMapEncodeTiled
+#endif
+
 namespace zt::model::cuda {
+#if defined(ZT_CUDA_SM90A)
 namespace {
 
 using namespace attention_detail;  // model/cuda/attention_ptx.cuh
@@ -50,6 +63,27 @@ constexpr int kDqSmem = 2 * kQTileBytes + 2 * kKvTileBytes + kAlign;
 
 __device__ __forceinline__ unsigned char* align_smem(unsigned char* p) {
   return p + ((kAlign - (smem_address(p) & (kAlign - 1))) & (kAlign - 1));
+}
+
+// Block order. Block x of a 1-D grid of `tiles` x (batch * heads) blocks works on head bh and
+// on the tile of rank `rank` (0 = the most work). Heads go in groups of kHeadsPerGroup, and
+// within a group the ranks go heaviest first, over the group's heads: the blocks resident at
+// one time then cover a few heads, whose K and V (forward, dQ) or Q and dO (dK/dV) every block
+// streams, so those reads hit L2 (2 MiB of them per head at T 2048); across all heads at once
+// they did not (a 39% L2 hit rate in the dK/dV kernel). Heaviest first within the group keeps
+// the long blocks from being the last to start.
+constexpr int kHeadsPerGroup = 8;
+
+struct BlockTile {
+  int bh, rank;
+};
+__device__ __forceinline__ BlockTile block_tile(int tiles) {
+  const int heads_total = int(gridDim.x) / tiles;
+  const int x = int(blockIdx.x);
+  const int group = x / (kHeadsPerGroup * tiles);
+  const int in_group = x - group * kHeadsPerGroup * tiles;
+  const int heads_here = min(kHeadsPerGroup, heads_total - group * kHeadsPerGroup);
+  return {group * kHeadsPerGroup + in_group % heads_here, in_group / heads_here};
 }
 
 // Starts cp.async copies of a [kRows, kDh] tile of one head into the swizzled layout of
@@ -102,40 +136,69 @@ __device__ __forceinline__ void zero_tiles(float (&d)[kTiles][4]) {
     for (int e = 0; e < 4; ++e) d[i][e] = 0.0f;
 }
 
-// d = A B^T over the full head dim: A rows row0.. of a swizzled [kBlockQ, kDh] tile, B a
-// swizzled [kBlockK, kDh] tile (scores of 64 queries x 64 keys). Waits for the result. The first
+// d = A B^T over the full head dim: A rows row0.. of a swizzled [kARows, kDh] tile, B a
+// swizzled [kBlockK, kDh] tile (scores of 64 queries x 64 keys, or their transpose). The first
 // k-step ignores d's old value (scale_d = 0), so d needs no zeroing: writing registers between
-// the wgmma fence and the MMAs would make ptxas insert another fence.
-template <class Elem>
-__device__ __forceinline__ void scores_mma(float (&d)[kScoreTiles][4], const unsigned char* a_tile,
-                                           int row0, const unsigned char* b_tile) {
-  const uint32_t a_lo = kmajor_desc_lo<kBlockQ>(a_tile, row0);
+// the wgmma fence and the MMAs would make ptxas insert another fence. issue_ only starts the
+// MMAs (one commit group); scores_mma also waits for the result.
+template <class Elem, int kARows = kBlockQ>
+__device__ __forceinline__ void issue_scores_mma(float (&d)[kScoreTiles][4],
+                                                 const unsigned char* a_tile, int row0,
+                                                 const unsigned char* b_tile) {
+  const uint32_t a_lo = kmajor_desc_lo<kARows>(a_tile, row0);
   const uint32_t b_lo = kmajor_desc_lo<kBlockK>(b_tile, 0);
   wgmma::fence();
 #pragma unroll
   for (int kk = 0; kk < kDh / 16; ++kk)
-    wgmma::wgmma_m64n64k16_ss<0, Elem>(d, wgmma::sw128_desc(a_lo, kmajor_step<kBlockQ>(kk)),
+    wgmma::wgmma_m64n64k16_ss<0, Elem>(d, wgmma::sw128_desc(a_lo, kmajor_step<kARows>(kk)),
                                        wgmma::sw128_desc(b_lo, kmajor_step<kBlockK>(kk)), kk > 0);
   wgmma::commit();
+}
+template <class Elem, int kARows = kBlockQ>
+__device__ __forceinline__ void scores_mma(float (&d)[kScoreTiles][4], const unsigned char* a_tile,
+                                           int row0, const unsigned char* b_tile) {
+  issue_scores_mma<Elem, kARows>(d, a_tile, row0, b_tile);
   wgmma::wait<0>();
   wgmma::fence_registers(d);
 }
 
-// acc += P B with P the 64 x 64 probabilities (or dS) in s, rounded to Elem, and B a swizzled
-// [kBlockK, kDh] tile read MN-major. Waits for the result.
+// A fragments of a 64 x 64 P (or dS) held as accumulators, rounded to the MMA's type: the
+// register operand of the k-steps of issue_accumulate_mma.
+using ScoreFragments = uint32_t[kBlockK / 16][4];
 template <class Elem>
-__device__ __forceinline__ void accumulate_mma(float (&acc)[kOutTiles][4],
-                                               const float (&s)[kScoreTiles][4],
-                                               const unsigned char* b_tile) {
-  uint32_t a[kBlockK / 16][4];
+__device__ __forceinline__ void to_fragments(ScoreFragments& a, const float (&s)[kScoreTiles][4]) {
 #pragma unroll
   for (int kk = 0; kk < kBlockK / 16; ++kk) c_to_a<Elem>(a[kk], s, kk);
+}
+// Keeps fragments `a` in their registers, unchanged, up to this point: after
+// issue_accumulate_mma, until the wait for its commit group.
+__device__ __forceinline__ void hold_fragments(ScoreFragments& a) {
+#pragma unroll
+  for (int kk = 0; kk < kBlockK / 16; ++kk)
+#pragma unroll
+    for (int i = 0; i < 4; ++i) asm volatile("" : "+r"(a[kk][i])::"memory");
+}
+
+// acc += P B with P given as fragments `a` and B a swizzled [kBlockK, kDh] tile read MN-major;
+// one commit group. accumulate_mma rounds P from the accumulators s and waits for the result.
+template <class Elem>
+__device__ __forceinline__ void issue_accumulate_mma(float (&acc)[kOutTiles][4],
+                                                     const ScoreFragments& a,
+                                                     const unsigned char* b_tile) {
   const uint32_t b_lo = mnmajor_desc_lo<kBlockK>(b_tile);
   wgmma::fence();
 #pragma unroll
   for (int kk = 0; kk < kBlockK / 16; ++kk)
     wgmma::wgmma_m64n256k16_rs<1, Elem>(acc, a[kk], wgmma::sw128_desc(b_lo, kk * 16 * 128), 1);
   wgmma::commit();
+}
+template <class Elem>
+__device__ __forceinline__ void accumulate_mma(float (&acc)[kOutTiles][4],
+                                               const float (&s)[kScoreTiles][4],
+                                               const unsigned char* b_tile) {
+  ScoreFragments a;
+  to_fragments<Elem>(a, s);
+  issue_accumulate_mma<Elem>(acc, a, b_tile);
   wgmma::wait<0>();
   wgmma::fence_registers(acc);
 }
@@ -169,9 +232,11 @@ __global__ void __launch_bounds__(kThreads, 1)
   unsigned char* s_k = s_q + kQTileBytes;       // 2 stages of [kBlockK, kDh]
   unsigned char* s_v = s_k + 2 * kKvTileBytes;  // 2 stages of [kBlockK, kDh]
 
-  const int bh = blockIdx.x;
+  const int q_tiles = (seq + kBlockQ - 1) / kBlockQ;
+  const BlockTile tile = block_tile(q_tiles);
+  const int bh = tile.bh;
   const int b = bh / heads, h = bh % heads;
-  const int q0 = (int(gridDim.y) - 1 - int(blockIdx.y)) * kBlockQ;  // heaviest tiles first
+  const int q0 = (q_tiles - 1 - tile.rank) * kBlockQ;  // the last query tile is the heaviest
   const int64_t row_stride = int64_t(heads) * head_dim;
   const int wg = int(threadIdx.x) / 128, lane = int(threadIdx.x) % 32;
   const int wg_row = 64 * wg;                                 // within the block
@@ -244,9 +309,11 @@ __global__ void __launch_bounds__(kThreads, 1)
   unsigned char* s_k = s_do + kQTileBytes;    // [kBlockK, kDh] swizzled
   unsigned char* s_v = s_k + kKvTileBytes;    // [kBlockK, kDh] swizzled
 
-  const int bh = blockIdx.x;
+  const int q_tiles = (seq + kBlockQ - 1) / kBlockQ;
+  const BlockTile tile = block_tile(q_tiles);
+  const int bh = tile.bh;
   const int b = bh / heads, h = bh % heads;
-  const int q0 = (int(gridDim.y) - 1 - int(blockIdx.y)) * kBlockQ;  // heaviest tiles first
+  const int q0 = (q_tiles - 1 - tile.rank) * kBlockQ;  // the last query tile is the heaviest
   const int64_t row_stride = int64_t(heads) * head_dim;
   const int wg = int(threadIdx.x) / 128, lane = int(threadIdx.x) % 32;
   const int wg_row = 64 * wg;
@@ -327,24 +394,36 @@ __global__ void __launch_bounds__(kThreads, 1)
 
 // ---------------------------------------------------------------------------------------------
 // dK and dV. One block = 64 keys of one (b, h); it walks the 64-query tiles from the diagonal to
-// the end, so each dK/dV row is summed by one block in a fixed order. Per query tile:
-//   phase 1 (warpgroup w: the 64 keys x queries 32 w..32 w + 31 of the tile):
-//     S^T = K Q^T, dP^T = V dO^T, P^T = exp(S^T scale - lse), dS^T = P^T (dP^T - D), rounded
-//     into shared memory as swizzled [key][query] tiles (the A operands of phase 2);
-//   phase 2 (warpgroup w: the 64 keys x head columns 128 w..128 w + 127):
-//     dV += P^T dO, dK += dS^T Q (scale applied at the end).
-// Q, dO, lse and D are double-buffered: tile i+1 is fetched during tile i.
+// the end, so each dK/dV row is summed by one block in a fixed order. The warpgroups split the
+// work by product, each MMA 64 (scores) or 256 (head dim) wide:
+//   warpgroup 0: S^T = K Q^T, P^T = exp(S^T scale - lse) (0 where key > query or past the
+//     sequence), dV += P^T dO;
+//   warpgroup 1: dP^T = V dO^T, dS^T = P^T (dP^T - D), dK += dS^T Q (scale applied at the end).
+// P^T goes from warpgroup 0 to 1 through shared memory in fp32, in accumulator-fragment order
+// (thread t of one warpgroup reads what thread t of the other wrote); P^T and dS^T enter the dV
+// and dK MMAs as register operands. Each warpgroup starts the score MMA of tile i+1 right after
+// the dV (dK) MMA of tile i, so the tensor cores have work queued while the other warpgroup
+// computes P or dS. Loads are TMA copies issued by one thread into two stages (Q, dO, lse and D
+// of a query tile), each with a "full" mbarrier (the copies landed) and an "empty" one (all 8
+// warps are done with it); there is no block-wide barrier inside the loop.
 
-constexpr int kDkvQuery = 64;                             // queries per tile
-constexpr int kScoreTileBytes = kBlockK * kDkvQuery * 2;  // P^T or dS^T: 8 KiB
-// K, V; two stages of Q and of dO; P^T, dS^T; two stages of lse and of D.
-constexpr int kDkvSmem = 6 * kKvTileBytes + 2 * kScoreTileBytes + 4 * kDkvQuery * 4 + kAlign;
-constexpr int kDkvHalf = kDh / 2;  // head columns per warpgroup in phase 2
+constexpr int kDkvQuery = 64;                              // queries per tile
+constexpr int kPExchangeBytes = kBlockK * kDkvQuery * 4;  // P^T in fp32: 16 KiB
+constexpr int kRowValuesBytes = kDkvQuery * 4;            // lse or D of a query tile
+// K, V; two stages of Q and of dO; the P^T exchange; two stages of lse and of D; 5 mbarriers.
+constexpr int kDkvSmem = 6 * kKvTileBytes + kPExchangeBytes + 4 * kRowValuesBytes + 64 + kAlign;
+constexpr int kBarrierPReady = 1;  // named barriers (0 is __syncthreads): warpgroup 0 wrote P^T
+constexpr int kBarrierPFree = 2;   // ... warpgroup 1 has read it
+
+// The TMA descriptors of one backward call: [B, T, H, Dh] in boxes of 64 tokens x 64 head
+// columns of one (b, h).
+struct BackwardMaps {
+  CUtensorMap q, dout, k, v;
+};
 
 template <class Elem>
 __global__ void __launch_bounds__(kThreads, 1)
-    attention_backward_dkv_sm90_kernel(const Elem* __restrict__ dout, const Elem* __restrict__ q,
-                                       const Elem* __restrict__ k, const Elem* __restrict__ v,
+    attention_backward_dkv_sm90_kernel(const __grid_constant__ BackwardMaps maps,
                                        const float* __restrict__ lse,
                                        const float* __restrict__ dsum, Elem* __restrict__ dk,
                                        Elem* __restrict__ dv, int seq, int heads, int head_dim,
@@ -356,148 +435,152 @@ __global__ void __launch_bounds__(kThreads, 1)
   unsigned char* s_v = s_k + kKvTileBytes;       // [kBlockK, kDh] swizzled
   unsigned char* s_q = s_v + kKvTileBytes;       // 2 stages of [kDkvQuery, kDh]
   unsigned char* s_do = s_q + 2 * kKvTileBytes;  // 2 stages of [kDkvQuery, kDh]
-  unsigned char* s_p = s_do + 2 * kKvTileBytes;  // P^T [kBlockK, kDkvQuery] swizzled
-  unsigned char* s_ds = s_p + kScoreTileBytes;   // dS^T, the same
-  float* s_lse = reinterpret_cast<float*>(s_ds + kScoreTileBytes);  // [2][kDkvQuery]
-  float* s_d = s_lse + 2 * kDkvQuery;                               // [2][kDkvQuery]
+  float4* s_p = reinterpret_cast<float4*>(s_do + 2 * kKvTileBytes);  // [kScoreTiles][128]
+  float* s_lse = reinterpret_cast<float*>(s_p) + kPExchangeBytes / 4;  // [2][kDkvQuery]
+  float* s_d = s_lse + 2 * kDkvQuery;                                  // [2][kDkvQuery]
+  // mbarriers: full[2], empty[2], K and V.
+  const uint32_t bars = smem_address(s_d + 2 * kDkvQuery);
+  auto full = [&](int stage) { return bars + 8 * stage; };
+  auto empty = [&](int stage) { return bars + 16 + 8 * stage; };
+  const uint32_t kv_full = bars + 32;
 
-  const int bh = blockIdx.x;
+  const BlockTile tile = block_tile((seq + kBlockK - 1) / kBlockK);
+  const int bh = tile.bh;
   const int b = bh / heads, h = bh % heads;
-  const int k0 = blockIdx.y * kBlockK;  // key tile 0 (the most query tiles) is launched first
-  const int64_t row_stride = int64_t(heads) * head_dim;
+  const int k0 = tile.rank * kBlockK;  // key tile 0 sees the most query tiles
   const int tid = int(threadIdx.x), wg = tid / 128, lane = tid % 32;
   const int warp_key = ((tid / 32) % 4) * 16;  // first key row of this warp within the block
   const int g = lane / 4, c = lane % 4;
-  const int64_t head_off = token_offset(b, 0, h, seq, heads, head_dim);
+  // Warp 4 (of warpgroup 1, which trails) loads: lane 0 the TMA copies, every lane two lse and
+  // two D values by cp.async, whose completion also arrives on the stage's full barrier.
+  const bool producer_warp = tid / 32 == 4;
 
   // Query tiles that can see some key of this block: from the one holding query k0 to the end.
   const int first_q_tile = k0 / kDkvQuery;
   const int num_q_tiles = (seq + kDkvQuery - 1) / kDkvQuery - first_q_tile;
 
-  auto load_query_tile = [&](int it, int buf) {
-    const int t0 = (first_q_tile + it) * kDkvQuery;
-    load_sw128<kDkvQuery>(s_q + buf * kKvTileBytes, q + head_off + int64_t(t0) * row_stride,
-                          row_stride, seq - t0, head_dim);
-    load_sw128<kDkvQuery>(s_do + buf * kKvTileBytes, dout + head_off + int64_t(t0) * row_stride,
-                          row_stride, seq - t0, head_dim);
-    if (tid < 2 * kDkvQuery) {
-      const int r = tid % kDkvQuery;
-      const bool valid = t0 + r < seq;
-      const float* src = (tid < kDkvQuery ? lse : dsum) + int64_t(bh) * seq + (valid ? t0 + r : 0);
-      cp_async_4((tid < kDkvQuery ? s_lse : s_d) + buf * kDkvQuery + r, src, valid);
+  if (tid == 0) {
+    for (int stage = 0; stage < 2; ++stage) {
+      tma::mbarrier_init(full(stage), 1 + 32);  // the TMA issuer and the 32 lse/D lanes
+      tma::mbarrier_init(empty(stage), 8);  // one arrival per warp
     }
+    tma::mbarrier_init(kv_full, 1);
+  }
+  __syncthreads();
+
+  // A [64, kDh] tile of tokens t0.. of head (b, h): four boxes, one per 64-column block.
+  auto load_tokens = [&](const CUtensorMap& map, unsigned char* dst, int t0, uint32_t bar) {
+#pragma unroll
+    for (int cb = 0; cb < kDh / 64; ++cb)
+      tma::load_4d(smem_address(dst) + cb * (64 * 128), &map, bar, cb * 64, h, t0, b);
   };
+  auto load_query_tile = [&](int it, int stage) {  // by the whole producer warp
+    const int t0 = (first_q_tile + it) * kDkvQuery;
+    if (lane == 0) {
+      tma::mbarrier_arrive_expect_tx(full(stage), 2 * kKvTileBytes);
+      load_tokens(maps.q, s_q + stage * kKvTileBytes, t0, full(stage));
+      load_tokens(maps.dout, s_do + stage * kKvTileBytes, t0, full(stage));
+    }
+    for (int r = lane; r < kDkvQuery; r += 32) {  // zeros past the sequence
+      const bool valid = t0 + r < seq;
+      const int64_t at = int64_t(bh) * seq + (valid ? t0 + r : 0);
+      cp_async_4(s_lse + stage * kDkvQuery + r, lse + at, valid);
+      cp_async_4(s_d + stage * kDkvQuery + r, dsum + at, valid);
+    }
+    tma::mbarrier_arrive_on_cp_async(full(stage));
+  };
+  if (producer_warp) {
+    if (lane == 0) {
+      tma::mbarrier_arrive_expect_tx(kv_full, 2 * kKvTileBytes);
+      load_tokens(maps.k, s_k, k0, kv_full);
+      load_tokens(maps.v, s_v, k0, kv_full);
+    }
+    load_query_tile(0, 0);
+    if (num_q_tiles > 1) load_query_tile(1, 1);
+  }
+  __syncwarp();  // wgmma instructions need converged warps
 
-  load_sw128<kBlockK>(s_k, k + head_off + int64_t(k0) * row_stride, row_stride, seq - k0, head_dim);
-  load_sw128<kBlockK>(s_v, v + head_off + int64_t(k0) * row_stride, row_stride, seq - k0, head_dim);
-  load_query_tile(0, 0);
-  cp_async_commit();
+  // Warpgroup 0: S^T = K Q^T, then dV += P^T dO; warpgroup 1: dP^T = V dO^T, then dK += dS^T Q.
+  const unsigned char* score_a = wg == 0 ? s_k : s_v;
+  const unsigned char* score_b = wg == 0 ? s_q : s_do;  // stage 0; stage 1 is kKvTileBytes on
+  const unsigned char* acc_b = wg == 0 ? s_do : s_q;
 
-  float acc_dk[kDkvHalf / 8][4], acc_dv[kDkvHalf / 8][4];
-  zero_tiles(acc_dk);
-  zero_tiles(acc_dv);
+  float acc[kOutTiles][4];  // dV (warpgroup 0) or dK (warpgroup 1): 64 keys x kDh
+  zero_tiles(acc);
+  float sc[kScoreTiles][4];  // S^T or dP^T: keys k0 + warp_key + g (+ 8) x queries q0 + 8 nt..
+  tma::mbarrier_wait(kv_full, 0);
+  tma::mbarrier_wait(full(0), 0);
+  __syncwarp();
+  scores_mma<Elem, kBlockK>(sc, score_a, 0, score_b);
 
   for (int it = 0; it < num_q_tiles; ++it) {
-    const int buf = it & 1;
+    const int stage = it & 1;
     const int q0 = (first_q_tile + it) * kDkvQuery;
-    const unsigned char* s_qb = s_q + buf * kKvTileBytes;
-    const unsigned char* s_dob = s_do + buf * kKvTileBytes;
-    const float* s_lseb = s_lse + buf * kDkvQuery;
-    const float* s_db = s_d + buf * kDkvQuery;
-    cp_async_wait<0>();
-    wgmma::fence_proxy_async();
-    __syncthreads();  // tile it visible; both warpgroups are past phase 2 of it - 1
-    if (it + 1 < num_q_tiles) load_query_tile(it + 1, buf ^ 1);
-    cp_async_commit();
-
-    // Phase 1: S^T and dP^T, 64 keys x the warpgroup's 32 queries.
-    float st[4][4], dpt[4][4];  // written by the first k-step (scale_d = 0)
-    {
-      const uint32_t k_lo = kmajor_desc_lo<kBlockK>(s_k, 0);
-      const uint32_t v_lo = kmajor_desc_lo<kBlockK>(s_v, 0);
-      const uint32_t q_lo = kmajor_desc_lo<kDkvQuery>(s_qb, 32 * wg);
-      const uint32_t do_lo = kmajor_desc_lo<kDkvQuery>(s_dob, 32 * wg);
-      wgmma::fence();
+    const bool more = it + 1 < num_q_tiles;
+    if (wg == 0) {
+      const float* s_lseb = s_lse + stage * kDkvQuery;
+      const bool need_mask = k0 + kBlockK - 1 > q0 || q0 + kDkvQuery > seq || k0 + kBlockK > seq;
 #pragma unroll
-      for (int kk = 0; kk < kDh / 16; ++kk)
-        wgmma::wgmma_m64n32k16_ss<0, Elem>(st, wgmma::sw128_desc(k_lo, kmajor_step<kBlockK>(kk)),
-                                           wgmma::sw128_desc(q_lo, kmajor_step<kDkvQuery>(kk)),
-                                           kk > 0);
+      for (int nt = 0; nt < kScoreTiles; ++nt)
 #pragma unroll
-      for (int kk = 0; kk < kDh / 16; ++kk)
-        wgmma::wgmma_m64n32k16_ss<0, Elem>(dpt, wgmma::sw128_desc(v_lo, kmajor_step<kBlockK>(kk)),
-                                           wgmma::sw128_desc(do_lo, kmajor_step<kDkvQuery>(kk)),
-                                           kk > 0);
-      wgmma::commit();
-      wgmma::wait<0>();
-      wgmma::fence_registers(st);
-      wgmma::fence_registers(dpt);
-    }
-
-    // P^T = 2^(S^T scale log2e - lse log2e) (0 where key > query or past the sequence), dS^T;
-    // both rounded into the swizzled [key][query] tiles (one 128-byte row per key).
-    const bool need_mask = k0 + kBlockK - 1 > q0 || q0 + kDkvQuery > seq || k0 + kBlockK > seq;
+        for (int e = 0; e < 4; ++e) {
+          const int ql = nt * 8 + 2 * c + (e & 1);
+          const int key = k0 + warp_key + g + (e >> 1) * 8, query = q0 + ql;
+          const bool masked = need_mask && (key > query || query >= seq || key >= seq);
+          sc[nt][e] =
+              masked ? 0.0f : exp2_approx(fmaf(sc[nt][e], scale_log2, -s_lseb[ql] * kLog2e));
+        }
+      if (it > 0) named_barrier_sync(kBarrierPFree, kThreads);
 #pragma unroll
-    for (int nt = 0; nt < 4; ++nt) {
-      const int ql = 32 * wg + nt * 8 + 2 * c;  // column pair ql, ql + 1
+      for (int nt = 0; nt < kScoreTiles; ++nt)
+        s_p[nt * 128 + tid] = make_float4(sc[nt][0], sc[nt][1], sc[nt][2], sc[nt][3]);
+      named_barrier_arrive(kBarrierPReady, kThreads);
+    } else {
+      const float* s_db = s_d + stage * kDkvQuery;
+      named_barrier_sync(kBarrierPReady, kThreads);
 #pragma unroll
-      for (int e = 0; e < 4; ++e) {
-        const int key = k0 + warp_key + g + (e >> 1) * 8;
-        const int query = q0 + ql + (e & 1);
-        const bool masked = need_mask && (key > query || query >= seq || key >= seq);
-        const float p =
-            masked ? 0.0f
-                   : exp2_approx(fmaf(st[nt][e], scale_log2, -s_lseb[ql + (e & 1)] * kLog2e));
-        st[nt][e] = p;
-        dpt[nt][e] = p * (dpt[nt][e] - s_db[ql + (e & 1)]);
+      for (int nt = 0; nt < kScoreTiles; ++nt) {
+        const float4 p = s_p[nt * 128 + tid - 128];
+        const float d0 = s_db[nt * 8 + 2 * c], d1 = s_db[nt * 8 + 2 * c + 1];
+        sc[nt][0] = p.x * (sc[nt][0] - d0);
+        sc[nt][1] = p.y * (sc[nt][1] - d1);
+        sc[nt][2] = p.z * (sc[nt][2] - d0);
+        sc[nt][3] = p.w * (sc[nt][3] - d1);
       }
-#pragma unroll
-      for (int r = 0; r < 2; ++r) {
-        const int row = warp_key + g + 8 * r;
-        const int offset = row * 128 + (((ql / 8) ^ (row % 8)) << 4) + (ql % 8) * 2;
-        *reinterpret_cast<uint32_t*>(s_p + offset) = pack2<Elem>(st[nt][2 * r], st[nt][2 * r + 1]);
-        *reinterpret_cast<uint32_t*>(s_ds + offset) =
-            pack2<Elem>(dpt[nt][2 * r], dpt[nt][2 * r + 1]);
-      }
+      if (more) named_barrier_arrive(kBarrierPFree, kThreads);
     }
-    wgmma::fence_proxy_async();
-    __syncthreads();  // P^T and dS^T complete
 
-    // Phase 2: dV += P^T dO, dK += dS^T Q over the tile's 64 queries, the warpgroup's columns.
-    {
-      const uint32_t p_lo = kmajor_desc_lo<kBlockK>(s_p, 0);
-      const uint32_t ds_lo = kmajor_desc_lo<kBlockK>(s_ds, 0);
-      const uint32_t half = uint32_t(wg) * (kDkvHalf / 64) * (kDkvQuery * 128);
-      const uint32_t do_mn =
-          wgmma::opaque(wgmma::sw128_desc_lo(smem_address(s_dob) + half, kDkvQuery * 128));
-      const uint32_t q_mn =
-          wgmma::opaque(wgmma::sw128_desc_lo(smem_address(s_qb) + half, kDkvQuery * 128));
-      wgmma::fence();
-#pragma unroll
-      for (int kk = 0; kk < kDkvQuery / 16; ++kk)
-        wgmma::wgmma_m64n128k16_ss<1, Elem>(acc_dv, wgmma::sw128_desc(p_lo, kk * 32),
-                                            wgmma::sw128_desc(do_mn, kk * 16 * 128), 1);
-#pragma unroll
-      for (int kk = 0; kk < kDkvQuery / 16; ++kk)
-        wgmma::wgmma_m64n128k16_ss<1, Elem>(acc_dk, wgmma::sw128_desc(ds_lo, kk * 32),
-                                            wgmma::sw128_desc(q_mn, kk * 16 * 128), 1);
-      wgmma::commit();
-      wgmma::wait<0>();
-      wgmma::fence_registers(acc_dv);
-      wgmma::fence_registers(acc_dk);
+    // dV += P^T dO (dK += dS^T Q), with the next tile's scores queued behind it. ptxas
+    // serialises all wgmma of the kernel if MMAs are in flight across a branch or a spin loop,
+    // so the wait for the next tile comes first, and the last tile also starts a score MMA (on
+    // whatever the other stage holds; the result is not used).
+    if (more) tma::mbarrier_wait(full(stage ^ 1), ((it + 1) >> 1) & 1);
+    __syncwarp();
+    ScoreFragments a;
+    to_fragments<Elem>(a, sc);
+    issue_accumulate_mma<Elem>(acc, a, acc_b + stage * kKvTileBytes);
+    issue_scores_mma<Elem, kBlockK>(sc, score_a, 0, score_b + (stage ^ 1) * kKvTileBytes);
+    wgmma::wait<0>();
+    hold_fragments(a);
+    wgmma::fence_registers(acc);
+    wgmma::fence_registers(sc);
+    if (lane == 0) tma::mbarrier_arrive(empty(stage));  // this warp is done with the stage
+    if (producer_warp && it + 2 < num_q_tiles) {
+      tma::mbarrier_wait(empty(stage), (it >> 1) & 1);
+      load_query_tile(it + 2, stage);
     }
+    __syncwarp();
   }
-  cp_async_wait<0>();
-  __syncthreads();  // both warpgroups are past phase 2: the Q and dO stages take dK and dV
+  __syncthreads();  // both warpgroups are done: the Q and dO stages take dV and dK
 
-  Elem* stage_k = reinterpret_cast<Elem*>(s_q);   // [kBlockK][kDh + 8]
-  Elem* stage_v = reinterpret_cast<Elem*>(s_do);  // [kBlockK][kDh + 8]
-  store_c<padded_stride<kDh>()>(stage_k, acc_dk, warp_key, kDkvHalf * wg, scale, lane);
-  store_c<padded_stride<kDh>()>(stage_v, acc_dv, warp_key, kDkvHalf * wg, 1.0f, lane);
+  Elem* stage_out = reinterpret_cast<Elem*>(wg == 0 ? s_q : s_do);  // [kBlockK][kDh + 8]
+  store_c<padded_stride<kDh>()>(stage_out, acc, warp_key, 0, wg == 0 ? 1.0f : scale, lane);
   __syncthreads();
-  store_tile<kBlockK, kDh, kThreads>(dk + head_off + int64_t(k0) * row_stride, stage_k, row_stride,
+  const int64_t row_stride = int64_t(heads) * head_dim;
+  const int64_t out_off = token_offset(b, k0, h, seq, heads, head_dim);
+  store_tile<kBlockK, kDh, kThreads>(dv + out_off, reinterpret_cast<const Elem*>(s_q), row_stride,
                                      seq - k0, head_dim, tid);
-  store_tile<kBlockK, kDh, kThreads>(dv + head_off + int64_t(k0) * row_stride, stage_v, row_stride,
+  store_tile<kBlockK, kDh, kThreads>(dk + out_off, reinterpret_cast<const Elem*>(s_do), row_stride,
                                      seq - k0, head_dim, tid);
 #else
   __trap();
@@ -510,8 +593,10 @@ void prepare(Kernel kernel, int smem_bytes) {
       cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, smem_bytes));
 }
 
+// The 1-D grid of block_tile: one block per (b, h) and tile of kTileRows tokens.
+template <int kTileRows>
 dim3 grid_of(int64_t batch, int64_t seq, int64_t heads) {
-  return dim3(unsigned(batch * heads), unsigned((seq + kBlockQ - 1) / kBlockQ));
+  return dim3(unsigned(batch * heads * ((seq + kTileRows - 1) / kTileRows)));
 }
 
 template <class Elem>
@@ -520,10 +605,50 @@ void launch_forward(const CudaContext& ctx, const void* q, const void* k, const 
   auto kernel = attention_forward_sm90_kernel<Elem>;
   prepare(kernel, kForwardSmem);
   const float scale_log2 = float(kLog2e / std::sqrt(double(head_dim)));
-  kernel<<<grid_of(batch, seq, heads), kThreads, kForwardSmem, ctx.stream()>>>(
+  kernel<<<grid_of<kBlockQ>(batch, seq, heads), kThreads, kForwardSmem, ctx.stream()>>>(
       static_cast<const Elem*>(q), static_cast<const Elem*>(k), static_cast<const Elem*>(v),
       static_cast<Elem*>(out), lse, int(seq), int(heads), int(head_dim), scale_log2);
   ZT_CUDA_CHECK(cudaGetLastError());
+}
+
+// cuTensorMapEncodeTiled, from the driver (the runtime has no wrapper; no libcuda link).
+PFN_cuTensorMapEncodeTiled_v12000 tensor_map_encoder() {
+  static const PFN_cuTensorMapEncodeTiled_v12000 encode = [] {
+    void* fn = nullptr;
+    cudaDriverEntryPointQueryResult found{};
+#if CUDART_VERSION >= 12050
+    ZT_CUDA_CHECK(cudaGetDriverEntryPointByVersion("cuTensorMapEncodeTiled", &fn, 12000,
+                                                   cudaEnableDefault, &found));
+#else
+    ZT_CUDA_CHECK(cudaGetDriverEntryPoint("cuTensorMapEncodeTiled", &fn, cudaEnableDefault, &found));
+#endif
+    ZT_CHECK(found == cudaDriverEntryPointSuccess && fn != nullptr,
+             "attention: the CUDA driver has no cuTensorMapEncodeTiled (TMA needs a CUDA 12 driver)");
+    return reinterpret_cast<PFN_cuTensorMapEncodeTiled_v12000>(fn);
+  }();
+  return encode;
+}
+
+// A [B, T, H, Dh] 16-bit tensor as TMA boxes of 64 tokens x 64 head columns of one (b, h),
+// 128-byte swizzled as the kernels' tiles (wgmma.cuh); elements past T or Dh read as zeros.
+// Dimensions innermost first: Dh, H, T, B. check_arguments (attention.cu) has made the base and
+// the rows 16-byte aligned, as TMA requires.
+CUtensorMap token_map(const void* base, int64_t batch, int64_t seq, int64_t heads,
+                      int64_t head_dim) {
+  const cuuint64_t dims[4] = {cuuint64_t(head_dim), cuuint64_t(heads), cuuint64_t(seq),
+                              cuuint64_t(batch)};
+  const cuuint64_t strides[3] = {cuuint64_t(head_dim) * 2, cuuint64_t(heads * head_dim) * 2,
+                                 cuuint64_t(seq * heads * head_dim) * 2};
+  const cuuint32_t box[4] = {64, 1, 64, 1};
+  const cuuint32_t element_strides[4] = {1, 1, 1, 1};
+  CUtensorMap map;
+  const CUresult r = tensor_map_encoder()(
+      &map, CU_TENSOR_MAP_DATA_TYPE_UINT16, 4, const_cast<void*>(base), dims, strides, box,
+      element_strides, CU_TENSOR_MAP_INTERLEAVE_NONE, CU_TENSOR_MAP_SWIZZLE_128B,
+      CU_TENSOR_MAP_L2_PROMOTION_L2_256B, CU_TENSOR_MAP_FLOAT_OOB_FILL_NONE);
+  ZT_CHECK(r == CUDA_SUCCESS, "attention: cuTensorMapEncodeTiled failed with CUresult ", int(r),
+           " for batch=", batch, " seq=", seq, " heads=", heads, " head_dim=", head_dim);
+  return map;
 }
 
 template <class Elem>
@@ -535,17 +660,19 @@ void launch_backward(const CudaContext& ctx, const void* dout, const void* q, co
   {
     auto kernel = attention_backward_dkv_sm90_kernel<Elem>;
     prepare(kernel, kDkvSmem);
-    const dim3 grid(unsigned(batch * heads), unsigned((seq + kBlockK - 1) / kBlockK));
-    kernel<<<grid, kThreads, kDkvSmem, ctx.stream()>>>(
-        static_cast<const Elem*>(dout), static_cast<const Elem*>(q), static_cast<const Elem*>(k),
-        static_cast<const Elem*>(v), lse, dsum, static_cast<Elem*>(dk), static_cast<Elem*>(dv),
-        int(seq), int(heads), int(head_dim), float(scale), scale_log2);
+    const BackwardMaps maps{token_map(q, batch, seq, heads, head_dim),
+                            token_map(dout, batch, seq, heads, head_dim),
+                            token_map(k, batch, seq, heads, head_dim),
+                            token_map(v, batch, seq, heads, head_dim)};
+    kernel<<<grid_of<kBlockK>(batch, seq, heads), kThreads, kDkvSmem, ctx.stream()>>>(
+        maps, lse, dsum, static_cast<Elem*>(dk), static_cast<Elem*>(dv), int(seq), int(heads),
+        int(head_dim), float(scale), scale_log2);
     ZT_CUDA_CHECK(cudaGetLastError());
   }
   {
     auto kernel = attention_backward_dq_sm90_kernel<Elem>;
     prepare(kernel, kDqSmem);
-    kernel<<<grid_of(batch, seq, heads), kThreads, kDqSmem, ctx.stream()>>>(
+    kernel<<<grid_of<kBlockQ>(batch, seq, heads), kThreads, kDqSmem, ctx.stream()>>>(
         static_cast<const Elem*>(dout), static_cast<const Elem*>(q), static_cast<const Elem*>(k),
         static_cast<const Elem*>(v), lse, dsum, static_cast<Elem*>(dq), int(seq), int(heads),
         int(head_dim), float(scale), scale_log2);
@@ -562,6 +689,7 @@ bool portable_kernels_forced() {
 }
 
 }  // namespace
+#endif  // ZT_CUDA_SM90A
 
 bool attention_sm90_usable(const CudaContext& ctx, int64_t head_dim) {
 #if defined(ZT_CUDA_SM90A)
@@ -573,7 +701,6 @@ bool attention_sm90_usable(const CudaContext& ctx, int64_t head_dim) {
 #else
   (void)ctx;
   (void)head_dim;
-  (void)portable_kernels_forced;
   return false;
 #endif
 }
@@ -581,19 +708,31 @@ bool attention_sm90_usable(const CudaContext& ctx, int64_t head_dim) {
 void attention_forward_sm90(const CudaContext& ctx, const void* q, const void* k, const void* v,
                             void* out, float* lse, int64_t batch, int64_t seq, int64_t heads,
                             int64_t head_dim, DType dt) {
+#if defined(ZT_CUDA_SM90A)
   detail::dispatch_16bit(dt, "attention_forward_sm90", [&](auto tag) {
     launch_forward<decltype(tag)>(ctx, q, k, v, out, lse, batch, seq, heads, head_dim);
   });
+#else
+  (void)ctx, (void)q, (void)k, (void)v, (void)out, (void)lse, (void)batch, (void)seq;
+  (void)heads, (void)head_dim, (void)dt;
+  ZT_FAIL("attention_forward_sm90: this build has no sm_90a kernels (attention_sm90_usable)");
+#endif
 }
 
 void attention_backward_sm90(const CudaContext& ctx, const void* dout, const void* q, const void* k,
                              const void* v, const float* lse, const float* dsum, void* dq, void* dk,
                              void* dv, int64_t batch, int64_t seq, int64_t heads, int64_t head_dim,
                              DType dt) {
+#if defined(ZT_CUDA_SM90A)
   detail::dispatch_16bit(dt, "attention_backward_sm90", [&](auto tag) {
     launch_backward<decltype(tag)>(ctx, dout, q, k, v, lse, dsum, dq, dk, dv, batch, seq, heads,
                                    head_dim);
   });
+#else
+  (void)ctx, (void)dout, (void)q, (void)k, (void)v, (void)lse, (void)dsum, (void)dq, (void)dk;
+  (void)dv, (void)batch, (void)seq, (void)heads, (void)head_dim, (void)dt;
+  ZT_FAIL("attention_backward_sm90: this build has no sm_90a kernels (attention_sm90_usable)");
+#endif
 }
 
 }  // namespace zt::model::cuda
