@@ -58,8 +58,6 @@ constexpr int kAlign = 1024;                     // swizzle atoms are 1024-byte 
 
 // Forward: Q, then two stages of K and of V.
 constexpr int kForwardSmem = kQTileBytes + 4 * kKvTileBytes + kAlign;
-// dQ: Q and dO, then one K and one V tile.
-constexpr int kDqSmem = 2 * kQTileBytes + 2 * kKvTileBytes + kAlign;
 
 __device__ __forceinline__ unsigned char* align_smem(unsigned char* p) {
   return p + ((kAlign - (smem_address(p) & (kAlign - 1))) & (kAlign - 1));
@@ -203,6 +201,26 @@ __device__ __forceinline__ void accumulate_mma(float (&acc)[kOutTiles][4],
   wgmma::fence_registers(acc);
 }
 
+// The TMA descriptors of one backward call: [B, T, H, Dh] in boxes of 64 tokens x 64 head
+// columns of one (b, h) (token_map below).
+struct BackwardMaps {
+  CUtensorMap q, dout, k, v;
+};
+
+// Starts the TMA copies of the [kRows, kDh] tile of tokens t0.. of head (b, h) into the swizzled
+// layout of wgmma.cuh (column block cb at cb * kRows * 128 bytes), completing on barrier `bar`:
+// kRows / 64 x kDh / 64 boxes. One thread issues them.
+template <int kRows>
+__device__ __forceinline__ void tma_load_tile(const CUtensorMap& map, unsigned char* dst, int t0,
+                                              int h, int b, uint32_t bar) {
+#pragma unroll
+  for (int cb = 0; cb < kDh / 64; ++cb)
+#pragma unroll
+    for (int r = 0; r < kRows / 64; ++r)
+      tma::load_4d(smem_address(dst) + cb * (kRows * 128) + r * (64 * 128), &map, bar, cb * 64, h,
+                   t0 + 64 * r, b);
+}
+
 // Rounds the block's [kBlockQ, kDh] accumulators (times scale) into `stage` (row-major, padded
 // rows; at least kBlockQ * (kDh + 8) elements of shared memory nobody reads any more) and
 // writes rows < rows_valid to global memory with 16-byte stores.
@@ -292,45 +310,76 @@ __global__ void __launch_bounds__(kThreads, 1)
 }
 
 // ---------------------------------------------------------------------------------------------
-// dQ. Per key tile: dP = dO V_j^T, S = Q K_j^T, dS = P (dP - D), dQ += dS K_j (scale at the
-// end). V_j+1 is fetched during S and dS K_j; K_j+1 during dO V_j+1^T.
+// dQ. Per key tile j: dP = dO V_j^T, S = Q K_j^T, dS = P (dP - D), dQ += dS K_j (scale at the
+// end). Q and dO stay; K and V stream by TMA through a ring of three slots in the order V_0,
+// K_0, V_1, K_1, ...: load n goes into slot n % 3 once both warpgroups are done with load n - 3,
+// so each tile is fetched an iteration before its MMAs. Each warpgroup queues the next tile's
+// score MMAs right behind dQ += dS K_j, and no block barrier couples the two warpgroups.
+
+constexpr int kDqSlots = 3;
+// Q and dO, the K/V ring, 7 mbarriers.
+constexpr int kDqSmem = 2 * kQTileBytes + kDqSlots * kKvTileBytes + 64 + kAlign;
 
 template <class Elem>
 __global__ void __launch_bounds__(kThreads, 1)
-    attention_backward_dq_sm90_kernel(const Elem* __restrict__ dout, const Elem* __restrict__ q,
-                                      const Elem* __restrict__ k, const Elem* __restrict__ v,
-                                      const float* __restrict__ lse, const float* __restrict__ dsum,
-                                      Elem* __restrict__ dq, int seq, int heads, int head_dim,
-                                      float scale, float scale_log2) {
+    attention_backward_dq_sm90_kernel(const __grid_constant__ BackwardMaps maps,
+                                      const float* __restrict__ lse,
+                                      const float* __restrict__ dsum, Elem* __restrict__ dq,
+                                      int seq, int heads, int head_dim, float scale,
+                                      float scale_log2) {
 #if defined(__CUDA_ARCH_FEAT_SM90_ALL)
   extern __shared__ __align__(1024) unsigned char smem_raw[];
   unsigned char* s_q = align_smem(smem_raw);  // [kBlockQ, kDh] swizzled
   unsigned char* s_do = s_q + kQTileBytes;    // [kBlockQ, kDh] swizzled
-  unsigned char* s_k = s_do + kQTileBytes;    // [kBlockK, kDh] swizzled
-  unsigned char* s_v = s_k + kKvTileBytes;    // [kBlockK, kDh] swizzled
+  unsigned char* s_ring = s_do + kQTileBytes;  // kDqSlots x [kBlockK, kDh] swizzled
+  // mbarriers: full[kDqSlots], empty[kDqSlots], Q and dO.
+  const uint32_t bars = smem_address(s_ring + kDqSlots * kKvTileBytes);
+  auto full = [&](int n) { return bars + 8 * (n % kDqSlots); };  // of load n
+  auto empty = [&](int n) { return bars + 8 * kDqSlots + 8 * (n % kDqSlots); };
+  auto parity = [](int n) { return uint32_t(n / kDqSlots) & 1; };
+  auto slot = [&](int n) { return s_ring + (n % kDqSlots) * kKvTileBytes; };
+  const uint32_t qdo_full = bars + 16 * kDqSlots;
 
   const int q_tiles = (seq + kBlockQ - 1) / kBlockQ;
   const BlockTile tile = block_tile(q_tiles);
   const int bh = tile.bh;
   const int b = bh / heads, h = bh % heads;
   const int q0 = (q_tiles - 1 - tile.rank) * kBlockQ;  // the last query tile is the heaviest
-  const int64_t row_stride = int64_t(heads) * head_dim;
-  const int wg = int(threadIdx.x) / 128, lane = int(threadIdx.x) % 32;
+  const int tid = int(threadIdx.x), wg = tid / 128, lane = tid % 32;
   const int wg_row = 64 * wg;
-  const int warp_query0 = q0 + (int(threadIdx.x) / 32) * 16;
+  const int warp_query0 = q0 + (tid / 32) * 16;
+  const bool loader = tid == 128;  // issues the TMA copies
 
   const int key_end = min(q0 + kBlockQ, seq);
   const int num_kv_tiles = (key_end + kBlockK - 1) / kBlockK;
-  const int64_t head_off = token_offset(b, 0, h, seq, heads, head_dim);
+  const int num_loads = 2 * num_kv_tiles;  // V_j is load 2j, K_j load 2j + 1
 
-  // Groups: {Q, dO, V_0}, then {K_0}; per tile {V_j+1}, then {K_j+1}.
-  load_sw128<kBlockQ>(s_q, q + head_off + int64_t(q0) * row_stride, row_stride, seq - q0, head_dim);
-  load_sw128<kBlockQ>(s_do, dout + head_off + int64_t(q0) * row_stride, row_stride, seq - q0,
-                      head_dim);
-  load_sw128<kBlockK>(s_v, v + head_off, row_stride, seq, head_dim);
-  cp_async_commit();
-  load_sw128<kBlockK>(s_k, k + head_off, row_stride, seq, head_dim);
-  cp_async_commit();
+  if (tid == 0) {
+    for (int i = 0; i < kDqSlots; ++i) {
+      tma::mbarrier_init(bars + 8 * i, 1);
+      tma::mbarrier_init(bars + 8 * kDqSlots + 8 * i, 8);  // one arrival per warp
+    }
+    tma::mbarrier_init(qdo_full, 1);
+  }
+  __syncthreads();
+
+  auto load = [&](int n) {
+    tma::mbarrier_arrive_expect_tx(full(n), kKvTileBytes);
+    tma_load_tile<kBlockK>(n % 2 ? maps.k : maps.v, slot(n), (n / 2) * kBlockK, h, b, full(n));
+  };
+  // Load n once both warpgroups released load n - 3, which shared its slot.
+  auto load_after_release = [&](int n) {
+    if (n >= num_loads) return;
+    if (n >= kDqSlots) tma::mbarrier_wait(empty(n), parity(n - kDqSlots));
+    load(n);
+  };
+  if (loader) {
+    tma::mbarrier_arrive_expect_tx(qdo_full, 2 * kQTileBytes);
+    tma_load_tile<kBlockQ>(maps.q, s_q, q0, h, b, qdo_full);
+    tma_load_tile<kBlockQ>(maps.dout, s_do, q0, h, b, qdo_full);
+    for (int n = 0; n < kDqSlots; ++n) load_after_release(n);
+  }
+  __syncwarp();  // wgmma instructions need converged warps
 
   // lse (log2-scaled) and D of the thread's two rows; rows past the sequence are masked.
   float row_lse2[2], row_d[2];
@@ -344,49 +393,60 @@ __global__ void __launch_bounds__(kThreads, 1)
 
   float acc_dq[kOutTiles][4];
   zero_tiles(acc_dq);
+  float dp[kScoreTiles][4], sc[kScoreTiles][4];  // dP and S of the current key tile
+  tma::mbarrier_wait(qdo_full, 0);
+  tma::mbarrier_wait(full(0), 0);
+  tma::mbarrier_wait(full(1), 0);
+  __syncwarp();
+  issue_scores_mma<Elem>(dp, s_do, wg_row, slot(0));
+  issue_scores_mma<Elem>(sc, s_q, wg_row, slot(1));
+  wgmma::wait<0>();
+  wgmma::fence_registers(dp);
+  wgmma::fence_registers(sc);
+  if (lane == 0) tma::mbarrier_arrive(empty(0));  // V_0
+  if (loader) load_after_release(kDqSlots);
+  __syncwarp();
 
   for (int j = 0; j < num_kv_tiles; ++j) {
     const int k0 = j * kBlockK;
-    const bool active = k0 <= q0 + wg_row + 63;  // some key is not after every query
-    cp_async_wait<1>();
-    wgmma::fence_proxy_async();
-    __syncthreads();  // V_j (and Q, dO) visible
+    const bool more = j + 1 < num_kv_tiles;
+    // Every key after every query of this warpgroup (its last tile, at most): dS is all zeros.
+    const bool need_mask =
+        k0 + kBlockK - 1 > q0 + wg_row || k0 + kBlockK > seq || q0 + wg_row + 64 > seq;
+    scores_to_ds(sc, dp, row_lse2, row_d, need_mask, warp_query0, k0, seq, scale_log2, lane);
 
-    float dp[kScoreTiles][4];
-    if (active) scores_mma<Elem>(dp, s_do, wg_row, s_v);
-
-    cp_async_wait<0>();
-    wgmma::fence_proxy_async();
-    __syncthreads();  // K_j visible; both warpgroups are done reading s_v
-    if (j + 1 < num_kv_tiles) {
-      const int k1 = k0 + kBlockK;
-      load_sw128<kBlockK>(s_v, v + head_off + int64_t(k1) * row_stride, row_stride, seq - k1,
-                          head_dim);
+    // dQ += dS K_j, then dP and S of tile j + 1 (as in the dK/dV kernel: the waits come first,
+    // and the last tile's score MMAs read slots nobody loads, results unused).
+    if (more) {
+      tma::mbarrier_wait(full(2 * j + 2), parity(2 * j + 2));
+      tma::mbarrier_wait(full(2 * j + 3), parity(2 * j + 3));
     }
-    cp_async_commit();
-
-    if (active) {
-      float s[kScoreTiles][4];
-      scores_mma<Elem>(s, s_q, wg_row, s_k);
-      const bool need_mask =
-          k0 + kBlockK - 1 > q0 + wg_row || k0 + kBlockK > seq || q0 + wg_row + 64 > seq;
-      scores_to_ds(s, dp, row_lse2, row_d, need_mask, warp_query0, k0, seq, scale_log2, lane);
-      accumulate_mma<Elem>(acc_dq, s, s_k);
+    __syncwarp();
+    ScoreFragments a;
+    to_fragments<Elem>(a, sc);
+    issue_accumulate_mma<Elem>(acc_dq, a, slot(2 * j + 1));
+    issue_scores_mma<Elem>(dp, s_do, wg_row, slot(2 * j + 2));
+    issue_scores_mma<Elem>(sc, s_q, wg_row, slot(2 * j + 3));
+    wgmma::wait<0>();
+    hold_fragments(a);
+    wgmma::fence_registers(acc_dq);
+    wgmma::fence_registers(dp);
+    wgmma::fence_registers(sc);
+    if (lane == 0) {
+      tma::mbarrier_arrive(empty(2 * j + 1));           // K_j
+      if (more) tma::mbarrier_arrive(empty(2 * j + 2));  // V_j+1
     }
-
-    __syncthreads();  // both warpgroups are done reading s_k
-    if (j + 1 < num_kv_tiles) {
-      const int k1 = k0 + kBlockK;
-      load_sw128<kBlockK>(s_k, k + head_off + int64_t(k1) * row_stride, row_stride, seq - k1,
-                          head_dim);
+    if (loader) {
+      load_after_release(2 * j + 4);
+      load_after_release(2 * j + 5);
     }
-    cp_async_commit();
+    __syncwarp();
   }
-  cp_async_wait<0>();
+  __syncthreads();  // both warpgroups are done with Q and dO, which stage dQ
 
-  // Q and dO are no longer read (the loop ends with a barrier): they stage dQ.
-  store_rows(dq + head_off + int64_t(q0) * row_stride, reinterpret_cast<Elem*>(s_q), acc_dq, scale,
-             row_stride, seq - q0, head_dim);
+  const int64_t row_stride = int64_t(heads) * head_dim;
+  store_rows(dq + token_offset(b, q0, h, seq, heads, head_dim), reinterpret_cast<Elem*>(s_q),
+             acc_dq, scale, row_stride, seq - q0, head_dim);
 #else
   __trap();
 #endif
@@ -415,11 +475,6 @@ constexpr int kDkvSmem = 6 * kKvTileBytes + kPExchangeBytes + 4 * kRowValuesByte
 constexpr int kBarrierPReady = 1;  // named barriers (0 is __syncthreads): warpgroup 0 wrote P^T
 constexpr int kBarrierPFree = 2;   // ... warpgroup 1 has read it
 
-// The TMA descriptors of one backward call: [B, T, H, Dh] in boxes of 64 tokens x 64 head
-// columns of one (b, h).
-struct BackwardMaps {
-  CUtensorMap q, dout, k, v;
-};
 
 template <class Elem>
 __global__ void __launch_bounds__(kThreads, 1)
@@ -468,18 +523,12 @@ __global__ void __launch_bounds__(kThreads, 1)
   }
   __syncthreads();
 
-  // A [64, kDh] tile of tokens t0.. of head (b, h): four boxes, one per 64-column block.
-  auto load_tokens = [&](const CUtensorMap& map, unsigned char* dst, int t0, uint32_t bar) {
-#pragma unroll
-    for (int cb = 0; cb < kDh / 64; ++cb)
-      tma::load_4d(smem_address(dst) + cb * (64 * 128), &map, bar, cb * 64, h, t0, b);
-  };
   auto load_query_tile = [&](int it, int stage) {  // by the whole producer warp
     const int t0 = (first_q_tile + it) * kDkvQuery;
     if (lane == 0) {
       tma::mbarrier_arrive_expect_tx(full(stage), 2 * kKvTileBytes);
-      load_tokens(maps.q, s_q + stage * kKvTileBytes, t0, full(stage));
-      load_tokens(maps.dout, s_do + stage * kKvTileBytes, t0, full(stage));
+      tma_load_tile<kDkvQuery>(maps.q, s_q + stage * kKvTileBytes, t0, h, b, full(stage));
+      tma_load_tile<kDkvQuery>(maps.dout, s_do + stage * kKvTileBytes, t0, h, b, full(stage));
     }
     for (int r = lane; r < kDkvQuery; r += 32) {  // zeros past the sequence
       const bool valid = t0 + r < seq;
@@ -492,8 +541,8 @@ __global__ void __launch_bounds__(kThreads, 1)
   if (producer_warp) {
     if (lane == 0) {
       tma::mbarrier_arrive_expect_tx(kv_full, 2 * kKvTileBytes);
-      load_tokens(maps.k, s_k, k0, kv_full);
-      load_tokens(maps.v, s_v, k0, kv_full);
+      tma_load_tile<kBlockK>(maps.k, s_k, k0, h, b, kv_full);
+      tma_load_tile<kBlockK>(maps.v, s_v, k0, h, b, kv_full);
     }
     load_query_tile(0, 0);
     if (num_q_tiles > 1) load_query_tile(1, 1);
@@ -657,13 +706,13 @@ void launch_backward(const CudaContext& ctx, const void* dout, const void* q, co
                      void* dv, int64_t batch, int64_t seq, int64_t heads, int64_t head_dim) {
   const double scale = 1.0 / std::sqrt(double(head_dim));
   const float scale_log2 = float(scale * kLog2e);
+  const BackwardMaps maps{token_map(q, batch, seq, heads, head_dim),
+                          token_map(dout, batch, seq, heads, head_dim),
+                          token_map(k, batch, seq, heads, head_dim),
+                          token_map(v, batch, seq, heads, head_dim)};
   {
     auto kernel = attention_backward_dkv_sm90_kernel<Elem>;
     prepare(kernel, kDkvSmem);
-    const BackwardMaps maps{token_map(q, batch, seq, heads, head_dim),
-                            token_map(dout, batch, seq, heads, head_dim),
-                            token_map(k, batch, seq, heads, head_dim),
-                            token_map(v, batch, seq, heads, head_dim)};
     kernel<<<grid_of<kBlockK>(batch, seq, heads), kThreads, kDkvSmem, ctx.stream()>>>(
         maps, lse, dsum, static_cast<Elem*>(dk), static_cast<Elem*>(dv), int(seq), int(heads),
         int(head_dim), float(scale), scale_log2);
@@ -673,9 +722,8 @@ void launch_backward(const CudaContext& ctx, const void* dout, const void* q, co
     auto kernel = attention_backward_dq_sm90_kernel<Elem>;
     prepare(kernel, kDqSmem);
     kernel<<<grid_of<kBlockQ>(batch, seq, heads), kThreads, kDqSmem, ctx.stream()>>>(
-        static_cast<const Elem*>(dout), static_cast<const Elem*>(q), static_cast<const Elem*>(k),
-        static_cast<const Elem*>(v), lse, dsum, static_cast<Elem*>(dq), int(seq), int(heads),
-        int(head_dim), float(scale), scale_log2);
+        maps, lse, dsum, static_cast<Elem*>(dq), int(seq), int(heads), int(head_dim),
+        float(scale), scale_log2);
     ZT_CUDA_CHECK(cudaGetLastError());
   }
 }
