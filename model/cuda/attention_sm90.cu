@@ -463,9 +463,11 @@ __global__ void __launch_bounds__(kThreads, 1)
 // (thread t of one warpgroup reads what thread t of the other wrote); P^T and dS^T enter the dV
 // and dK MMAs as register operands. Each warpgroup starts the score MMA of tile i+1 right after
 // the dV (dK) MMA of tile i, so the tensor cores have work queued while the other warpgroup
-// computes P or dS. Loads are TMA copies issued by one thread into two stages (Q, dO, lse and D
-// of a query tile), each with a "full" mbarrier (the copies landed) and an "empty" one (all 8
-// warps are done with it); there is no block-wide barrier inside the loop.
+// computes P or dS. A query tile's Q and dO arrive by TMA, its lse and D by cp.async, into two
+// stages, each with a "full" mbarrier (the copies landed) and an "empty" one (all 8 warps are
+// done with it); there is no block-wide barrier inside the loop. (lse and D are not TMA copies:
+// a 1-D tensor map over them, [B H T] flat, raised an illegal-instruction fault in the tests
+// with short sequences, where the whole array was smaller than the 64-element box.)
 
 constexpr int kDkvQuery = 64;                              // queries per tile
 constexpr int kPExchangeBytes = kBlockK * kDkvQuery * 4;  // P^T in fp32: 16 KiB
