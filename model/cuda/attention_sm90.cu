@@ -744,10 +744,7 @@ bool portable_kernels_forced() {
 bool attention_sm90_usable(const CudaContext& ctx, int64_t head_dim) {
 #if defined(ZT_CUDA_SM90A)
   if (head_dim <= 128 || head_dim > kDh || portable_kernels_forced()) return false;
-  int major = 0, minor = 0;
-  ZT_CUDA_CHECK(cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, ctx.device()));
-  ZT_CUDA_CHECK(cudaDeviceGetAttribute(&minor, cudaDevAttrComputeCapabilityMinor, ctx.device()));
-  return major == 9 && minor == 0;
+  return ctx.compute_capability() == 90;
 #else
   (void)ctx;
   (void)head_dim;

@@ -8,6 +8,10 @@ namespace zt {
 CudaContext::CudaContext(int device, size_t workspace_bytes)
     : device_(device), workspace_bytes_(workspace_bytes) {
   ZT_CUDA_CHECK(cudaSetDevice(device));
+  int major = 0, minor = 0;
+  ZT_CUDA_CHECK(cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, device));
+  ZT_CUDA_CHECK(cudaDeviceGetAttribute(&minor, cudaDevAttrComputeCapabilityMinor, device));
+  compute_capability_ = 10 * major + minor;
   ZT_CUDA_CHECK(cudaStreamCreateWithFlags(&stream_, cudaStreamNonBlocking));
   const cublasStatus_t status = cublasLtCreate(&lt_);
   ZT_CHECK(status == CUBLAS_STATUS_SUCCESS, "cublasLtCreate failed with status ", int(status));

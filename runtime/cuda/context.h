@@ -19,6 +19,8 @@ class CudaContext {
   CudaContext& operator=(const CudaContext&) = delete;
 
   int device() const { return device_; }
+  // 10 * major + minor, e.g. 90 for H100/H200 (read once, at construction).
+  int compute_capability() const { return compute_capability_; }
   cudaStream_t stream() const { return stream_; }
   cublasLtHandle_t lt() const { return lt_; }
   void* workspace() const { return workspace_; }
@@ -28,6 +30,7 @@ class CudaContext {
 
  private:
   int device_;
+  int compute_capability_ = 0;
   cudaStream_t stream_ = nullptr;
   cublasLtHandle_t lt_ = nullptr;
   void* workspace_ = nullptr;

@@ -626,6 +626,7 @@ TEST(CudaAttention, HopperKernelsRunOnHopperGpus) {
   int major = 0, minor = 0;
   ZT_CUDA_CHECK(cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, 0));
   ZT_CUDA_CHECK(cudaDeviceGetAttribute(&minor, cudaDevAttrComputeCapabilityMinor, 0));
+  EXPECT_EQ(ctx.compute_capability(), 10 * major + minor);
   const char* forced = std::getenv("ZT_ATTENTION_KERNEL");
   const bool portable = forced != nullptr && std::string_view(forced) == "portable";
 #if defined(ZT_CUDA_SM90A)
