@@ -647,7 +647,11 @@ void prepare(Kernel kernel, int smem_bytes) {
 // The 1-D grid of block_tile: one block per (b, h) and tile of kTileRows tokens.
 template <int kTileRows>
 dim3 grid_of(int64_t batch, int64_t seq, int64_t heads) {
-  return dim3(unsigned(batch * heads * ((seq + kTileRows - 1) / kTileRows)));
+  const int64_t blocks = batch * heads * ((seq + kTileRows - 1) / kTileRows);
+  ZT_CHECK(blocks < (int64_t(1) << 31), "attention: batch * heads * ceil(seq / ", kTileRows,
+           ") = ", blocks, " blocks is more than one launch takes (2^31 - 1); batch=", batch,
+           " seq=", seq, " heads=", heads);
+  return dim3(unsigned(blocks));
 }
 
 template <class Elem>
