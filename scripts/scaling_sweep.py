@@ -20,6 +20,12 @@ Outputs, in --out (default docs/scaling):
   memory.svg      peak memory per GPU against GPUs per stage, the estimate as dashed lines
 and the table as Markdown on stdout (progress goes to stderr).
 
+With --match-losses it also checks that the stages compute the same training: for every G it
+runs a reference on 1 rank at stage 0 that processes the same global batch (grad_accum_steps
+multiplied by G) and compares each run's per-step losses with it. The loss_rel_diff column is
+the largest |loss - reference loss| / |reference loss| over the steps; above --loss-tol the run
+counts as a mismatch and the script exits with status 1.
+
 Usage:
   # GPT-J-6B on 1, 2, 4 and 8 H200s, stages 1-3, plus stage 3 with both offloads on 8
   scripts/scaling_sweep.py --zerotrain build/launch/zerotrain
@@ -28,6 +34,9 @@ Usage:
       --config examples/tiny-cpu.toml --gpus 1,2,4 --steps 5 --out /tmp/scaling
   # see the commands without running them
   scripts/scaling_sweep.py --zerotrain build/launch/zerotrain --dry-run
+  # 2 GPUs, stages 0-3, 20 steps, each against 1 GPU at stage 0 with the same global batch
+  scripts/scaling_sweep.py --zerotrain build/launch/zerotrain --gpus 2 --stages 0,1,2,3 \
+      --offload-stage3-at 0 --steps 20 --match-losses
 
 Python 3 standard library only: CI machines have no numpy or matplotlib.
 """
@@ -43,6 +52,7 @@ import shlex
 import socket
 import subprocess
 import sys
+import tomllib
 import xml.sax.saxutils
 
 GIB = float(1 << 30)
@@ -53,8 +63,15 @@ WARMUP_STEPS = 2
 CSV_COLUMNS = [
     "gpus", "stage", "offload", "status", "tokens_per_s_per_gpu", "mfu", "peak_mem_gib",
     "weak_scaling_efficiency", "fwd_bwd_s", "optimizer_s", "comm_s", "comm_share", "est_model_state_gib",
-    "design_model_state_gib", "model_state_gib", "est_total_gib", "peak_host_mem_gib", "steps_averaged", "error",
+    "design_model_state_gib", "model_state_gib", "est_total_gib", "peak_host_mem_gib", "steps_averaged",
+    "loss_rel_diff", "losses_match", "error",
 ]
+# --loss-tol defaults. fp32 on the CPU: ranks and accumulation change only the order of fp32
+# sums (1e-5 leaves room for 20 steps of that). bf16 on GPUs: the 16-bit parameter copies are
+# rounded from masters that differ in their last fp32 bits, so activations can differ by a bf16
+# ulp (2^-8 = 0.4%); 1% over 20 steps allows that and still catches a wrong stage (a lost
+# gradient shard or a missing all-gather moves the loss by tenths within a few steps).
+LOSS_TOL = {"cpu": 1e-5, "cuda": 1e-2}
 
 
 def log(*parts):
@@ -97,8 +114,18 @@ def parse_args(argv):
     p.add_argument("--skip-existing", action="store_true",
                    help="reuse a run whose metrics.jsonl in --out already has --steps steps "
                         "instead of running it again (to split a sweep over several calls)")
+    p.add_argument("--match-losses", action="store_true",
+                   help="compare every run's losses with 1 rank at stage 0 on the same global "
+                        "batch; exit 1 on a mismatch")
+    p.add_argument("--loss-tol", type=float, default=None,
+                   help="largest relative loss difference --match-losses accepts (default "
+                        f"{LOSS_TOL['cpu']:g} on cpu, {LOSS_TOL['cuda']:g} on cuda)")
     p.add_argument("--dry-run", action="store_true", help="print the commands only")
     a = p.parse_args(argv)
+    if a.loss_tol is None:
+        a.loss_tol = LOSS_TOL[a.device]
+    elif not a.loss_tol >= 0:
+        p.error("--loss-tol must be >= 0")
     if a.steps < 1:
         p.error("--steps must be >= 1")
     for s in a.stages:
@@ -143,7 +170,7 @@ def run_env(a):
     return env
 
 
-def train_command(a, g, s, offload, out_dir):
+def train_command(a, g, s, offload, out_dir, extra_sets=()):
     cmd = shlex.split(a.mpirun) + ["-np", str(g), "--bind-to", "none"]
     if a.device == "cpu":
         # More ranks than cores on small machines; yield lets the waiting ranks give way.
@@ -163,9 +190,35 @@ def train_command(a, g, s, offload, out_dir):
             "--set", "train.save_every=0"]
     if offload:
         cmd += ["--set", "zero.offload_optimizer=cpu", "--set", "zero.offload_params=cpu"]
-    for kv in a.sets:
+    for kv in list(a.sets) + list(extra_sets):  # later --set values win
         cmd += ["--set", kv]
     return cmd
+
+
+def grad_accum_steps(a):
+    """train.grad_accum_steps of the runs: the last --set of it, else the config's, else 1."""
+    for kv in reversed(a.sets):
+        key, value = kv.split("=", 1)
+        if key.strip() == "train.grad_accum_steps":
+            return int(value)
+    try:
+        with open(a.config, "rb") as f:
+            return int(tomllib.load(f).get("train", {}).get("grad_accum_steps", 1))
+    except (OSError, tomllib.TOMLDecodeError) as e:
+        sys.exit(f"scaling_sweep.py: cannot read {a.config}: {e}")
+
+
+def reference_runs(a, runs):
+    """{G: (name, extra --set values)} of the --match-losses references: 1 rank, stage 0, the
+    global batch of G ranks. At G = 1 the sweep's own 1-GPU stage-0 run is the reference."""
+    accum = grad_accum_steps(a)
+    refs = {}
+    for g in sorted({g for g, _, _ in runs}):
+        if g == 1 and (1, 0, False) in runs:
+            refs[g] = (run_name(1, 0, False), None)
+        else:
+            refs[g] = (f"ref-g{g}", [f"train.grad_accum_steps={g * accum}"])
+    return refs
 
 
 def last_error_line(text):
@@ -222,6 +275,23 @@ def read_metrics(path):
                 except json.JSONDecodeError:
                     pass  # a run killed mid-write leaves a partial last line
     return rows
+
+
+def loss_rel_diff(metrics, reference):
+    """Largest |loss - reference loss| / |reference loss| over the steps both logged (None when
+    they share no step). A non-finite loss on either side counts as infinitely far."""
+    ref = {m["step"]: m.get("loss") for m in reference if "step" in m}
+    worst = None
+    for m in metrics:
+        if m.get("step") not in ref:
+            continue
+        x, r = m.get("loss"), ref[m["step"]]
+        if not all(isinstance(v, (int, float)) and math.isfinite(v) for v in (x, r)):
+            d = math.inf
+        else:
+            d = abs(x - r) / abs(r) if r != 0 else abs(x - r)
+        worst = d if worst is None else max(worst, d)
+    return worst
 
 
 def mean(values):
@@ -521,10 +591,19 @@ def comm_cell(seconds, share):
     return f"{seconds:.3f}" + (f" ({100 * share:.0f}%)" if share is not None else "")
 
 
-def markdown(rows):
+def loss_cell(r):
+    if r["losses_match"] is None:
+        return "-"
+    d = r["loss_rel_diff"]
+    return (f"{d:.1e} " if d is not None else "") + r["losses_match"]
+
+
+def markdown(rows, loss_tol=None):
     head = ["GPUs", "stage", "offload", "status", "tokens/s per GPU", "MFU", "peak mem/GPU",
             "weak-scaling eff.", "fwd+bwd s", "optimizer s", "comm s (share)",
             "model state/rank: run / DESIGN.md / estimate", "estimate total/GPU"]
+    if loss_tol is not None:
+        head.append(f"loss vs 1 GPU stage 0 (tol {loss_tol:g})")
     out = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for r in rows:
         status = r["status"] if r["status"] == "ok" else f'{r["status"]}: {r["error"]}'
@@ -542,6 +621,8 @@ def markdown(rows):
             + est_cell(r["est_model_state_gib"]),
             est_cell(r["est_total_gib"]),
         ]
+        if loss_tol is not None:
+            cells.append(loss_cell(r))
         out.append("| " + " | ".join(cells) + " |")
     return "\n".join(out)
 
@@ -557,6 +638,10 @@ def main(argv):
     logs_dir = os.path.join(a.out, "logs")
 
     if a.dry_run:
+        for g, (name, extra) in (reference_runs(a, runs) if a.match_losses else {}).items():
+            if extra is not None:
+                cmd = train_command(a, 1, 0, False, os.path.join(runs_dir, name), extra)
+                print(" ".join(shlex.quote(c) for c in cmd))
         for g, s, off in runs:
             out_dir = os.path.join(runs_dir, run_name(g, s, off))
             print(" ".join(shlex.quote(c) for c in train_command(a, g, s, off, out_dir)))
@@ -564,29 +649,27 @@ def main(argv):
 
     os.makedirs(runs_dir, exist_ok=True)
     os.makedirs(logs_dir, exist_ok=True)
-    rows = []
-    for g, s, off in runs:
-        name = run_name(g, s, off)
+
+    def run(label, name, cmd):
+        """Runs (or, with --skip-existing, reads back) one job: (status, error, text, metrics)."""
         out_dir = os.path.join(runs_dir, name)
-        cmd = train_command(a, g, s, off, out_dir)
         metrics_path = os.path.join(out_dir, "metrics.jsonl")
         log_path = os.path.join(logs_dir, name + ".log")
         if (a.skip_existing and len(read_metrics(metrics_path)) >= a.steps
                 and os.path.exists(log_path)):
             # A machine's time limit may end a call before the sweep does: the finished runs
             # of the earlier calls are read back, not repeated.
-            log(f"[{len(rows) + 1}/{len(runs)}] {name}: reusing {metrics_path}")
+            log(f"[{label}] {name}: reusing {metrics_path}")
             rc = 0
             with open(log_path, errors="replace") as f:
                 text = f.read()
         else:
-            log(f"[{len(rows) + 1}/{len(runs)}] {name}: " + " ".join(shlex.quote(c) for c in cmd))
+            log(f"[{label}] {name}: " + " ".join(shlex.quote(c) for c in cmd))
             # A stale metrics.jsonl from an earlier sweep must not pass for this run's results.
             if os.path.exists(metrics_path):
                 os.remove(metrics_path)
             rc, text = execute(cmd, env, log_path, a.timeout)
         metrics = read_metrics(metrics_path)
-        summary = summarize(metrics, g) or {}
         if rc is None:
             status, error = "timeout", f"killed after {a.timeout:g} s"
         elif rc != 0:
@@ -596,6 +679,30 @@ def main(argv):
             status, error = "incomplete", f"{len(metrics)} of {a.steps} steps in metrics.jsonl"
         else:
             status, error = "ok", ""
+        return status, error, text, metrics
+
+    # --match-losses: the reference runs that are not part of the sweep come first.
+    refs = reference_runs(a, runs) if a.match_losses else {}
+    ref_metrics = {}  # G -> metrics of its reference, once it ran successfully
+    for g, (name, extra) in refs.items():
+        if extra is None:
+            continue  # the sweep's own g1-s0 run
+        status, error, _, metrics = run(
+            f"reference for {g} GPUs", name,
+            train_command(a, 1, 0, False, os.path.join(runs_dir, name), extra))
+        log(f"  {status}" + (f": {error}" if error else ""))
+        if status == "ok":
+            ref_metrics[g] = metrics
+
+    rows = []
+    for g, s, off in runs:
+        name = run_name(g, s, off)
+        out_dir = os.path.join(runs_dir, name)
+        status, error, text, metrics = run(
+            f"{len(rows) + 1}/{len(runs)}", name, train_command(a, g, s, off, out_dir))
+        summary = summarize(metrics, g) or {}
+        if g in refs and refs[g][0] == name and status == "ok":  # the sweep's g1-s0
+            ref_metrics[g] = metrics
         est_state, est_total, design_state = estimate_for_run(a, os.path.join(out_dir, "config.toml"), g, s, off)
         state = measured_model_state_bytes(text)
         row = {
@@ -603,7 +710,7 @@ def main(argv):
             "status": status, "error": error,
             "tokens_per_s_per_gpu": None, "mfu": None, "peak_mem_gib": None,
             "fwd_bwd_s": None, "optimizer_s": None, "comm_s": None, "comm_share": None,
-            "peak_host_mem_gib": None,
+            "peak_host_mem_gib": None, "loss_rel_diff": None, "losses_match": None,
             "steps_averaged": None, "weak_scaling_efficiency": None,
             "est_model_state_gib": est_state, "est_total_gib": est_total,
             "design_model_state_gib": design_state,
@@ -615,6 +722,25 @@ def main(argv):
         tps = row["tokens_per_s_per_gpu"]
         log(f"  {status}" + (f": {error}" if error else "") +
             (f"; {tps:,.0f} tokens/s per GPU, peak {row['peak_mem_gib']:.3f} GiB" if tps else ""))
+
+    # Losses against the reference of the same global batch.
+    mismatches = 0
+    if a.match_losses:
+        for r in rows:
+            if r["status"] != "ok":
+                continue
+            if r["gpus"] not in ref_metrics:
+                r["losses_match"] = "no reference"
+                mismatches += 1
+                continue
+            metrics = read_metrics(os.path.join(runs_dir, run_name(r["gpus"], r["stage"],
+                                                                   r["offload"] != "none"),
+                                                "metrics.jsonl"))
+            d = loss_rel_diff(metrics, ref_metrics[r["gpus"]])
+            r["loss_rel_diff"] = d
+            r["losses_match"] = "yes" if d is not None and d <= a.loss_tol else "no"
+            if r["losses_match"] != "yes":
+                mismatches += 1
 
     # Weak-scaling efficiency: per-GPU throughput against the smallest GPU count that ran with
     # the same stage and offload (1.0 is perfect scaling).
@@ -631,8 +757,12 @@ def main(argv):
     print(f"<!-- scripts/scaling_sweep.py, {datetime.date.today()}, host {host}, "
           f"device {a.device}, config {a.config}, {a.steps} steps "
           f"(means over steps > {WARMUP_STEPS}) -->")
-    print(markdown(rows))
+    print(markdown(rows, a.loss_tol if a.match_losses else None))
     log(f"wrote {os.path.join(a.out, 'scaling.csv')}, throughput.svg, memory.svg")
+    if mismatches:
+        log(f"{mismatches} run(s) without losses matching the 1-rank stage-0 reference "
+            f"(tolerance {a.loss_tol:g})")
+        return 1
     return 0
 
 
