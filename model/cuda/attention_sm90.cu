@@ -15,7 +15,8 @@
 // tile; the dK/dV kernel loads by TMA (model/cuda/tma.cuh) into stages guarded by mbarriers, so
 // its warpgroups never wait for each other at a block barrier. The kernels run only on sm_90a
 // (elsewhere the bodies trap, and attention_sm90_usable() keeps them from being launched).
-// Blocks are ordered by block_tile() so the heads in flight at one time share L2.
+// Blocks are ordered by block_tile() (model/cuda/block_order.h) so the heads in flight at one
+// time share L2.
 #include "model/cuda/attention_sm90.h"
 
 #include <cuda_bf16.h>
@@ -28,6 +29,7 @@
 #include <cstring>
 
 #include "model/cuda/attention_ptx.cuh"
+#include "model/cuda/block_order.h"
 #include "model/cuda/tma.cuh"
 #include "model/cuda/wgmma.cuh"
 #include "runtime/cuda/cuda_check.h"
@@ -63,25 +65,9 @@ __device__ __forceinline__ unsigned char* align_smem(unsigned char* p) {
   return p + ((kAlign - (smem_address(p) & (kAlign - 1))) & (kAlign - 1));
 }
 
-// Block order. Block x of a 1-D grid of `tiles` x (batch * heads) blocks works on head bh and
-// on the tile of rank `rank` (0 = the most work). Heads go in groups of kHeadsPerGroup, and
-// within a group the ranks go heaviest first, over the group's heads: the blocks resident at
-// one time then cover a few heads, whose K and V (forward, dQ) or Q and dO (dK/dV) every block
-// streams, so those reads hit L2 (2 MiB of them per head at T 2048); across all heads at once
-// they did not (a 39% L2 hit rate in the dK/dV kernel). Heaviest first within the group keeps
-// the long blocks from being the last to start.
-constexpr int kHeadsPerGroup = 8;
-
-struct BlockTile {
-  int bh, rank;
-};
+// This block's head and tile (model/cuda/block_order.h).
 __device__ __forceinline__ BlockTile block_tile(int tiles) {
-  const int heads_total = int(gridDim.x) / tiles;
-  const int x = int(blockIdx.x);
-  const int group = x / (kHeadsPerGroup * tiles);
-  const int in_group = x - group * kHeadsPerGroup * tiles;
-  const int heads_here = min(kHeadsPerGroup, heads_total - group * kHeadsPerGroup);
-  return {group * kHeadsPerGroup + in_group % heads_here, in_group / heads_here};
+  return block_tile_of(int(blockIdx.x), tiles, int(gridDim.x) / tiles);
 }
 
 // Starts cp.async copies of a [kRows, kDh] tile of one head into the swizzled layout of
