@@ -298,9 +298,11 @@ __global__ void __launch_bounds__(kThreads, 1)
 // ---------------------------------------------------------------------------------------------
 // dQ. Per key tile j: dP = dO V_j^T, S = Q K_j^T, dS = P (dP - D), dQ += dS K_j (scale at the
 // end). Q and dO stay; K and V stream by TMA through a ring of three slots in the order V_0,
-// K_0, V_1, K_1, ...: load n goes into slot n % 3 once both warpgroups are done with load n - 3,
-// so each tile is fetched an iteration before its MMAs. Each warpgroup queues the next tile's
-// score MMAs right behind dQ += dS K_j, and no block barrier couples the two warpgroups.
+// K_0, V_1, K_1, ...: load n goes into slot n % 3 once both warpgroups are done with load n - 3.
+// Each warpgroup queues the next tile's score MMAs right behind dQ += dS K_j, and no block
+// barrier couples the two warpgroups. The price: a batch (dQ of tile j - 1, dP and S of tile j)
+// holds all three slots, so tile j + 1's loads start when it completes and have only the dS
+// step to land in (docs/performance.md; a fourth 32 KiB slot does not fit next to Q and dO).
 
 constexpr int kDqSlots = 3;
 // Q and dO, the K/V ring, 7 mbarriers.
@@ -451,7 +453,9 @@ __global__ void __launch_bounds__(kThreads, 1)
 // the dV (dK) MMA of tile i, so the tensor cores have work queued while the other warpgroup
 // computes P or dS. A query tile's Q and dO arrive by TMA, its lse and D by cp.async, into two
 // stages, each with a "full" mbarrier (the copies landed) and an "empty" one (all 8 warps are
-// done with it); there is no block-wide barrier inside the loop. (lse and D are not TMA copies:
+// done with it); there is no block-wide barrier inside the loop. As in the dQ kernel, a batch
+// holds both stages (tile i's dO or Q, tile i+1's Q or dO), so tile i+2's load starts when the
+// batch completes and has only the P / dS step to land in. (lse and D are not TMA copies:
 // a 1-D tensor map over them, [B H T] flat, raised an illegal-instruction fault in the tests
 // with short sequences, where the whole array was smaller than the 64-element box.)
 
