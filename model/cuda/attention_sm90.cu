@@ -11,10 +11,11 @@
 //     score and output MMAs read them there instead of through ldmatrix into registers; P (or dS)
 //     goes from the score accumulators to the next MMA as a register A operand;
 //   - key tiles are 64 wide.
-// The forward and dQ kernels load with cp.async by all 256 threads and a block barrier per
-// tile; the dK/dV kernel loads by TMA (model/cuda/tma.cuh) into stages guarded by mbarriers, so
-// its warpgroups never wait for each other at a block barrier. The kernels run only on sm_90a
-// (elsewhere the bodies trap, and attention_sm90_usable() keeps them from being launched).
+// Tiles arrive by TMA (model/cuda/tma.cuh), issued by one thread, into slots guarded by
+// mbarriers, so no block barrier couples the two warpgroups inside a loop; in the forward and dQ
+// kernels they take turns to issue their MMAs (ping-pong), so one's softmax or dS step overlaps
+// the other's MMAs. The kernels run only on sm_90a (elsewhere the bodies trap, and
+// attention_sm90_usable() keeps them from being launched).
 // Blocks are ordered by block_tile() (model/cuda/block_order.h) so the heads in flight at one
 // time share L2.
 #include "model/cuda/attention_sm90.h"
@@ -58,8 +59,6 @@ constexpr int kScoreTiles = kBlockK / 8;         // 8-column accumulator tiles o
 constexpr int kOutTiles = kDh / 8;               // 8-column accumulator tiles of O or dQ
 constexpr int kAlign = 1024;                     // swizzle atoms are 1024-byte aligned
 
-// Forward: Q, then two stages of K and of V.
-constexpr int kForwardSmem = kQTileBytes + 4 * kKvTileBytes + kAlign;
 
 __device__ __forceinline__ unsigned char* align_smem(unsigned char* p) {
   return p + ((kAlign - (smem_address(p) & (kAlign - 1))) & (kAlign - 1));
@@ -68,30 +67,6 @@ __device__ __forceinline__ unsigned char* align_smem(unsigned char* p) {
 // This block's head and tile (model/cuda/block_order.h).
 __device__ __forceinline__ BlockTile block_tile(int tiles) {
   return block_tile_of(int(blockIdx.x), tiles, int(gridDim.x) / tiles);
-}
-
-// Starts cp.async copies of a [kRows, kDh] tile of one head into the swizzled layout of
-// wgmma.cuh: `src` points at the tile's first token, tokens `row_stride` elements apart. Rows >=
-// rows_valid and columns >= head_dim are zero-filled. Every thread of the block takes part: one
-// 16-byte column chunk per thread, rows 8 apart (so the swizzle phase row % 8 is the same).
-template <int kRows, class Elem>
-__device__ __forceinline__ void load_sw128(unsigned char* dst, const Elem* src, int64_t row_stride,
-                                           int rows_valid, int head_dim) {
-  constexpr int kChunksPerRow = kDh / 8;  // 16-byte chunks
-  constexpr int kRowsPerPass = kThreads / kChunksPerRow;
-  static_assert(kThreads % kChunksPerRow == 0 && kRows % kRowsPerPass == 0 && kRowsPerPass % 8 == 0,
-                "each thread keeps one column chunk and swizzle phase");
-  const int row0 = int(threadIdx.x) / kChunksPerRow, cc = int(threadIdx.x) % kChunksPerRow;
-  const bool col_valid = cc * 8 < head_dim;
-  const uint32_t to = wgmma::opaque(smem_address(dst) + (cc / 8) * (kRows * 128) + row0 * 128 +
-                                    (((cc % 8) ^ (row0 % 8)) << 4));
-  const Elem* from = src + row0 * row_stride + cc * 8;
-#pragma unroll
-  for (int i = 0; i < kRows / kRowsPerPass; ++i) {
-    const bool valid = col_valid && row0 + i * kRowsPerPass < rows_valid;
-    cp_async_16(to + i * kRowsPerPass * 128, valid ? from + i * kRowsPerPass * row_stride : src,
-                valid);
-  }
 }
 
 // Low descriptor words (wgmma.cuh) of a swizzled [kRows, kDh] tile: read K-major from row row0
@@ -222,74 +197,131 @@ __device__ __forceinline__ void store_rows(Elem* dst, Elem* stage, const float (
 }
 
 // ---------------------------------------------------------------------------------------------
-// Forward. K_j+1 and V_j+1 are fetched into the other stage while tile j is computed.
+// Forward. Q stays; K and V stream by TMA through a ring of four slots in the order K_0, V_0,
+// K_1, V_1, ...: load n goes into slot n % 4 once both warpgroups are done with load n - 4, an
+// iteration before its MMAs. Per key tile j a warpgroup runs the online softmax of S_j, then
+// issues O += P_j V_j with S_j+1 = Q K_j+1^T queued behind it. The two warpgroups take turns to
+// issue (named barriers, FlashAttention-3's ping-pong), so that one's softmax overlaps the
+// other's MMAs instead of both leaving the tensor cores idle at the same time. On an H200 (B 4,
+// T 2048, H 16, Dh 256): 375 us, against 410 us with two K/V stages loaded by cp.async and a
+// block barrier per tile, and 416 us with the ring but no turns.
+
+constexpr int kForwardSlots = 4;
+// Q, the K/V ring, 9 mbarriers.
+constexpr int kForwardSmem = kQTileBytes + kForwardSlots * kKvTileBytes + 128 + kAlign;
+constexpr int kBarrierTurn = 3;  // named barriers 3 and 4: warpgroup 0's and 1's turn to issue
+
+struct ForwardMaps {
+  CUtensorMap q, k, v;
+};
 
 template <class Elem>
 __global__ void __launch_bounds__(kThreads, 1)
-    attention_forward_sm90_kernel(const Elem* __restrict__ q, const Elem* __restrict__ k,
-                                  const Elem* __restrict__ v, Elem* __restrict__ out,
+    attention_forward_sm90_kernel(const __grid_constant__ ForwardMaps maps, Elem* __restrict__ out,
                                   float* __restrict__ lse, int seq, int heads, int head_dim,
                                   float scale_log2) {
 #if defined(__CUDA_ARCH_FEAT_SM90_ALL)
   extern __shared__ __align__(1024) unsigned char smem_raw[];
-  unsigned char* s_q = align_smem(smem_raw);    // [kBlockQ, kDh] swizzled
-  unsigned char* s_k = s_q + kQTileBytes;       // 2 stages of [kBlockK, kDh]
-  unsigned char* s_v = s_k + 2 * kKvTileBytes;  // 2 stages of [kBlockK, kDh]
+  unsigned char* s_q = align_smem(smem_raw);   // [kBlockQ, kDh] swizzled
+  unsigned char* s_ring = s_q + kQTileBytes;  // kForwardSlots x [kBlockK, kDh] swizzled
+  // mbarriers: full[kForwardSlots], empty[kForwardSlots], Q.
+  const uint32_t bars = smem_address(s_ring + kForwardSlots * kKvTileBytes);
+  auto full = [&](int n) { return bars + 8 * (n % kForwardSlots); };  // of load n
+  auto empty = [&](int n) { return bars + 8 * kForwardSlots + 8 * (n % kForwardSlots); };
+  auto parity = [](int n) { return uint32_t(n / kForwardSlots) & 1; };
+  auto slot = [&](int n) { return s_ring + (n % kForwardSlots) * kKvTileBytes; };
+  const uint32_t q_full = bars + 16 * kForwardSlots;
 
   const int q_tiles = (seq + kBlockQ - 1) / kBlockQ;
   const BlockTile tile = block_tile(q_tiles);
   const int bh = tile.bh;
   const int b = bh / heads, h = bh % heads;
   const int q0 = (q_tiles - 1 - tile.rank) * kBlockQ;  // the last query tile is the heaviest
-  const int64_t row_stride = int64_t(heads) * head_dim;
-  const int wg = int(threadIdx.x) / 128, lane = int(threadIdx.x) % 32;
-  const int wg_row = 64 * wg;                                 // within the block
-  const int warp_query0 = q0 + (int(threadIdx.x) / 32) * 16;  // first query of this warp
+  const int tid = int(threadIdx.x), wg = tid / 128, lane = tid % 32;
+  const int wg_row = 64 * wg;                        // within the block
+  const int warp_query0 = q0 + (tid / 32) * 16;      // first query of this warp
+  const bool loader = tid == 128;                    // issues the TMA copies
 
   const int key_end = min(q0 + kBlockQ, seq);
   const int num_kv_tiles = (key_end + kBlockK - 1) / kBlockK;
-  const int64_t head_off = token_offset(b, 0, h, seq, heads, head_dim);
-  load_sw128<kBlockQ>(s_q, q + head_off + int64_t(q0) * row_stride, row_stride, seq - q0, head_dim);
-  load_sw128<kBlockK>(s_k, k + head_off, row_stride, seq, head_dim);
-  load_sw128<kBlockK>(s_v, v + head_off, row_stride, seq, head_dim);
-  cp_async_commit();
+  const int num_loads = 2 * num_kv_tiles;  // K_j is load 2j, V_j load 2j + 1
+
+  if (tid == 0) {
+    for (int i = 0; i < kForwardSlots; ++i) {
+      tma::mbarrier_init(bars + 8 * i, 1);
+      tma::mbarrier_init(bars + 8 * kForwardSlots + 8 * i, 8);  // one arrival per warp
+    }
+    tma::mbarrier_init(q_full, 1);
+  }
+  __syncthreads();
+
+  // Load n once both warpgroups released load n - kForwardSlots, which shared its slot.
+  auto load = [&](int n) {
+    if (n >= num_loads) return;
+    if (n >= kForwardSlots) tma::mbarrier_wait(empty(n), parity(n - kForwardSlots));
+    tma::mbarrier_arrive_expect_tx(full(n), kKvTileBytes);
+    tma_load_tile<kBlockK>(n % 2 ? maps.v : maps.k, slot(n), (n / 2) * kBlockK, h, b, full(n));
+  };
+  if (loader) {
+    tma::mbarrier_arrive_expect_tx(q_full, kQTileBytes);
+    tma_load_tile<kBlockQ>(maps.q, s_q, q0, h, b, q_full);
+    for (int n = 0; n < kForwardSlots; ++n) load(n);
+  }
+  __syncwarp();  // wgmma instructions need converged warps
 
   float acc_o[kOutTiles][4];
   zero_tiles(acc_o);
   float row_max[2] = {-INFINITY, -INFINITY};
   float row_sum[2] = {0.0f, 0.0f};
+  float s[kScoreTiles][4];  // S_j
+  tma::mbarrier_wait(q_full, 0);
+  tma::mbarrier_wait(full(0), 0);
+  __syncwarp();
+  scores_mma<Elem>(s, s_q, wg_row, slot(0));
+  if (lane == 0) tma::mbarrier_arrive(empty(0));  // K_0
+  if (loader) load(kForwardSlots);
+  __syncwarp();
+  if (wg == 1) named_barrier_arrive(kBarrierTurn, kThreads);  // warpgroup 0 first
 
   for (int j = 0; j < num_kv_tiles; ++j) {
     const int k0 = j * kBlockK;
-    const unsigned char* s_kj = s_k + (j & 1) * kKvTileBytes;
-    const unsigned char* s_vj = s_v + (j & 1) * kKvTileBytes;
-    cp_async_wait<0>();
-    wgmma::fence_proxy_async();
-    __syncthreads();  // K_j, V_j visible; both warpgroups are past tile j - 1 and its stage
-    if (j + 1 < num_kv_tiles) {
-      const int k1 = k0 + kBlockK;
-      const int stage = ((j + 1) & 1) * kKvTileBytes;
-      load_sw128<kBlockK>(s_k + stage, k + head_off + int64_t(k1) * row_stride, row_stride,
-                          seq - k1, head_dim);
-      load_sw128<kBlockK>(s_v + stage, v + head_off + int64_t(k1) * row_stride, row_stride,
-                          seq - k1, head_dim);
-    }
-    cp_async_commit();
-    if (k0 > q0 + wg_row + 63) continue;  // every key is after every query of this warpgroup
-
-    float s[kScoreTiles][4];
-    scores_mma<Elem>(s, s_q, wg_row, s_kj);
+    const bool more = j + 1 < num_kv_tiles;
+    // A tile with every key after every query of this warpgroup (its last, at most) gives P = 0.
     if (k0 + kBlockK - 1 > q0 + wg_row || k0 + kBlockK > seq)
       mask_scores(s, warp_query0, k0, seq, lane);
     online_softmax_step(s, acc_o, row_max, row_sum, scale_log2);
-    accumulate_mma<Elem>(acc_o, s, s_vj);
+
+    // O += P_j V_j, then S_j+1 (the waits come first, and the last tile's score MMA reads a
+    // slot nobody loads, result unused: see the dK/dV kernel).
+    tma::mbarrier_wait(full(2 * j + 1), parity(2 * j + 1));
+    if (more) tma::mbarrier_wait(full(2 * j + 2), parity(2 * j + 2));
+    __syncwarp();
+    ScoreFragments a;
+    to_fragments<Elem>(a, s);
+    named_barrier_sync(kBarrierTurn + wg, kThreads);
+    issue_accumulate_mma<Elem>(acc_o, a, slot(2 * j + 1));
+    issue_scores_mma<Elem>(s, s_q, wg_row, slot(2 * j + 2));
+    if (wg == 0 || more) named_barrier_arrive(kBarrierTurn + 1 - wg, kThreads);
+    wgmma::wait<0>();
+    hold_fragments(a);
+    wgmma::fence_registers(acc_o);
+    wgmma::fence_registers(s);
+    if (lane == 0) {
+      tma::mbarrier_arrive(empty(2 * j + 1));           // V_j
+      if (more) tma::mbarrier_arrive(empty(2 * j + 2));  // K_j+1
+    }
+    if (loader) {
+      load(2 * j + 5);
+      load(2 * j + 6);
+    }
+    __syncwarp();
   }
-  cp_async_wait<0>();  // the last (empty) group
 
   finish_softmax(acc_o, row_max, row_sum, lse + int64_t(bh) * seq, warp_query0, seq, lane);
-  __syncthreads();  // both warpgroups are done with s_k and s_v, which stage O
-  store_rows(out + head_off + int64_t(q0) * row_stride, reinterpret_cast<Elem*>(s_k), acc_o, 1.0f,
-             row_stride, seq - q0, head_dim);
+  __syncthreads();  // both warpgroups are done with the ring, which stages O
+  const int64_t row_stride = int64_t(heads) * head_dim;
+  store_rows(out + token_offset(b, q0, h, seq, heads, head_dim), reinterpret_cast<Elem*>(s_ring),
+             acc_o, 1.0f, row_stride, seq - q0, head_dim);
 #else
   __trap();
 #endif
@@ -299,10 +331,14 @@ __global__ void __launch_bounds__(kThreads, 1)
 // dQ. Per key tile j: dP = dO V_j^T, S = Q K_j^T, dS = P (dP - D), dQ += dS K_j (scale at the
 // end). Q and dO stay; K and V stream by TMA through a ring of three slots in the order V_0,
 // K_0, V_1, K_1, ...: load n goes into slot n % 3 once both warpgroups are done with load n - 3.
-// Each warpgroup queues the next tile's score MMAs right behind dQ += dS K_j, and no block
-// barrier couples the two warpgroups. The price: a batch (dQ of tile j - 1, dP and S of tile j)
-// holds all three slots, so tile j + 1's loads start when it completes and have only the dS
-// step to land in (docs/performance.md; a fourth 32 KiB slot does not fit next to Q and dO).
+// Per tile a warpgroup issues dP_j and S_j (batch A), computes dS, then issues dQ += dS K_j
+// (batch B). Only two slots are in use at a time, so the third prefetches: K_j+1 loads into
+// V_j's slot once batch A is done (it has dS and batch B to land in), V_j+2 into K_j's slot after
+// batch B (a whole iteration). The two warpgroups take turns to issue their batches (named
+// barriers, FlashAttention-3's ping-pong), so one's dS overlaps the other's MMAs. On an H200
+// (B 4, T 2048, H 16, Dh 256): 497 us, against 551 us with the next tile's score MMAs queued
+// behind batch B instead (all three slots busy, loads starting late) and 522 us without the
+// turns.
 
 constexpr int kDqSlots = 3;
 // Q and dO, the K/V ring, 7 mbarriers.
@@ -317,12 +353,11 @@ __global__ void __launch_bounds__(kThreads, 1)
                                       float scale_log2) {
 #if defined(__CUDA_ARCH_FEAT_SM90_ALL)
   extern __shared__ __align__(1024) unsigned char smem_raw[];
-  unsigned char* s_q = align_smem(smem_raw);  // [kBlockQ, kDh] swizzled
-  unsigned char* s_do = s_q + kQTileBytes;    // [kBlockQ, kDh] swizzled
-  unsigned char* s_ring = s_do + kQTileBytes;  // kDqSlots x [kBlockK, kDh] swizzled
-  // mbarriers: full[kDqSlots], empty[kDqSlots], Q and dO.
+  unsigned char* s_q = align_smem(smem_raw);
+  unsigned char* s_do = s_q + kQTileBytes;
+  unsigned char* s_ring = s_do + kQTileBytes;
   const uint32_t bars = smem_address(s_ring + kDqSlots * kKvTileBytes);
-  auto full = [&](int n) { return bars + 8 * (n % kDqSlots); };  // of load n
+  auto full = [&](int n) { return bars + 8 * (n % kDqSlots); };
   auto empty = [&](int n) { return bars + 8 * kDqSlots + 8 * (n % kDqSlots); };
   auto parity = [](int n) { return uint32_t(n / kDqSlots) & 1; };
   auto slot = [&](int n) { return s_ring + (n % kDqSlots) * kKvTileBytes; };
@@ -332,11 +367,11 @@ __global__ void __launch_bounds__(kThreads, 1)
   const BlockTile tile = block_tile(q_tiles);
   const int bh = tile.bh;
   const int b = bh / heads, h = bh % heads;
-  const int q0 = (q_tiles - 1 - tile.rank) * kBlockQ;  // the last query tile is the heaviest
+  const int q0 = (q_tiles - 1 - tile.rank) * kBlockQ;
   const int tid = int(threadIdx.x), wg = tid / 128, lane = tid % 32;
   const int wg_row = 64 * wg;
   const int warp_query0 = q0 + (tid / 32) * 16;
-  const bool loader = tid == 128;  // issues the TMA copies
+  const bool loader = tid == 128;
 
   const int key_end = min(q0 + kBlockQ, seq);
   const int num_kv_tiles = (key_end + kBlockK - 1) / kBlockK;
@@ -345,21 +380,17 @@ __global__ void __launch_bounds__(kThreads, 1)
   if (tid == 0) {
     for (int i = 0; i < kDqSlots; ++i) {
       tma::mbarrier_init(bars + 8 * i, 1);
-      tma::mbarrier_init(bars + 8 * kDqSlots + 8 * i, 8);  // one arrival per warp
+      tma::mbarrier_init(bars + 8 * kDqSlots + 8 * i, 8);
     }
     tma::mbarrier_init(qdo_full, 1);
   }
   __syncthreads();
 
-  auto load = [&](int n) {
-    tma::mbarrier_arrive_expect_tx(full(n), kKvTileBytes);
-    tma_load_tile<kBlockK>(n % 2 ? maps.k : maps.v, slot(n), (n / 2) * kBlockK, h, b, full(n));
-  };
-  // Load n once both warpgroups released load n - 3, which shared its slot.
   auto load_after_release = [&](int n) {
     if (n >= num_loads) return;
     if (n >= kDqSlots) tma::mbarrier_wait(empty(n), parity(n - kDqSlots));
-    load(n);
+    tma::mbarrier_arrive_expect_tx(full(n), kKvTileBytes);
+    tma_load_tile<kBlockK>(n % 2 ? maps.k : maps.v, slot(n), (n / 2) * kBlockK, h, b, full(n));
   };
   if (loader) {
     tma::mbarrier_arrive_expect_tx(qdo_full, 2 * kQTileBytes);
@@ -367,9 +398,8 @@ __global__ void __launch_bounds__(kThreads, 1)
     tma_load_tile<kBlockQ>(maps.dout, s_do, q0, h, b, qdo_full);
     for (int n = 0; n < kDqSlots; ++n) load_after_release(n);
   }
-  __syncwarp();  // wgmma instructions need converged warps
+  __syncwarp();
 
-  // lse (log2-scaled) and D of the thread's two rows; rows past the sequence are masked.
   float row_lse2[2], row_d[2];
 #pragma unroll
   for (int r = 0; r < 2; ++r) {
@@ -381,56 +411,43 @@ __global__ void __launch_bounds__(kThreads, 1)
 
   float acc_dq[kOutTiles][4];
   zero_tiles(acc_dq);
-  float dp[kScoreTiles][4], sc[kScoreTiles][4];  // dP and S of the current key tile
   tma::mbarrier_wait(qdo_full, 0);
-  tma::mbarrier_wait(full(0), 0);
-  tma::mbarrier_wait(full(1), 0);
-  __syncwarp();
-  issue_scores_mma<Elem>(dp, s_do, wg_row, slot(0));
-  issue_scores_mma<Elem>(sc, s_q, wg_row, slot(1));
-  wgmma::wait<0>();
-  wgmma::fence_registers(dp);
-  wgmma::fence_registers(sc);
-  if (lane == 0) tma::mbarrier_arrive(empty(0));  // V_0
-  if (loader) load_after_release(kDqSlots);
-  __syncwarp();
+  if (wg == 1) named_barrier_arrive(kBarrierTurn, kThreads);  // warpgroup 0 first
 
   for (int j = 0; j < num_kv_tiles; ++j) {
     const int k0 = j * kBlockK;
     const bool more = j + 1 < num_kv_tiles;
-    // Every key after every query of this warpgroup (its last tile, at most): dS is all zeros.
+    tma::mbarrier_wait(full(2 * j), parity(2 * j));
+    tma::mbarrier_wait(full(2 * j + 1), parity(2 * j + 1));
+    __syncwarp();
+    float dp[kScoreTiles][4], sc[kScoreTiles][4];
+    named_barrier_sync(kBarrierTurn + wg, kThreads);
+    issue_scores_mma<Elem>(dp, s_do, wg_row, slot(2 * j));
+    issue_scores_mma<Elem>(sc, s_q, wg_row, slot(2 * j + 1));
+    named_barrier_arrive(kBarrierTurn + 1 - wg, kThreads);
+    wgmma::wait<0>();
+    wgmma::fence_registers(dp);
+    wgmma::fence_registers(sc);
+    if (lane == 0) tma::mbarrier_arrive(empty(2 * j));  // V_j
+    if (loader) load_after_release(2 * j + 3);          // K_j+1, into V_j's slot
+    __syncwarp();
+
     const bool need_mask =
         k0 + kBlockK - 1 > q0 + wg_row || k0 + kBlockK > seq || q0 + wg_row + 64 > seq;
     scores_to_ds(sc, dp, row_lse2, row_d, need_mask, warp_query0, k0, seq, scale_log2, lane);
-
-    // dQ += dS K_j, then dP and S of tile j + 1 (as in the dK/dV kernel: the waits come first,
-    // and the last tile's score MMAs read slots nobody loads, results unused).
-    if (more) {
-      tma::mbarrier_wait(full(2 * j + 2), parity(2 * j + 2));
-      tma::mbarrier_wait(full(2 * j + 3), parity(2 * j + 3));
-    }
-    __syncwarp();
     ScoreFragments a;
     to_fragments<Elem>(a, sc);
+    named_barrier_sync(kBarrierTurn + wg, kThreads);
     issue_accumulate_mma<Elem>(acc_dq, a, slot(2 * j + 1));
-    issue_scores_mma<Elem>(dp, s_do, wg_row, slot(2 * j + 2));
-    issue_scores_mma<Elem>(sc, s_q, wg_row, slot(2 * j + 3));
+    if (wg == 0 || more) named_barrier_arrive(kBarrierTurn + 1 - wg, kThreads);
     wgmma::wait<0>();
     hold_fragments(a);
     wgmma::fence_registers(acc_dq);
-    wgmma::fence_registers(dp);
-    wgmma::fence_registers(sc);
-    if (lane == 0) {
-      tma::mbarrier_arrive(empty(2 * j + 1));           // K_j
-      if (more) tma::mbarrier_arrive(empty(2 * j + 2));  // V_j+1
-    }
-    if (loader) {
-      load_after_release(2 * j + 4);
-      load_after_release(2 * j + 5);
-    }
+    if (lane == 0) tma::mbarrier_arrive(empty(2 * j + 1));  // K_j
+    if (loader) load_after_release(2 * j + 4);              // V_j+2, into K_j's slot
     __syncwarp();
   }
-  __syncthreads();  // both warpgroups are done with Q and dO, which stage dQ
+  __syncthreads();
 
   const int64_t row_stride = int64_t(heads) * head_dim;
   store_rows(dq + token_offset(b, q0, h, seq, heads, head_dim), reinterpret_cast<Elem*>(s_q),
@@ -644,18 +661,6 @@ dim3 grid_of(int64_t batch, int64_t seq, int64_t heads) {
   return dim3(unsigned(blocks));
 }
 
-template <class Elem>
-void launch_forward(const CudaContext& ctx, const void* q, const void* k, const void* v, void* out,
-                    float* lse, int64_t batch, int64_t seq, int64_t heads, int64_t head_dim) {
-  auto kernel = attention_forward_sm90_kernel<Elem>;
-  prepare(kernel, kForwardSmem);
-  const float scale_log2 = float(kLog2e / std::sqrt(double(head_dim)));
-  kernel<<<grid_of<kBlockQ>(batch, seq, heads), kThreads, kForwardSmem, ctx.stream()>>>(
-      static_cast<const Elem*>(q), static_cast<const Elem*>(k), static_cast<const Elem*>(v),
-      static_cast<Elem*>(out), lse, int(seq), int(heads), int(head_dim), scale_log2);
-  ZT_CUDA_CHECK(cudaGetLastError());
-}
-
 // cuTensorMapEncodeTiled, from the driver (the runtime has no wrapper; no libcuda link).
 PFN_cuTensorMapEncodeTiled_v12000 tensor_map_encoder() {
   static const PFN_cuTensorMapEncodeTiled_v12000 encode = [] {
@@ -694,6 +699,20 @@ CUtensorMap token_map(const void* base, int64_t batch, int64_t seq, int64_t head
   ZT_CHECK(r == CUDA_SUCCESS, "attention: cuTensorMapEncodeTiled failed with CUresult ", int(r),
            " for batch=", batch, " seq=", seq, " heads=", heads, " head_dim=", head_dim);
   return map;
+}
+
+template <class Elem>
+void launch_forward(const CudaContext& ctx, const void* q, const void* k, const void* v, void* out,
+                    float* lse, int64_t batch, int64_t seq, int64_t heads, int64_t head_dim) {
+  auto kernel = attention_forward_sm90_kernel<Elem>;
+  prepare(kernel, kForwardSmem);
+  const float scale_log2 = float(kLog2e / std::sqrt(double(head_dim)));
+  const ForwardMaps maps{token_map(q, batch, seq, heads, head_dim),
+                         token_map(k, batch, seq, heads, head_dim),
+                         token_map(v, batch, seq, heads, head_dim)};
+  kernel<<<grid_of<kBlockQ>(batch, seq, heads), kThreads, kForwardSmem, ctx.stream()>>>(
+      maps, static_cast<Elem*>(out), lse, int(seq), int(heads), int(head_dim), scale_log2);
+  ZT_CUDA_CHECK(cudaGetLastError());
 }
 
 template <class Elem>
