@@ -608,10 +608,11 @@ __global__ void __launch_bounds__(kThreads, 1)
       if (more) named_barrier_arrive(kBarrierPFree, kThreads);
     }
 
-    // dV += P^T dO (dK += dS^T Q), with the next tile's scores queued behind it. ptxas
-    // serialises all wgmma of the kernel if MMAs are in flight across a branch or a spin loop,
-    // so the wait for the next tile comes first, and the last tile also starts a score MMA (on
-    // whatever the other stage holds; the result is not used).
+    // dV += P^T dO (dK += dS^T Q), with the next tile's scores queued behind it. With that score
+    // MMA inside `if (more)`, ptxas serialised every wgmma of the kernel (info C7518, "wgmma ...
+    // serialized ... in divergent path"), so the last tile also starts one, on whatever the other
+    // stage holds (the result is not used); and the wait for the next tile comes before the
+    // issue rather than between the two MMAs.
     if (more) tma::mbarrier_wait(full(stage ^ 1), ((it + 1) >> 1) & 1);
     __syncwarp();
     ScoreFragments a;
