@@ -182,6 +182,44 @@ __device__ __forceinline__ void tma_load_tile(const CUtensorMap& map, unsigned c
                    t0 + 64 * r, b);
 }
 
+// A ring of kSlots [kBlockK, kDh] K or V tiles of one head, fed by TMA (forward and dQ kernels).
+// Load n (the kernel fixes which tile each n is) goes into slot n % kSlots once all 8 warps have
+// released load n - kSlots; full(n) completes when load n has landed, empty(n) when it has been
+// released. Shared memory: the tiles, then 2 kSlots mbarriers.
+template <int kSlots>
+struct KvRing {
+  static constexpr int kBytes = kSlots * kKvTileBytes + 16 * kSlots;
+  unsigned char* tiles;
+  uint32_t bars;  // full[kSlots], then empty[kSlots]
+
+  __device__ explicit KvRing(unsigned char* at)
+      : tiles(at), bars(smem_address(at + kSlots * kKvTileBytes)) {}
+  __device__ uint32_t full(int n) const { return bars + 8 * (n % kSlots); }
+  __device__ uint32_t empty(int n) const { return bars + 8 * kSlots + 8 * (n % kSlots); }
+  __device__ static uint32_t parity(int n) { return uint32_t(n / kSlots) & 1; }
+  __device__ const unsigned char* slot(int n) const { return tiles + (n % kSlots) * kKvTileBytes; }
+
+  // By one thread, before the block barrier that publishes the barriers.
+  __device__ void init() const {
+    for (int i = 0; i < kSlots; ++i) {
+      tma::mbarrier_init(bars + 8 * i, 1);
+      tma::mbarrier_init(bars + 8 * kSlots + 8 * i, 8);  // one arrival per warp
+    }
+  }
+  __device__ void wait(int n) const { tma::mbarrier_wait(full(n), parity(n)); }
+  // By lane 0 of each warp once the warp's MMAs reading load n have completed.
+  __device__ void release(int n) const { tma::mbarrier_arrive(empty(n)); }
+  // By one thread: starts load n (rows `row0`.. of `map`, head (b, h)) once its slot is free;
+  // nothing past the last load.
+  __device__ void load(int n, int num_loads, const CUtensorMap& map, int row0, int h,
+                       int b) const {
+    if (n >= num_loads) return;
+    if (n >= kSlots) tma::mbarrier_wait(empty(n), parity(n - kSlots));
+    tma::mbarrier_arrive_expect_tx(full(n), kKvTileBytes);
+    tma_load_tile<kBlockK>(map, tiles + (n % kSlots) * kKvTileBytes, row0, h, b, full(n));
+  }
+};
+
 // Rounds the block's [kBlockQ, kDh] accumulators (times scale) into `stage` (row-major, padded
 // rows; at least kBlockQ * (kDh + 8) elements of shared memory nobody reads any more) and
 // writes rows < rows_valid to global memory with 16-byte stores.
@@ -207,8 +245,8 @@ __device__ __forceinline__ void store_rows(Elem* dst, Elem* stage, const float (
 // block barrier per tile, and 416 us with the ring but no turns.
 
 constexpr int kForwardSlots = 4;
-// Q, the K/V ring, 9 mbarriers.
-constexpr int kForwardSmem = kQTileBytes + kForwardSlots * kKvTileBytes + 128 + kAlign;
+// Q, the K/V ring (with its mbarriers), the mbarrier of Q.
+constexpr int kForwardSmem = kQTileBytes + KvRing<kForwardSlots>::kBytes + 8 + kAlign;
 constexpr int kBarrierTurn = 3;  // named barriers 3 and 4: warpgroup 0's and 1's turn to issue
 
 struct ForwardMaps {
@@ -222,15 +260,9 @@ __global__ void __launch_bounds__(kThreads, 1)
                                   float scale_log2) {
 #if defined(__CUDA_ARCH_FEAT_SM90_ALL)
   extern __shared__ __align__(1024) unsigned char smem_raw[];
-  unsigned char* s_q = align_smem(smem_raw);   // [kBlockQ, kDh] swizzled
-  unsigned char* s_ring = s_q + kQTileBytes;  // kForwardSlots x [kBlockK, kDh] swizzled
-  // mbarriers: full[kForwardSlots], empty[kForwardSlots], Q.
-  const uint32_t bars = smem_address(s_ring + kForwardSlots * kKvTileBytes);
-  auto full = [&](int n) { return bars + 8 * (n % kForwardSlots); };  // of load n
-  auto empty = [&](int n) { return bars + 8 * kForwardSlots + 8 * (n % kForwardSlots); };
-  auto parity = [](int n) { return uint32_t(n / kForwardSlots) & 1; };
-  auto slot = [&](int n) { return s_ring + (n % kForwardSlots) * kKvTileBytes; };
-  const uint32_t q_full = bars + 16 * kForwardSlots;
+  unsigned char* s_q = align_smem(smem_raw);  // [kBlockQ, kDh] swizzled
+  const KvRing<kForwardSlots> ring(s_q + kQTileBytes);
+  const uint32_t q_full = smem_address(s_q + kQTileBytes + ring.kBytes);  // one more mbarrier
 
   const int q_tiles = (seq + kBlockQ - 1) / kBlockQ;
   const BlockTile tile = block_tile(q_tiles);
@@ -247,20 +279,13 @@ __global__ void __launch_bounds__(kThreads, 1)
   const int num_loads = 2 * num_kv_tiles;  // K_j is load 2j, V_j load 2j + 1
 
   if (tid == 0) {
-    for (int i = 0; i < kForwardSlots; ++i) {
-      tma::mbarrier_init(bars + 8 * i, 1);
-      tma::mbarrier_init(bars + 8 * kForwardSlots + 8 * i, 8);  // one arrival per warp
-    }
+    ring.init();
     tma::mbarrier_init(q_full, 1);
   }
   __syncthreads();
 
-  // Load n once both warpgroups released load n - kForwardSlots, which shared its slot.
   auto load = [&](int n) {
-    if (n >= num_loads) return;
-    if (n >= kForwardSlots) tma::mbarrier_wait(empty(n), parity(n - kForwardSlots));
-    tma::mbarrier_arrive_expect_tx(full(n), kKvTileBytes);
-    tma_load_tile<kBlockK>(n % 2 ? maps.v : maps.k, slot(n), (n / 2) * kBlockK, h, b, full(n));
+    ring.load(n, num_loads, n % 2 ? maps.v : maps.k, (n / 2) * kBlockK, h, b);
   };
   if (loader) {
     tma::mbarrier_arrive_expect_tx(q_full, kQTileBytes);
@@ -275,10 +300,10 @@ __global__ void __launch_bounds__(kThreads, 1)
   float row_sum[2] = {0.0f, 0.0f};
   float s[kScoreTiles][4];  // S_j
   tma::mbarrier_wait(q_full, 0);
-  tma::mbarrier_wait(full(0), 0);
+  ring.wait(0);
   __syncwarp();
-  scores_mma<Elem>(s, s_q, wg_row, slot(0));
-  if (lane == 0) tma::mbarrier_arrive(empty(0));  // K_0
+  scores_mma<Elem>(s, s_q, wg_row, ring.slot(0));
+  if (lane == 0) ring.release(0);  // K_0
   if (loader) load(kForwardSlots);
   __syncwarp();
   if (wg == 1) named_barrier_arrive(kBarrierTurn, kThreads);  // warpgroup 0 first
@@ -293,22 +318,22 @@ __global__ void __launch_bounds__(kThreads, 1)
 
     // O += P_j V_j, then S_j+1 (the waits come first, and the last tile's score MMA reads a
     // slot nobody loads, result unused: see the dK/dV kernel).
-    tma::mbarrier_wait(full(2 * j + 1), parity(2 * j + 1));
-    if (more) tma::mbarrier_wait(full(2 * j + 2), parity(2 * j + 2));
+    ring.wait(2 * j + 1);
+    if (more) ring.wait(2 * j + 2);
     __syncwarp();
     ScoreFragments a;
     to_fragments<Elem>(a, s);
     named_barrier_sync(kBarrierTurn + wg, kThreads);
-    issue_accumulate_mma<Elem>(acc_o, a, slot(2 * j + 1));
-    issue_scores_mma<Elem>(s, s_q, wg_row, slot(2 * j + 2));
+    issue_accumulate_mma<Elem>(acc_o, a, ring.slot(2 * j + 1));
+    issue_scores_mma<Elem>(s, s_q, wg_row, ring.slot(2 * j + 2));
     if (wg == 0 || more) named_barrier_arrive(kBarrierTurn + 1 - wg, kThreads);
     wgmma::wait<0>();
     hold_fragments(a);
     wgmma::fence_registers(acc_o);
     wgmma::fence_registers(s);
     if (lane == 0) {
-      tma::mbarrier_arrive(empty(2 * j + 1));           // V_j
-      if (more) tma::mbarrier_arrive(empty(2 * j + 2));  // K_j+1
+      ring.release(2 * j + 1);            // V_j
+      if (more) ring.release(2 * j + 2);  // K_j+1
     }
     if (loader) {
       load(2 * j + 5);
@@ -320,7 +345,7 @@ __global__ void __launch_bounds__(kThreads, 1)
   finish_softmax(acc_o, row_max, row_sum, lse + int64_t(bh) * seq, warp_query0, seq, lane);
   __syncthreads();  // both warpgroups are done with the ring, which stages O
   const int64_t row_stride = int64_t(heads) * head_dim;
-  store_rows(out + token_offset(b, q0, h, seq, heads, head_dim), reinterpret_cast<Elem*>(s_ring),
+  store_rows(out + token_offset(b, q0, h, seq, heads, head_dim), reinterpret_cast<Elem*>(ring.tiles),
              acc_o, 1.0f, row_stride, seq - q0, head_dim);
 #else
   __trap();
@@ -341,8 +366,8 @@ __global__ void __launch_bounds__(kThreads, 1)
 // turns.
 
 constexpr int kDqSlots = 3;
-// Q and dO, the K/V ring, 7 mbarriers.
-constexpr int kDqSmem = 2 * kQTileBytes + kDqSlots * kKvTileBytes + 64 + kAlign;
+// Q and dO, the K/V ring (with its mbarriers), the mbarrier of Q and dO.
+constexpr int kDqSmem = 2 * kQTileBytes + KvRing<kDqSlots>::kBytes + 8 + kAlign;
 
 template <class Elem>
 __global__ void __launch_bounds__(kThreads, 1)
@@ -355,13 +380,8 @@ __global__ void __launch_bounds__(kThreads, 1)
   extern __shared__ __align__(1024) unsigned char smem_raw[];
   unsigned char* s_q = align_smem(smem_raw);
   unsigned char* s_do = s_q + kQTileBytes;
-  unsigned char* s_ring = s_do + kQTileBytes;
-  const uint32_t bars = smem_address(s_ring + kDqSlots * kKvTileBytes);
-  auto full = [&](int n) { return bars + 8 * (n % kDqSlots); };
-  auto empty = [&](int n) { return bars + 8 * kDqSlots + 8 * (n % kDqSlots); };
-  auto parity = [](int n) { return uint32_t(n / kDqSlots) & 1; };
-  auto slot = [&](int n) { return s_ring + (n % kDqSlots) * kKvTileBytes; };
-  const uint32_t qdo_full = bars + 16 * kDqSlots;
+  const KvRing<kDqSlots> ring(s_do + kQTileBytes);
+  const uint32_t qdo_full = smem_address(s_do + kQTileBytes + ring.kBytes);  // one more mbarrier
 
   const int q_tiles = (seq + kBlockQ - 1) / kBlockQ;
   const BlockTile tile = block_tile(q_tiles);
@@ -378,25 +398,19 @@ __global__ void __launch_bounds__(kThreads, 1)
   const int num_loads = 2 * num_kv_tiles;  // V_j is load 2j, K_j load 2j + 1
 
   if (tid == 0) {
-    for (int i = 0; i < kDqSlots; ++i) {
-      tma::mbarrier_init(bars + 8 * i, 1);
-      tma::mbarrier_init(bars + 8 * kDqSlots + 8 * i, 8);
-    }
+    ring.init();
     tma::mbarrier_init(qdo_full, 1);
   }
   __syncthreads();
 
-  auto load_after_release = [&](int n) {
-    if (n >= num_loads) return;
-    if (n >= kDqSlots) tma::mbarrier_wait(empty(n), parity(n - kDqSlots));
-    tma::mbarrier_arrive_expect_tx(full(n), kKvTileBytes);
-    tma_load_tile<kBlockK>(n % 2 ? maps.k : maps.v, slot(n), (n / 2) * kBlockK, h, b, full(n));
+  auto load = [&](int n) {
+    ring.load(n, num_loads, n % 2 ? maps.k : maps.v, (n / 2) * kBlockK, h, b);
   };
   if (loader) {
     tma::mbarrier_arrive_expect_tx(qdo_full, 2 * kQTileBytes);
     tma_load_tile<kBlockQ>(maps.q, s_q, q0, h, b, qdo_full);
     tma_load_tile<kBlockQ>(maps.dout, s_do, q0, h, b, qdo_full);
-    for (int n = 0; n < kDqSlots; ++n) load_after_release(n);
+    for (int n = 0; n < kDqSlots; ++n) load(n);
   }
   __syncwarp();
 
@@ -417,19 +431,19 @@ __global__ void __launch_bounds__(kThreads, 1)
   for (int j = 0; j < num_kv_tiles; ++j) {
     const int k0 = j * kBlockK;
     const bool more = j + 1 < num_kv_tiles;
-    tma::mbarrier_wait(full(2 * j), parity(2 * j));
-    tma::mbarrier_wait(full(2 * j + 1), parity(2 * j + 1));
+    ring.wait(2 * j);
+    ring.wait(2 * j + 1);
     __syncwarp();
     float dp[kScoreTiles][4], sc[kScoreTiles][4];
     named_barrier_sync(kBarrierTurn + wg, kThreads);
-    issue_scores_mma<Elem>(dp, s_do, wg_row, slot(2 * j));
-    issue_scores_mma<Elem>(sc, s_q, wg_row, slot(2 * j + 1));
+    issue_scores_mma<Elem>(dp, s_do, wg_row, ring.slot(2 * j));
+    issue_scores_mma<Elem>(sc, s_q, wg_row, ring.slot(2 * j + 1));
     named_barrier_arrive(kBarrierTurn + 1 - wg, kThreads);
     wgmma::wait<0>();
     wgmma::fence_registers(dp);
     wgmma::fence_registers(sc);
-    if (lane == 0) tma::mbarrier_arrive(empty(2 * j));  // V_j
-    if (loader) load_after_release(2 * j + 3);          // K_j+1, into V_j's slot
+    if (lane == 0) ring.release(2 * j);  // V_j
+    if (loader) load(2 * j + 3);         // K_j+1, into V_j's slot
     __syncwarp();
 
     const bool need_mask =
@@ -438,13 +452,13 @@ __global__ void __launch_bounds__(kThreads, 1)
     ScoreFragments a;
     to_fragments<Elem>(a, sc);
     named_barrier_sync(kBarrierTurn + wg, kThreads);
-    issue_accumulate_mma<Elem>(acc_dq, a, slot(2 * j + 1));
+    issue_accumulate_mma<Elem>(acc_dq, a, ring.slot(2 * j + 1));
     if (wg == 0 || more) named_barrier_arrive(kBarrierTurn + 1 - wg, kThreads);
     wgmma::wait<0>();
     hold_fragments(a);
     wgmma::fence_registers(acc_dq);
-    if (lane == 0) tma::mbarrier_arrive(empty(2 * j + 1));  // K_j
-    if (loader) load_after_release(2 * j + 4);              // V_j+2, into K_j's slot
+    if (lane == 0) ring.release(2 * j + 1);  // K_j
+    if (loader) load(2 * j + 4);             // V_j+2, into K_j's slot
     __syncwarp();
   }
   __syncthreads();
