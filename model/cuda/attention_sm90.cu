@@ -316,8 +316,10 @@ __global__ void __launch_bounds__(kThreads, 1)
       mask_scores(s, warp_query0, k0, seq, lane);
     online_softmax_step(s, acc_o, row_max, row_sum, scale_log2);
 
-    // O += P_j V_j, then S_j+1 (the waits come first, and the last tile's score MMA reads a
-    // slot nobody loads, result unused: see the dK/dV kernel).
+    // O += P_j V_j, then S_j+1 queued behind it. The last tile issues that score MMA too, on a
+    // slot nobody loads (result unused): with it inside `if (more)` ptxas serialised every wgmma
+    // of the kernel (info C7518, "wgmma ... serialized ... in divergent path"). The waits for
+    // the tiles come before the MMAs are issued.
     ring.wait(2 * j + 1);
     if (more) ring.wait(2 * j + 2);
     __syncwarp();
@@ -480,13 +482,13 @@ __global__ void __launch_bounds__(kThreads, 1)
 //   warpgroup 1: dP^T = V dO^T, dS^T = P^T (dP^T - D), dK += dS^T Q (scale applied at the end).
 // P^T goes from warpgroup 0 to 1 through shared memory in fp32, in accumulator-fragment order
 // (thread t of one warpgroup reads what thread t of the other wrote); P^T and dS^T enter the dV
-// and dK MMAs as register operands. Each warpgroup starts the score MMA of tile i+1 right after
-// the dV (dK) MMA of tile i, so the tensor cores have work queued while the other warpgroup
-// computes P or dS. A query tile's Q and dO arrive by TMA, its lse and D by cp.async, into two
-// stages, each with a "full" mbarrier (the copies landed) and an "empty" one (all 8 warps are
-// done with it); there is no block-wide barrier inside the loop. As in the dQ kernel, a batch
-// holds both stages (tile i's dO or Q, tile i+1's Q or dO), so tile i+2's load starts when the
-// batch completes and has only the P / dS step to land in. (lse and D are not TMA copies:
+// and dK MMAs as register operands. A query tile's Q and dO arrive by TMA, its lse and D by
+// cp.async, into two stages, each with a "full" mbarrier (the copies landed) and an "empty" one
+// (all 8 warps are done with it); there is no block-wide barrier inside the loop. Per tile a
+// warpgroup issues its score MMA, makes P^T or dS^T, then issues dV or dK: one stage in use, so
+// the other's load (tile i+1) has a whole tile to land in. On an H200 (B 4, T 2048, H 16, Dh
+// 256): 669 us. Queuing tile i+1's score MMA behind tile i's dV/dK instead held both stages, so
+// each load started only a P / dS step before its use: 756 us. (lse and D are not TMA copies:
 // a 1-D tensor map over them, [B H T] flat, raised an illegal-instruction fault in the tests
 // with short sequences, where the whole array was smaller than the 64-element box.)
 
@@ -579,16 +581,16 @@ __global__ void __launch_bounds__(kThreads, 1)
 
   float acc[kOutTiles][4];  // dV (warpgroup 0) or dK (warpgroup 1): 64 keys x kDh
   zero_tiles(acc);
-  float sc[kScoreTiles][4];  // S^T or dP^T: keys k0 + warp_key + g (+ 8) x queries q0 + 8 nt..
   tma::mbarrier_wait(kv_full, 0);
-  tma::mbarrier_wait(full(0), 0);
-  __syncwarp();
-  scores_mma<Elem, kBlockK>(sc, score_a, 0, score_b);
 
   for (int it = 0; it < num_q_tiles; ++it) {
     const int stage = it & 1;
     const int q0 = (first_q_tile + it) * kDkvQuery;
     const bool more = it + 1 < num_q_tiles;
+    tma::mbarrier_wait(full(stage), (it >> 1) & 1);
+    __syncwarp();
+    float sc[kScoreTiles][4];  // S^T or dP^T: keys k0 + warp_key + g (+ 8) x queries q0 + 8 nt..
+    scores_mma<Elem, kBlockK>(sc, score_a, 0, score_b + stage * kKvTileBytes);
     if (wg == 0) {
       const float* s_lseb = s_lse + stage * kDkvQuery;
       const bool need_mask = k0 + kBlockK - 1 > q0 || q0 + kDkvQuery > seq || k0 + kBlockK > seq;
@@ -622,21 +624,13 @@ __global__ void __launch_bounds__(kThreads, 1)
       if (more) named_barrier_arrive(kBarrierPFree, kThreads);
     }
 
-    // dV += P^T dO (dK += dS^T Q), with the next tile's scores queued behind it. With that score
-    // MMA inside `if (more)`, ptxas serialised every wgmma of the kernel (info C7518, "wgmma ...
-    // serialized ... in divergent path"), so the last tile also starts one, on whatever the other
-    // stage holds (the result is not used); and the wait for the next tile comes before the
-    // issue rather than between the two MMAs.
-    if (more) tma::mbarrier_wait(full(stage ^ 1), ((it + 1) >> 1) & 1);
-    __syncwarp();
+    // dV += P^T dO (dK += dS^T Q). Then the stage is free for tile it + 2, a whole tile ahead.
     ScoreFragments a;
     to_fragments<Elem>(a, sc);
     issue_accumulate_mma<Elem>(acc, a, acc_b + stage * kKvTileBytes);
-    issue_scores_mma<Elem, kBlockK>(sc, score_a, 0, score_b + (stage ^ 1) * kKvTileBytes);
     wgmma::wait<0>();
     hold_fragments(a);
     wgmma::fence_registers(acc);
-    wgmma::fence_registers(sc);
     if (lane == 0) tma::mbarrier_arrive(empty(stage));  // this warp is done with the stage
     if (producer_warp && it + 2 < num_q_tiles) {
       tma::mbarrier_wait(empty(stage), (it >> 1) & 1);
