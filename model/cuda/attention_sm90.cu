@@ -59,7 +59,6 @@ constexpr int kScoreTiles = kBlockK / 8;         // 8-column accumulator tiles o
 constexpr int kOutTiles = kDh / 8;               // 8-column accumulator tiles of O or dQ
 constexpr int kAlign = 1024;                     // swizzle atoms are 1024-byte aligned
 
-
 __device__ __forceinline__ unsigned char* align_smem(unsigned char* p) {
   return p + ((kAlign - (smem_address(p) & (kAlign - 1))) & (kAlign - 1));
 }
@@ -159,6 +158,7 @@ __device__ __forceinline__ void accumulate_mma(float (&acc)[kOutTiles][4],
   to_fragments<Elem>(a, s);
   issue_accumulate_mma<Elem>(acc, a, b_tile);
   wgmma::wait<0>();
+  hold_fragments(a);
   wgmma::fence_registers(acc);
 }
 
@@ -197,7 +197,7 @@ struct KvRing {
   __device__ uint32_t full(int n) const { return bars + 8 * (n % kSlots); }
   __device__ uint32_t empty(int n) const { return bars + 8 * kSlots + 8 * (n % kSlots); }
   __device__ static uint32_t parity(int n) { return uint32_t(n / kSlots) & 1; }
-  __device__ const unsigned char* slot(int n) const { return tiles + (n % kSlots) * kKvTileBytes; }
+  __device__ unsigned char* slot(int n) const { return tiles + (n % kSlots) * kKvTileBytes; }
 
   // By one thread, before the block barrier that publishes the barriers.
   __device__ void init() const {
@@ -216,7 +216,7 @@ struct KvRing {
     if (n >= num_loads) return;
     if (n >= kSlots) tma::mbarrier_wait(empty(n), parity(n - kSlots));
     tma::mbarrier_arrive_expect_tx(full(n), kKvTileBytes);
-    tma_load_tile<kBlockK>(map, tiles + (n % kSlots) * kKvTileBytes, row0, h, b, full(n));
+    tma_load_tile<kBlockK>(map, slot(n), row0, h, b, full(n));
   }
 };
 
@@ -232,6 +232,19 @@ __device__ __forceinline__ void store_rows(Elem* dst, Elem* stage, const float (
   __syncthreads();
   store_tile<kBlockQ, kDh, kThreads>(dst, stage, row_stride, rows_valid, head_dim,
                                      int(threadIdx.x));
+}
+
+// The work of a forward or dQ block: head bh = (b, h), queries q0.. (kBlockQ of them, the last
+// query tile for rank 0), and the key tiles up to the last of those queries.
+struct QueryBlock {
+  int bh, b, h, q0, num_kv_tiles;
+};
+__device__ __forceinline__ QueryBlock query_block(int seq, int heads) {
+  const int q_tiles = (seq + kBlockQ - 1) / kBlockQ;
+  const BlockTile tile = block_tile(q_tiles);
+  const int q0 = (q_tiles - 1 - tile.rank) * kBlockQ;
+  const int key_end = min(q0 + kBlockQ, seq);
+  return {tile.bh, tile.bh / heads, tile.bh % heads, q0, (key_end + kBlockK - 1) / kBlockK};
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -264,18 +277,12 @@ __global__ void __launch_bounds__(kThreads, 1)
   const KvRing<kForwardSlots> ring(s_q + kQTileBytes);
   const uint32_t q_full = smem_address(s_q + kQTileBytes + ring.kBytes);  // one more mbarrier
 
-  const int q_tiles = (seq + kBlockQ - 1) / kBlockQ;
-  const BlockTile tile = block_tile(q_tiles);
-  const int bh = tile.bh;
-  const int b = bh / heads, h = bh % heads;
-  const int q0 = (q_tiles - 1 - tile.rank) * kBlockQ;  // the last query tile is the heaviest
+  const QueryBlock blk = query_block(seq, heads);
+  const int bh = blk.bh, b = blk.b, h = blk.h, q0 = blk.q0, num_kv_tiles = blk.num_kv_tiles;
   const int tid = int(threadIdx.x), wg = tid / 128, lane = tid % 32;
-  const int wg_row = 64 * wg;                        // within the block
-  const int warp_query0 = q0 + (tid / 32) * 16;      // first query of this warp
-  const bool loader = tid == 128;                    // issues the TMA copies
-
-  const int key_end = min(q0 + kBlockQ, seq);
-  const int num_kv_tiles = (key_end + kBlockK - 1) / kBlockK;
+  const int wg_row = 64 * wg;                    // within the block
+  const int warp_query0 = q0 + (tid / 32) * 16;  // first query of this warp
+  const bool loader = tid == 128;                // issues the TMA copies
   const int num_loads = 2 * num_kv_tiles;  // K_j is load 2j, V_j load 2j + 1
 
   if (tid == 0) {
@@ -385,18 +392,12 @@ __global__ void __launch_bounds__(kThreads, 1)
   const KvRing<kDqSlots> ring(s_do + kQTileBytes);
   const uint32_t qdo_full = smem_address(s_do + kQTileBytes + ring.kBytes);  // one more mbarrier
 
-  const int q_tiles = (seq + kBlockQ - 1) / kBlockQ;
-  const BlockTile tile = block_tile(q_tiles);
-  const int bh = tile.bh;
-  const int b = bh / heads, h = bh % heads;
-  const int q0 = (q_tiles - 1 - tile.rank) * kBlockQ;
+  const QueryBlock blk = query_block(seq, heads);
+  const int bh = blk.bh, b = blk.b, h = blk.h, q0 = blk.q0, num_kv_tiles = blk.num_kv_tiles;
   const int tid = int(threadIdx.x), wg = tid / 128, lane = tid % 32;
   const int wg_row = 64 * wg;
   const int warp_query0 = q0 + (tid / 32) * 16;
   const bool loader = tid == 128;
-
-  const int key_end = min(q0 + kBlockQ, seq);
-  const int num_kv_tiles = (key_end + kBlockK - 1) / kBlockK;
   const int num_loads = 2 * num_kv_tiles;  // V_j is load 2j, K_j load 2j + 1
 
   if (tid == 0) {
@@ -625,12 +626,7 @@ __global__ void __launch_bounds__(kThreads, 1)
     }
 
     // dV += P^T dO (dK += dS^T Q). Then the stage is free for tile it + 2, a whole tile ahead.
-    ScoreFragments a;
-    to_fragments<Elem>(a, sc);
-    issue_accumulate_mma<Elem>(acc, a, acc_b + stage * kKvTileBytes);
-    wgmma::wait<0>();
-    hold_fragments(a);
-    wgmma::fence_registers(acc);
+    accumulate_mma<Elem>(acc, sc, acc_b + stage * kKvTileBytes);
     if (lane == 0) tma::mbarrier_arrive(empty(stage));  // this warp is done with the stage
     if (producer_warp && it + 2 < num_q_tiles) {
       tma::mbarrier_wait(empty(stage), (it >> 1) & 1);

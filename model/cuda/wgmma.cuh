@@ -57,11 +57,6 @@ template <int kPending>
 __device__ __forceinline__ void wait() {
   asm volatile("wgmma.wait_group.sync.aligned %0;\n" ::"n"(kPending) : "memory");
 }
-// Makes shared-memory writes of the generic proxy (st.shared, cp.async) visible to the async
-// proxy that wgmma reads through; each writing thread runs it before the barrier.
-__device__ __forceinline__ void fence_proxy_async() {
-  asm volatile("fence.proxy.async.shared::cta;\n" ::: "memory");
-}
 // Keeps the compiler from moving reads or writes of accumulator registers across a wait or
 // fence (the wgmma asm statements only tie them to the issue).
 template <int kTiles>
@@ -75,30 +70,6 @@ __device__ __forceinline__ void fence_registers(float (&d)[kTiles][4]) {
 // d (+)= A B for one k-step of 16, A and B of type Elem (__nv_bfloat16 or __half). _ss: A and B
 // from shared memory; _rs: A from registers. kTransB = 1 for an MN-major B. scale_d = 0 ignores
 // d's old value. Each asm is written once, in a macro, with the type spliced in.
-#define ZT_WGMMA_M64N32_SS(TYPE)                                                                  \
-  asm volatile(                                                                                   \
-      "{\n.reg .pred p;\n"                                                                        \
-      "setp.ne.b32 p, %18, 0;\n"                                                                  \
-      "wgmma.mma_async.sync.aligned.m64n32k16.f32." TYPE "." TYPE " {"                            \
-      "%0, %1, %2, %3, %4, %5, %6, %7, "                                                          \
-      "%8, %9, %10, %11, %12, %13, %14, %15"                                                      \
-      "}, %16, %17, p, 1, 1, 0, %19;\n}\n"                                                        \
-      : "+f"(d[0][0]), "+f"(d[0][1]), "+f"(d[0][2]), "+f"(d[0][3]),                               \
-        "+f"(d[1][0]), "+f"(d[1][1]), "+f"(d[1][2]), "+f"(d[1][3]),                               \
-        "+f"(d[2][0]), "+f"(d[2][1]), "+f"(d[2][2]), "+f"(d[2][3]),                               \
-        "+f"(d[3][0]), "+f"(d[3][1]), "+f"(d[3][2]), "+f"(d[3][3])                                \
-      : "l"(desc_a), "l"(desc_b), "r"(scale_d), "n"(kTransB))
-
-template <int kTransB, class Elem>
-__device__ __forceinline__ void wgmma_m64n32k16_ss(float (&d)[4][4],
-    uint64_t desc_a, uint64_t desc_b, int scale_d) {
-  if constexpr (std::is_same_v<Elem, __half>)
-    ZT_WGMMA_M64N32_SS("f16");
-  else
-    ZT_WGMMA_M64N32_SS("bf16");
-}
-#undef ZT_WGMMA_M64N32_SS
-
 #define ZT_WGMMA_M64N64_SS(TYPE)                                                                  \
   asm volatile(                                                                                   \
       "{\n.reg .pred p;\n"                                                                        \
@@ -128,48 +99,6 @@ __device__ __forceinline__ void wgmma_m64n64k16_ss(float (&d)[8][4],
     ZT_WGMMA_M64N64_SS("bf16");
 }
 #undef ZT_WGMMA_M64N64_SS
-
-#define ZT_WGMMA_M64N128_SS(TYPE)                                                                 \
-  asm volatile(                                                                                   \
-      "{\n.reg .pred p;\n"                                                                        \
-      "setp.ne.b32 p, %66, 0;\n"                                                                  \
-      "wgmma.mma_async.sync.aligned.m64n128k16.f32." TYPE "." TYPE " {"                           \
-      "%0, %1, %2, %3, %4, %5, %6, %7, "                                                          \
-      "%8, %9, %10, %11, %12, %13, %14, %15, "                                                    \
-      "%16, %17, %18, %19, %20, %21, %22, %23, "                                                  \
-      "%24, %25, %26, %27, %28, %29, %30, %31, "                                                  \
-      "%32, %33, %34, %35, %36, %37, %38, %39, "                                                  \
-      "%40, %41, %42, %43, %44, %45, %46, %47, "                                                  \
-      "%48, %49, %50, %51, %52, %53, %54, %55, "                                                  \
-      "%56, %57, %58, %59, %60, %61, %62, %63"                                                    \
-      "}, %64, %65, p, 1, 1, 0, %67;\n}\n"                                                        \
-      : "+f"(d[0][0]), "+f"(d[0][1]), "+f"(d[0][2]), "+f"(d[0][3]),                               \
-        "+f"(d[1][0]), "+f"(d[1][1]), "+f"(d[1][2]), "+f"(d[1][3]),                               \
-        "+f"(d[2][0]), "+f"(d[2][1]), "+f"(d[2][2]), "+f"(d[2][3]),                               \
-        "+f"(d[3][0]), "+f"(d[3][1]), "+f"(d[3][2]), "+f"(d[3][3]),                               \
-        "+f"(d[4][0]), "+f"(d[4][1]), "+f"(d[4][2]), "+f"(d[4][3]),                               \
-        "+f"(d[5][0]), "+f"(d[5][1]), "+f"(d[5][2]), "+f"(d[5][3]),                               \
-        "+f"(d[6][0]), "+f"(d[6][1]), "+f"(d[6][2]), "+f"(d[6][3]),                               \
-        "+f"(d[7][0]), "+f"(d[7][1]), "+f"(d[7][2]), "+f"(d[7][3]),                               \
-        "+f"(d[8][0]), "+f"(d[8][1]), "+f"(d[8][2]), "+f"(d[8][3]),                               \
-        "+f"(d[9][0]), "+f"(d[9][1]), "+f"(d[9][2]), "+f"(d[9][3]),                               \
-        "+f"(d[10][0]), "+f"(d[10][1]), "+f"(d[10][2]), "+f"(d[10][3]),                           \
-        "+f"(d[11][0]), "+f"(d[11][1]), "+f"(d[11][2]), "+f"(d[11][3]),                           \
-        "+f"(d[12][0]), "+f"(d[12][1]), "+f"(d[12][2]), "+f"(d[12][3]),                           \
-        "+f"(d[13][0]), "+f"(d[13][1]), "+f"(d[13][2]), "+f"(d[13][3]),                           \
-        "+f"(d[14][0]), "+f"(d[14][1]), "+f"(d[14][2]), "+f"(d[14][3]),                           \
-        "+f"(d[15][0]), "+f"(d[15][1]), "+f"(d[15][2]), "+f"(d[15][3])                            \
-      : "l"(desc_a), "l"(desc_b), "r"(scale_d), "n"(kTransB))
-
-template <int kTransB, class Elem>
-__device__ __forceinline__ void wgmma_m64n128k16_ss(float (&d)[16][4],
-    uint64_t desc_a, uint64_t desc_b, int scale_d) {
-  if constexpr (std::is_same_v<Elem, __half>)
-    ZT_WGMMA_M64N128_SS("f16");
-  else
-    ZT_WGMMA_M64N128_SS("bf16");
-}
-#undef ZT_WGMMA_M64N128_SS
 
 #define ZT_WGMMA_M64N256_RS(TYPE)                                                                 \
   asm volatile(                                                                                   \
