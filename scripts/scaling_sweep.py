@@ -695,6 +695,7 @@ def main(argv):
             ref_metrics[g] = metrics
 
     rows = []
+    run_metrics = []  # metrics.jsonl of each row's run
     for g, s, off in runs:
         name = run_name(g, s, off)
         out_dir = os.path.join(runs_dir, name)
@@ -719,6 +720,7 @@ def main(argv):
         if status == "ok":
             row.update(summary)
         rows.append(row)
+        run_metrics.append(metrics)
         tps = row["tokens_per_s_per_gpu"]
         log(f"  {status}" + (f": {error}" if error else "") +
             (f"; {tps:,.0f} tokens/s per GPU, peak {row['peak_mem_gib']:.3f} GiB" if tps else ""))
@@ -726,16 +728,13 @@ def main(argv):
     # Losses against the reference of the same global batch.
     mismatches = 0
     if a.match_losses:
-        for r in rows:
+        for r, metrics in zip(rows, run_metrics):
             if r["status"] != "ok":
                 continue
             if r["gpus"] not in ref_metrics:
                 r["losses_match"] = "no reference"
                 mismatches += 1
                 continue
-            metrics = read_metrics(os.path.join(runs_dir, run_name(r["gpus"], r["stage"],
-                                                                   r["offload"] != "none"),
-                                                "metrics.jsonl"))
             d = loss_rel_diff(metrics, ref_metrics[r["gpus"]])
             r["loss_rel_diff"] = d
             r["losses_match"] = "yes" if d is not None and d <= a.loss_tol else "no"
