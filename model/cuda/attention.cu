@@ -589,24 +589,19 @@ void check_arguments(const char* what, int64_t batch, int64_t seq, int64_t heads
 // The kernel width for a head dim: the next of 64, 128, 256 (narrower heads are zero-padded).
 int padded_head_dim(int64_t head_dim) { return head_dim <= 64 ? 64 : head_dim <= 128 ? 128 : 256; }
 
-template <class Kernel>
-void set_smem(Kernel kernel, int bytes) {
-  ZT_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, bytes));
-}
-
 template <class Elem, int kDh>
 void launch_forward(const CudaContext& ctx, const void* q, const void* k, const void* v, void* out,
                     float* lse, int64_t batch, int64_t seq, int64_t heads, int64_t head_dim) {
   constexpr int kSmem = forward_smem_bytes<kDh>();
   auto kernel = attention_forward_kernel<Elem, kDh>;
-  set_smem(kernel, kSmem);
+  detail::allow_dynamic_smem(kernel, kSmem);
   const dim3 grid(unsigned(batch * heads),
                   unsigned((seq + kAttentionForwardBlockQ - 1) / kAttentionForwardBlockQ));
   const float scale_log2 = float(kLog2e / std::sqrt(double(head_dim)));
   kernel<<<grid, kForwardThreads, kSmem, ctx.stream()>>>(
       static_cast<const Elem*>(q), static_cast<const Elem*>(k), static_cast<const Elem*>(v),
       static_cast<Elem*>(out), lse, int(seq), int(heads), int(head_dim), scale_log2);
-  ZT_CUDA_CHECK(cudaGetLastError());
+  detail::check_launch();
 }
 
 template <class Elem, int kDh>
@@ -618,26 +613,26 @@ void launch_backward(const CudaContext& ctx, const void* dout, const void* q, co
   {
     constexpr int kSmem = dkv_smem_bytes<kDh>();
     auto kernel = attention_backward_dkv_kernel<Elem, kDh>;
-    set_smem(kernel, kSmem);
+    detail::allow_dynamic_smem(kernel, kSmem);
     const dim3 grid(unsigned(batch * heads),
                     unsigned((seq + kAttentionDkvBlockK - 1) / kAttentionDkvBlockK));
     kernel<<<grid, kDkvThreads, kSmem, ctx.stream()>>>(
         static_cast<const Elem*>(dout), static_cast<const Elem*>(q), static_cast<const Elem*>(k),
         static_cast<const Elem*>(v), lse, dsum, static_cast<Elem*>(dk), static_cast<Elem*>(dv),
         int(seq), int(heads), int(head_dim), float(scale), scale_log2);
-    ZT_CUDA_CHECK(cudaGetLastError());
+    detail::check_launch();
   }
   {
     constexpr int kSmem = dq_smem_bytes<kDh>();
     auto kernel = attention_backward_dq_kernel<Elem, kDh>;
-    set_smem(kernel, kSmem);
+    detail::allow_dynamic_smem(kernel, kSmem);
     const dim3 grid(unsigned(batch * heads),
                     unsigned((seq + kAttentionDqBlockQ - 1) / kAttentionDqBlockQ));
     kernel<<<grid, kDqThreads, kSmem, ctx.stream()>>>(
         static_cast<const Elem*>(dout), static_cast<const Elem*>(q), static_cast<const Elem*>(k),
         static_cast<const Elem*>(v), lse, dsum, static_cast<Elem*>(dq), int(seq), int(heads),
         int(head_dim), float(scale), scale_log2);
-    ZT_CUDA_CHECK(cudaGetLastError());
+    detail::check_launch();
   }
 }
 
@@ -706,7 +701,7 @@ void attention_backward(const CudaContext& ctx, const void* dout, const void* q,
     attention_row_dot_kernel<Elem><<<row_blocks, kRowDotThreads, 0, ctx.stream()>>>(
         static_cast<const Elem*>(dout), static_cast<const Elem*>(out), dsum, rows, int(seq),
         int(heads), int(head_dim));
-    ZT_CUDA_CHECK(cudaGetLastError());
+    detail::check_launch();
     if (attention_sm90_usable(ctx, head_dim))
       attention_backward_sm90(ctx, dout, q, k, v, lse, dsum, dq, dk, dv, batch, seq, heads,
                               head_dim, dt);
@@ -853,9 +848,9 @@ void ref_probs(const CudaContext& ctx, const void* q, const void* k, float* p, f
   ref_scores_kernel<<<dim3(tiles, tiles, unsigned(batch * heads)), dim3(kRefTile, kRefTile), 0,
                       ctx.stream()>>>(q, k, dt, p, int(seq), int(heads), int(head_dim), scale,
                                       -INFINITY);
-  ZT_CUDA_CHECK(cudaGetLastError());
+  detail::check_launch();
   ref_softmax_kernel<<<unsigned(batch * heads * seq), 256, 0, ctx.stream()>>>(p, lse, int(seq));
-  ZT_CUDA_CHECK(cudaGetLastError());
+  detail::check_launch();
 }
 
 void ref_apply(const CudaContext& ctx, const float* m, const void* x, DType dt, float* out,
@@ -864,7 +859,7 @@ void ref_apply(const CudaContext& ctx, const float* m, const void* x, DType dt, 
   const int64_t total = batch * seq * heads * head_dim;
   ref_apply_kernel<<<unsigned((total + 255) / 256), 256, 0, ctx.stream()>>>(
       m, x, dt, out, int(batch), int(seq), int(heads), int(head_dim), scale, by_row, abs_m, abs_x);
-  ZT_CUDA_CHECK(cudaGetLastError());
+  detail::check_launch();
 }
 
 }  // namespace
@@ -903,10 +898,10 @@ void attention_reference_backward(const CudaContext& ctx, const void* dout, cons
   ref_scores_kernel<<<dim3(tiles, tiles, unsigned(batch * heads)), dim3(kRefTile, kRefTile), 0,
                       ctx.stream()>>>(dout, v, dt, ds, int(seq), int(heads), int(head_dim), 1.0,
                                       0.0f);
-  ZT_CUDA_CHECK(cudaGetLastError());
+  detail::check_launch();
   const unsigned rows = unsigned(batch * heads * seq);
   ref_ds_kernel<<<rows, 256, 0, ctx.stream()>>>(p, ds, int(seq));
-  ZT_CUDA_CHECK(cudaGetLastError());
+  detail::check_launch();
   ref_apply(ctx, ds, k, dt, dq, batch, seq, heads, head_dim, scale, true, false, false);
   ref_apply(ctx, ds, q, dt, dk, batch, seq, heads, head_dim, scale, false, false, false);
   ref_apply(ctx, p, dout, dt, dv, batch, seq, heads, head_dim, 1.0, false, false, false);

@@ -31,6 +31,7 @@
 
 #include "model/cuda/attention_ptx.cuh"
 #include "model/cuda/block_order.h"
+#include "model/cuda/kernels_common.cuh"
 #include "model/cuda/tma.cuh"
 #include "model/cuda/wgmma.cuh"
 #include "runtime/cuda/cuda_check.h"
@@ -650,12 +651,6 @@ __global__ void __launch_bounds__(kThreads, 1)
 #endif
 }
 
-template <class Kernel>
-void prepare(Kernel kernel, int smem_bytes) {
-  ZT_CUDA_CHECK(
-      cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, smem_bytes));
-}
-
 // The 1-D grid of block_tile: one block per (b, h) and tile of kTileRows tokens.
 template <int kTileRows>
 dim3 grid_of(int64_t batch, int64_t seq, int64_t heads) {
@@ -710,14 +705,14 @@ template <class Elem>
 void launch_forward(const CudaContext& ctx, const void* q, const void* k, const void* v, void* out,
                     float* lse, int64_t batch, int64_t seq, int64_t heads, int64_t head_dim) {
   auto kernel = attention_forward_sm90_kernel<Elem>;
-  prepare(kernel, kForwardSmem);
+  detail::allow_dynamic_smem(kernel, kForwardSmem);
   const float scale_log2 = float(kLog2e / std::sqrt(double(head_dim)));
   const ForwardMaps maps{token_map(q, batch, seq, heads, head_dim),
                          token_map(k, batch, seq, heads, head_dim),
                          token_map(v, batch, seq, heads, head_dim)};
   kernel<<<grid_of<kBlockQ>(batch, seq, heads), kThreads, kForwardSmem, ctx.stream()>>>(
       maps, static_cast<Elem*>(out), lse, int(seq), int(heads), int(head_dim), scale_log2);
-  ZT_CUDA_CHECK(cudaGetLastError());
+  detail::check_launch();
 }
 
 template <class Elem>
@@ -732,19 +727,19 @@ void launch_backward(const CudaContext& ctx, const void* dout, const void* q, co
                           token_map(v, batch, seq, heads, head_dim)};
   {
     auto kernel = attention_backward_dkv_sm90_kernel<Elem>;
-    prepare(kernel, kDkvSmem);
+    detail::allow_dynamic_smem(kernel, kDkvSmem);
     kernel<<<grid_of<kBlockK>(batch, seq, heads), kThreads, kDkvSmem, ctx.stream()>>>(
         maps, lse, dsum, static_cast<Elem*>(dk), static_cast<Elem*>(dv), int(seq), int(heads),
         int(head_dim), float(scale), scale_log2);
-    ZT_CUDA_CHECK(cudaGetLastError());
+    detail::check_launch();
   }
   {
     auto kernel = attention_backward_dq_sm90_kernel<Elem>;
-    prepare(kernel, kDqSmem);
+    detail::allow_dynamic_smem(kernel, kDqSmem);
     kernel<<<grid_of<kBlockQ>(batch, seq, heads), kThreads, kDqSmem, ctx.stream()>>>(
         maps, lse, dsum, static_cast<Elem*>(dq), int(seq), int(heads), int(head_dim),
         float(scale), scale_log2);
-    ZT_CUDA_CHECK(cudaGetLastError());
+    detail::check_launch();
   }
 }
 

@@ -102,6 +102,12 @@ inline unsigned grid_for(int64_t work, int threads) {
 
 inline void check_launch() { ZT_CUDA_CHECK(cudaGetLastError()); }
 
+// Lets `kernel` take `bytes` of dynamic shared memory (above the default 48 KiB) before a launch.
+template <class Kernel>
+void allow_dynamic_smem(Kernel kernel, int bytes) {
+  ZT_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, bytes));
+}
+
 // ---------------------------------------------------------------------------------------------
 // Reductions. A fixed shuffle tree: the same inputs give the same bits on every run.
 
