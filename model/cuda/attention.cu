@@ -39,6 +39,76 @@ namespace {
 using namespace attention_detail;  // model/cuda/attention_ptx.cuh
 
 // ---------------------------------------------------------------------------------------------
+// Warp-level products of the kernels below. A warp multiplies a 16-row slab of A (one A fragment
+// per 16-deep k-step) by a B tile in shared memory, loading B for two 8-column n-tiles at a
+// time; accumulator c[nt] is the C fragment of columns 8 nt .. 8 nt + 7. B tiles are stored
+// either [n][k] (B^T row-major, e.g. K for S = Q K^T) or [k][n] (B row-major, e.g. V for P V).
+
+enum class BLayout { kNK, kKN };
+
+// c[2 np] += a b[0..1] and c[2 np + 1] += a b[2..3]: one k-step of a 16 x 16 output block, with
+// b the B fragments of its two n-tiles (load_b_nk / load_b_kn).
+template <class Elem, int kTiles>
+__device__ __forceinline__ void mma_pair(float (&c)[kTiles][4], int np, const uint32_t (&a)[4],
+                                         const uint32_t (&b)[4]) {
+  mma_16816<Elem>(c[2 * np], a, b[0], b[1]);
+  mma_16816<Elem>(c[2 * np + 1], a, b[2], b[3]);
+}
+
+// c [16, 8 kTiles] += a B for one k-step: a the 16 x 16 A fragment, B the [16, 8 kTiles] block
+// at k-row k0, column n0 of b_tile (stored as kLayout says), n-tiles in ascending order.
+template <BLayout kLayout, int kStride, class Elem, int kTiles>
+__device__ __forceinline__ void mma_step(float (&c)[kTiles][4], const uint32_t (&a)[4],
+                                         const Elem* b_tile, int k0, int n0, int lane) {
+#pragma unroll
+  for (int np = 0; np < kTiles / 2; ++np) {
+    uint32_t b[4];
+    if constexpr (kLayout == BLayout::kNK)
+      load_b_nk<kStride>(b, b_tile, n0 + np * 16, k0, lane);
+    else
+      load_b_kn<kStride>(b, b_tile, k0, n0 + np * 16, lane);
+    mma_pair<Elem>(c, np, a, b);
+  }
+}
+
+// c [16, 8 kTiles] = A B^T over kDepth columns, k-steps in ascending order: A is rows row0.. of
+// a_tile, B^T rows n0.. of b_tile, both row-major [rows][kDepth] with stride kStride.
+template <int kDepth, int kStride, class Elem, int kTiles>
+__device__ __forceinline__ void mma_abt(float (&c)[kTiles][4], const Elem* a_tile, int row0,
+                                        const Elem* b_tile, int n0, int lane) {
+  zero_tiles(c);
+#pragma unroll
+  for (int kk = 0; kk < kDepth / 16; ++kk) {
+    uint32_t a[4];
+    load_a<kStride>(a, a_tile, row0, kk * 16, lane);
+    mma_step<BLayout::kNK, kStride>(c, a, b_tile, kk * 16, n0, lane);
+  }
+}
+
+// Writes one C fragment v (rows row and row + 8, columns col and col + 1) to a row-major shared
+// tile, rounded to the 16-bit type.
+template <int kStride, class Elem>
+__device__ __forceinline__ void store_fragment(Elem* tile, int row, int col, const float (&v)[4]) {
+  *reinterpret_cast<uint32_t*>(tile + row * kStride + col) = pack2<Elem>(v[0], v[1]);
+  *reinterpret_cast<uint32_t*>(tile + (row + 8) * kStride + col) = pack2<Elem>(v[2], v[3]);
+}
+
+// Writes a warp's [16, kDh] accumulator slab (times scale, rounded) to global memory at dst,
+// rows >= rows_valid and columns >= head_dim skipped. It is staged in rows row0.. of the shared
+// tile `stage`, which only this warp reads, so global stores are 16-byte and row-contiguous.
+template <int kDh, class Elem, int kOutTiles>
+__device__ __forceinline__ void store_warp_rows(Elem* dst, Elem* stage, int row0,
+                                                const float (&acc)[kOutTiles][4], float scale,
+                                                int64_t row_stride, int rows_valid, int head_dim,
+                                                int lane) {
+  constexpr int kStride = padded_stride<kDh>();
+  __syncwarp();
+  store_c<kStride>(stage, acc, row0, 0, scale, lane);
+  __syncwarp();
+  store_tile<16, kDh, 32>(dst, stage + row0 * kStride, row_stride, rows_valid, head_dim, lane);
+}
+
+// ---------------------------------------------------------------------------------------------
 // Forward: one block = 64 queries of one (b, h); 4 warps, each owning 16 query rows end to end
 // (scores, online softmax, output accumulator). Key/value tiles of 64 walk from 0 up to the
 // causal diagonal. Shared memory: Q, K, V tiles of [64][Dh + 8] (99 KiB at Dh = 256, two blocks
@@ -91,10 +161,7 @@ __global__ void __launch_bounds__(kForwardThreads, 2)
   cp_async_commit();
 
   float acc_o[kOutTiles][4];
-#pragma unroll
-  for (int nt = 0; nt < kOutTiles; ++nt)
-#pragma unroll
-    for (int e = 0; e < 4; ++e) acc_o[nt][e] = 0.0f;
+  zero_tiles(acc_o);
   // Per accumulator row r (rows g and g + 8 of the warp's slab): running max of the log2-scaled
   // scores, and this lane's share of the running sum of 2^(score - max) (reduced at the end).
   float row_max[2] = {-INFINITY, -INFINITY};
@@ -111,22 +178,7 @@ __global__ void __launch_bounds__(kForwardThreads, 2)
 
     // S = Q K_j^T for the warp's 16 rows: [16, kBlockK] in kScoreTiles fragments.
     float s[kScoreTiles][4];
-#pragma unroll
-    for (int nt = 0; nt < kScoreTiles; ++nt)
-#pragma unroll
-      for (int e = 0; e < 4; ++e) s[nt][e] = 0.0f;
-#pragma unroll
-    for (int kk = 0; kk < kDh / 16; ++kk) {
-      uint32_t a[4];
-      load_a<kStride>(a, s_q, warp * 16, kk * 16, lane);
-#pragma unroll
-      for (int np = 0; np < kScoreTiles / 2; ++np) {
-        uint32_t bf[4];
-        load_b_nk<kStride>(bf, s_k, np * 16, kk * 16, lane);
-        mma_16816<Elem>(s[2 * np], a, bf[0], bf[1]);
-        mma_16816<Elem>(s[2 * np + 1], a, bf[2], bf[3]);
-      }
-    }
+    mma_abt<kDh, kStride>(s, s_q, warp * 16, s_k, 0, lane);
 
     // Causal mask (only tiles that reach the diagonal or the end need it), online softmax.
     if (k0 + kBlockK - 1 > q0 || k0 + kBlockK > seq) mask_scores(s, q0 + warp * 16, k0, seq, lane);
@@ -148,27 +200,16 @@ __global__ void __launch_bounds__(kForwardThreads, 2)
 
     // O += P V_j.
 #pragma unroll
-    for (int kk = 0; kk < kBlockK / 16; ++kk) {
-#pragma unroll
-      for (int np = 0; np < kOutTiles / 2; ++np) {
-        uint32_t bf[4];
-        load_b_kn<kStride>(bf, s_v, kk * 16, np * 16, lane);
-        mma_16816<Elem>(acc_o[2 * np], pa[kk], bf[0], bf[1]);
-        mma_16816<Elem>(acc_o[2 * np + 1], pa[kk], bf[2], bf[3]);
-      }
-    }
+    for (int kk = 0; kk < kBlockK / 16; ++kk)
+      mma_step<BLayout::kKN, kStride>(acc_o, pa[kk], s_v, kk * 16, 0, lane);
   }
   cp_async_wait<0>();  // the last (empty) group, so no copy is pending at exit
 
   // Normalise and save lse, then write O through the warp's own (no longer needed) rows of s_q
   // so global stores are 16-byte and row-contiguous. Only this warp ever read those rows.
   finish_softmax(acc_o, row_max, row_sum, lse + int64_t(bh) * seq, q0 + warp * 16, seq, lane);
-  __syncwarp();
-  store_c<kStride>(s_q, acc_o, warp * 16, 0, 1.0f, lane);
-  __syncwarp();
-  store_tile<16, kDh, 32>(out + token_offset(b, q0 + warp * 16, h, seq, heads, head_dim),
-                          s_q + warp * 16 * kStride, row_stride, seq - (q0 + warp * 16), head_dim,
-                          lane);
+  store_warp_rows<kDh>(out + token_offset(b, q0 + warp * 16, h, seq, heads, head_dim), s_q,
+                       warp * 16, acc_o, 1.0f, row_stride, seq - (q0 + warp * 16), head_dim, lane);
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -293,11 +334,10 @@ __global__ void __launch_bounds__(kDkvThreads, 1)
 
   float acc_dk[2][kColTiles][4], acc_dv[2][kColTiles][4];
 #pragma unroll
-  for (int mt = 0; mt < 2; ++mt)
-#pragma unroll
-    for (int nt = 0; nt < kColTiles; ++nt)
-#pragma unroll
-      for (int e = 0; e < 4; ++e) acc_dk[mt][nt][e] = acc_dv[mt][nt][e] = 0.0f;
+  for (int mt = 0; mt < 2; ++mt) {
+    zero_tiles(acc_dk[mt]);
+    zero_tiles(acc_dv[mt]);
+  }
 
   // Phase 1 warp position: keys wm*16.., queries wn*32..
   const int wm = warp % 4, wn = warp / 4;
@@ -320,24 +360,22 @@ __global__ void __launch_bounds__(kDkvThreads, 1)
 
     // Phase 1: S^T and dP^T for 16 keys x 32 queries.
     float st[kQTiles][4], dpt[kQTiles][4];
-#pragma unroll
-    for (int nt = 0; nt < kQTiles; ++nt)
-#pragma unroll
-      for (int e = 0; e < 4; ++e) st[nt][e] = dpt[nt][e] = 0.0f;
+    zero_tiles(st);
+    zero_tiles(dpt);
 #pragma unroll
     for (int kk = 0; kk < kDh / 16; ++kk) {
       uint32_t a_k[4], a_v[4];
       load_a<kStride>(a_k, s_k, wm * 16, kk * 16, lane);
       load_a<kStride>(a_v, s_v, wm * 16, kk * 16, lane);
+      // S^T and dP^T interleaved by n-tile pair: two mma_step calls (all of S^T, then dP^T)
+      // would reorder the MMAs and change the register allocation.
 #pragma unroll
       for (int np = 0; np < kQTiles / 2; ++np) {
         uint32_t bf[4];
         load_b_nk<kStride>(bf, s_qb, wn * 32 + np * 16, kk * 16, lane);
-        mma_16816<Elem>(st[2 * np], a_k, bf[0], bf[1]);
-        mma_16816<Elem>(st[2 * np + 1], a_k, bf[2], bf[3]);
+        mma_pair<Elem>(st, np, a_k, bf);
         load_b_nk<kStride>(bf, s_dob, wn * 32 + np * 16, kk * 16, lane);
-        mma_16816<Elem>(dpt[2 * np], a_v, bf[0], bf[1]);
-        mma_16816<Elem>(dpt[2 * np + 1], a_v, bf[2], bf[3]);
+        mma_pair<Elem>(dpt, np, a_v, bf);
       }
     }
     // P^T = 2^(S^T scale log2e - lse log2e) (0 where key > query or past the sequence), dS^T.
@@ -355,12 +393,8 @@ __global__ void __launch_bounds__(kDkvThreads, 1)
         p[e] = masked ? 0.0f : exp2_approx(fmaf(st[nt][e], scale_log2, -s_lseb[ql] * kLog2e));
         ds[e] = p[e] * (dpt[nt][e] - s_db[ql]);
       }
-      const int row = wm * 16 + g;
-      *reinterpret_cast<uint32_t*>(s_p + row * kPStride + q_local) = pack2<Elem>(p[0], p[1]);
-      *reinterpret_cast<uint32_t*>(s_p + (row + 8) * kPStride + q_local) = pack2<Elem>(p[2], p[3]);
-      *reinterpret_cast<uint32_t*>(s_ds + row * kPStride + q_local) = pack2<Elem>(ds[0], ds[1]);
-      *reinterpret_cast<uint32_t*>(s_ds + (row + 8) * kPStride + q_local) =
-          pack2<Elem>(ds[2], ds[3]);
+      store_fragment<kPStride>(s_p, wm * 16 + g, q_local, p);
+      store_fragment<kPStride>(s_ds, wm * 16 + g, q_local, ds);
     }
     __syncthreads();  // P^T and dS^T complete
 
@@ -379,16 +413,10 @@ __global__ void __launch_bounds__(kDkvThreads, 1)
         uint32_t bf[4];
         load_b_kn<kStride>(bf, s_dob, kk * 16, col0, lane);
 #pragma unroll
-        for (int mt = 0; mt < 2; ++mt) {
-          mma_16816<Elem>(acc_dv[mt][2 * np], a_p[mt], bf[0], bf[1]);
-          mma_16816<Elem>(acc_dv[mt][2 * np + 1], a_p[mt], bf[2], bf[3]);
-        }
+        for (int mt = 0; mt < 2; ++mt) mma_pair<Elem>(acc_dv[mt], np, a_p[mt], bf);
         load_b_kn<kStride>(bf, s_qb, kk * 16, col0, lane);
 #pragma unroll
-        for (int mt = 0; mt < 2; ++mt) {
-          mma_16816<Elem>(acc_dk[mt][2 * np], a_ds[mt], bf[0], bf[1]);
-          mma_16816<Elem>(acc_dk[mt][2 * np + 1], a_ds[mt], bf[2], bf[3]);
-        }
+        for (int mt = 0; mt < 2; ++mt) mma_pair<Elem>(acc_dk[mt], np, a_ds[mt], bf);
       }
     }
   }
@@ -451,14 +479,19 @@ __global__ void __launch_bounds__(kDqThreads, 2)
   const int key_end = min(q0 + kBlockQ, seq);
   const int num_kv_tiles = (key_end + kBlockK - 1) / kBlockK;
 
+  // Starts the copy of the key tile at token k0 of `src` (k or v) into `dst` (s_k or s_v).
+  auto load_key_tile = [&](Elem* dst, const Elem* src, int k0) {
+    load_tile<kBlockK, kDh, kDqThreads>(dst, src + token_offset(b, k0, h, seq, heads, head_dim),
+                                        row_stride, seq - k0, head_dim);
+  };
+
   // Groups: {Q, dO, V_0}, then {K_0}; per tile {V_j+1}, then {K_j+1}.
   const int64_t q_off = token_offset(b, q0, h, seq, heads, head_dim);
   load_tile<kBlockQ, kDh, kDqThreads>(s_q, q + q_off, row_stride, seq - q0, head_dim);
   load_tile<kBlockQ, kDh, kDqThreads>(s_do, dout + q_off, row_stride, seq - q0, head_dim);
-  const int64_t kv0_off = token_offset(b, 0, h, seq, heads, head_dim);
-  load_tile<kBlockK, kDh, kDqThreads>(s_v, v + kv0_off, row_stride, seq, head_dim);
+  load_key_tile(s_v, v, 0);
   cp_async_commit();
-  load_tile<kBlockK, kDh, kDqThreads>(s_k, k + kv0_off, row_stride, seq, head_dim);
+  load_key_tile(s_k, k, 0);
   cp_async_commit();
 
   // lse (log2-scaled) and D of the thread's two rows; rows past the sequence are masked below.
@@ -472,10 +505,7 @@ __global__ void __launch_bounds__(kDqThreads, 2)
   }
 
   float acc_dq[kOutTiles][4];
-#pragma unroll
-  for (int nt = 0; nt < kOutTiles; ++nt)
-#pragma unroll
-    for (int e = 0; e < 4; ++e) acc_dq[nt][e] = 0.0f;
+  zero_tiles(acc_dq);
 
   for (int j = 0; j < num_kv_tiles; ++j) {
     const int k0 = j * kBlockK;
@@ -483,50 +513,19 @@ __global__ void __launch_bounds__(kDqThreads, 2)
     cp_async_wait<1>();
     __syncthreads();
 
+    // dP = dO V_j^T.
     float dp[kScoreTiles][4];
-#pragma unroll
-    for (int nt = 0; nt < kScoreTiles; ++nt)
-#pragma unroll
-      for (int e = 0; e < 4; ++e) dp[nt][e] = 0.0f;
-#pragma unroll
-    for (int kk = 0; kk < kDh / 16; ++kk) {
-      uint32_t a[4];
-      load_a<kStride>(a, s_do, warp * 16, kk * 16, lane);
-#pragma unroll
-      for (int np = 0; np < kScoreTiles / 2; ++np) {
-        uint32_t bf[4];
-        load_b_nk<kStride>(bf, s_v, np * 16, kk * 16, lane);
-        mma_16816<Elem>(dp[2 * np], a, bf[0], bf[1]);
-        mma_16816<Elem>(dp[2 * np + 1], a, bf[2], bf[3]);
-      }
-    }
+    mma_abt<kDh, kStride>(dp, s_do, warp * 16, s_v, 0, lane);
 
     // K_j has landed; every warp is done reading s_v, so V_{j+1} may be fetched.
     cp_async_wait<0>();
     __syncthreads();
-    if (j + 1 < num_kv_tiles)
-      load_tile<kBlockK, kDh, kDqThreads>(
-          s_v, v + token_offset(b, k0 + kBlockK, h, seq, heads, head_dim), row_stride,
-          seq - (k0 + kBlockK), head_dim);
+    if (j + 1 < num_kv_tiles) load_key_tile(s_v, v, k0 + kBlockK);
     cp_async_commit();
 
+    // S = Q K_j^T.
     float s[kScoreTiles][4];
-#pragma unroll
-    for (int nt = 0; nt < kScoreTiles; ++nt)
-#pragma unroll
-      for (int e = 0; e < 4; ++e) s[nt][e] = 0.0f;
-#pragma unroll
-    for (int kk = 0; kk < kDh / 16; ++kk) {
-      uint32_t a[4];
-      load_a<kStride>(a, s_q, warp * 16, kk * 16, lane);
-#pragma unroll
-      for (int np = 0; np < kScoreTiles / 2; ++np) {
-        uint32_t bf[4];
-        load_b_nk<kStride>(bf, s_k, np * 16, kk * 16, lane);
-        mma_16816<Elem>(s[2 * np], a, bf[0], bf[1]);
-        mma_16816<Elem>(s[2 * np + 1], a, bf[2], bf[3]);
-      }
-    }
+    mma_abt<kDh, kStride>(s, s_q, warp * 16, s_k, 0, lane);
 
     // dS = P (dP - D) into s.
     const bool need_mask = k0 + kBlockK - 1 > q0 || k0 + kBlockK > seq || q0 + kBlockQ > seq;
@@ -537,32 +536,20 @@ __global__ void __launch_bounds__(kDqThreads, 2)
     for (int kk = 0; kk < kBlockK / 16; ++kk) {
       uint32_t a[4];
       c_to_a<Elem>(a, s, kk);
-#pragma unroll
-      for (int np = 0; np < kOutTiles / 2; ++np) {
-        uint32_t bf[4];
-        load_b_kn<kStride>(bf, s_k, kk * 16, np * 16, lane);
-        mma_16816<Elem>(acc_dq[2 * np], a, bf[0], bf[1]);
-        mma_16816<Elem>(acc_dq[2 * np + 1], a, bf[2], bf[3]);
-      }
+      mma_step<BLayout::kKN, kStride>(acc_dq, a, s_k, kk * 16, 0, lane);
     }
 
     // Every warp is done reading s_k: K_{j+1} may be fetched.
     __syncthreads();
-    if (j + 1 < num_kv_tiles)
-      load_tile<kBlockK, kDh, kDqThreads>(
-          s_k, k + token_offset(b, k0 + kBlockK, h, seq, heads, head_dim), row_stride,
-          seq - (k0 + kBlockK), head_dim);
+    if (j + 1 < num_kv_tiles) load_key_tile(s_k, k, k0 + kBlockK);
     cp_async_commit();
   }
   cp_async_wait<0>();
 
   // The warp's own rows of s_q (read by no other warp) stage dQ for 16-byte stores.
-  __syncwarp();
-  store_c<kStride>(s_q, acc_dq, warp * 16, 0, scale, lane);
-  __syncwarp();
-  store_tile<16, kDh, 32>(dq + token_offset(b, q0 + warp * 16, h, seq, heads, head_dim),
-                          s_q + warp * 16 * kStride, row_stride, seq - (q0 + warp * 16), head_dim,
-                          lane);
+  store_warp_rows<kDh>(dq + token_offset(b, q0 + warp * 16, h, seq, heads, head_dim), s_q,
+                       warp * 16, acc_dq, scale, row_stride, seq - (q0 + warp * 16), head_dim,
+                       lane);
 }
 
 // ---------------------------------------------------------------------------------------------

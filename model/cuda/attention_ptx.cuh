@@ -213,6 +213,15 @@ __device__ __forceinline__ void load_b_kn(uint32_t (&b)[4], const Elem* tile, in
       b, tile + (k0 + (lane % 8) + ((lane / 8) % 2) * 8) * kStride + n0 + (lane / 16) * 8);
 }
 
+// Sets kTiles accumulator fragments (8 columns each, of an mma.sync or a wgmma tile) to zero.
+template <int kTiles>
+__device__ __forceinline__ void zero_tiles(float (&c)[kTiles][4]) {
+#pragma unroll
+  for (int nt = 0; nt < kTiles; ++nt)
+#pragma unroll
+    for (int e = 0; e < 4; ++e) c[nt][e] = 0.0f;
+}
+
 // The A fragment of k-step kk from C fragments c[2kk], c[2kk+1] (16 rows x 16 columns of P or
 // dS), rounded to the MMA's 16-bit type.
 template <class Elem, int kTiles>

@@ -87,14 +87,6 @@ __device__ __forceinline__ uint32_t mnmajor_desc_lo(const unsigned char* tile) {
   return wgmma::opaque(wgmma::sw128_desc_lo(smem_address(tile), kRows * 128));
 }
 
-template <int kTiles>
-__device__ __forceinline__ void zero_tiles(float (&d)[kTiles][4]) {
-#pragma unroll
-  for (int i = 0; i < kTiles; ++i)
-#pragma unroll
-    for (int e = 0; e < 4; ++e) d[i][e] = 0.0f;
-}
-
 // d = A B^T over the full head dim: A rows row0.. of a swizzled [kARows, kDh] tile, B a
 // swizzled [kBlockK, kDh] tile (scores of 64 queries x 64 keys, or their transpose). The first
 // k-step ignores d's old value (scale_d = 0), so d needs no zeroing: writing registers between
