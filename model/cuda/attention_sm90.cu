@@ -673,7 +673,7 @@ PFN_cuTensorMapEncodeTiled_v12000 tensor_map_encoder() {
 
 // A [B, T, H, Dh] 16-bit tensor as TMA boxes of 64 tokens x 64 head columns of one (b, h),
 // 128-byte swizzled as the kernels' tiles (wgmma.cuh); elements past T or Dh read as zeros.
-// Dimensions innermost first: Dh, H, T, B. check_arguments (attention.cu) has made the base and
+// Dimensions innermost first: Dh, H, T, B. check_attention_arguments (attention.cu) has made the base and
 // the rows 16-byte aligned, as TMA requires.
 CUtensorMap token_map(const void* base, int64_t batch, int64_t seq, int64_t heads,
                       int64_t head_dim) {

@@ -1,9 +1,11 @@
-// Private to model/cuda/attention.cu and its tests: the fused attention kernels' tile sizes and a
-// materialising GPU reference (scores in global memory) that tests use at shapes too large for
-// the CPU twin. Plain C++ (no device code), so host-compiled tests can include it.
+// Private to model/cuda/attention*.cu and their tests: the fused attention kernels' tile sizes,
+// their argument check, and a materialising GPU reference (scores in global memory,
+// attention_reference.cu) that tests use at shapes too large for the CPU twin. Plain C++ (no
+// device code), so host-compiled tests can include it.
 #pragma once
 
 #include <cstdint>
+#include <initializer_list>
 
 #include "runtime/cuda/context.h"
 #include "runtime/dtype.h"
@@ -22,6 +24,13 @@ inline constexpr int kAttentionDkvBlockQ = 64;
 inline constexpr int kAttentionDqBlockQ = 64;
 inline constexpr int kAttentionDqBlockK = 32;
 inline constexpr int kAttentionMaxHeadDim = 256;
+
+// Throws a message that names `what` unless dt is bf16 or fp16, the sizes are non-negative and
+// within the kernels' int indexing, head_dim is a multiple of 8 up to kAttentionMaxHeadDim, and
+// every pointer is 16-byte aligned (attention.cu).
+void check_attention_arguments(const char* what, int64_t batch, int64_t seq, int64_t heads,
+                               int64_t head_dim, DType dt,
+                               std::initializer_list<const void*> pointers);
 
 // Sums of absolute values the tests turn into error bounds (see tests/cuda/
 // test_attention_cuda.cpp); each is [B, T, H, Dh] fp32 and may be nullptr to skip it.
