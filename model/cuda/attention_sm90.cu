@@ -629,6 +629,9 @@ __global__ void __launch_bounds__(kThreads, 1)
   }
   __syncthreads();  // both warpgroups are done: the Q and dO stages take dV and dK
 
+  // compute-sanitizer's racecheck reports RAW hazards between these stores and the reads of
+  // store_tile below; they are false, the SASS has BAR.SYNC 0 between them (see
+  // docs/troubleshooting.md).
   Elem* stage_out = reinterpret_cast<Elem*>(wg == 0 ? s_q : s_do);  // [kBlockK][kDh + 8]
   store_c<padded_stride<kDh>()>(stage_out, acc, warp_key, 0, wg == 0 ? 1.0f : scale, lane);
   __syncthreads();
@@ -673,8 +676,8 @@ PFN_cuTensorMapEncodeTiled_v12000 tensor_map_encoder() {
 
 // A [B, T, H, Dh] 16-bit tensor as TMA boxes of 64 tokens x 64 head columns of one (b, h),
 // 128-byte swizzled as the kernels' tiles (wgmma.cuh); elements past T or Dh read as zeros.
-// Dimensions innermost first: Dh, H, T, B. check_attention_arguments (attention.cu) has made the base and
-// the rows 16-byte aligned, as TMA requires.
+// Dimensions innermost first: Dh, H, T, B. check_attention_arguments (attention.cu) has made the
+// base and the rows 16-byte aligned, as TMA requires.
 CUtensorMap token_map(const void* base, int64_t batch, int64_t seq, int64_t heads,
                       int64_t head_dim) {
   const cuuint64_t dims[4] = {cuuint64_t(head_dim), cuuint64_t(heads), cuuint64_t(seq),
