@@ -629,9 +629,10 @@ __global__ void __launch_bounds__(kThreads, 1)
   }
   __syncthreads();  // both warpgroups are done: the Q and dO stages take dV and dK
 
-  // compute-sanitizer's racecheck reports RAW hazards between these stores and the reads of
-  // store_tile below; they are false, the SASS has BAR.SYNC 0 between them (see
-  // docs/troubleshooting.md).
+  // compute-sanitizer's racecheck reports hazards between these stores and the reads of
+  // store_tile below, and on the P^T exchange: it does not model bar.arrive. They are false: the
+  // SASS has BAR.SYNC 0 between these, and the exchange is ordered by its two named barriers
+  // (docs/troubleshooting.md).
   Elem* stage_out = reinterpret_cast<Elem*>(wg == 0 ? s_q : s_do);  // [kBlockK][kDh + 8]
   store_c<padded_stride<kDh>()>(stage_out, acc, warp_key, 0, wg == 0 ? 1.0f : scale, lane);
   __syncthreads();
