@@ -26,12 +26,10 @@ namespace {
 namespace fs = std::filesystem;
 using testing::byte_tokenizer;
 using testing::fresh_dir;
+using testing::Interrupted;
 using testing::read_file;
 using testing::user_error_of;
 using testing::write_file;
-
-// Thrown from the before-optimizer hook to stop a run midway, as a crash would.
-struct Interrupted {};
 
 // Few enough samples that 20 steps run through more than one epoch, so the epoch and the
 // permutation of the sampler state are exercised too.
@@ -41,10 +39,7 @@ TrainSummary run(const RunConfig& c, int64_t interrupt_at = 0, bool collect = tr
   TrainOptions o;
   o.write_outputs = false;
   o.collect_final_params = collect;
-  if (interrupt_at > 0)
-    o.before_optimizer_step = [interrupt_at](int64_t step, zero::Engine&) {
-      if (step == interrupt_at) throw Interrupted{};
-    };
+  testing::interrupt_at(o, interrupt_at);
   SelfComm comm;
   return train(c, comm, o);
 }

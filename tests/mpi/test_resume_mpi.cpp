@@ -14,6 +14,7 @@
 #include "runtime/log.h"
 #include "runtime/mpi_comm.h"
 #include "tests/support/mpi_shared_dir.h"
+#include "tests/support/run_config.h"
 
 namespace zt {
 namespace {
@@ -23,8 +24,7 @@ using launch::RunConfig;
 using launch::TrainOptions;
 using launch::TrainSummary;
 
-// Thrown on every rank from the before-optimizer hook to stop a run midway, as a crash would.
-struct Interrupted {};
+using testing::Interrupted;
 
 class ResumeMpi : public ::testing::Test {
  protected:
@@ -40,10 +40,7 @@ class ResumeMpi : public ::testing::Test {
     o.local_rank = world_.rank();  // one node: rank r uses GPU r
     o.local_size = world_.size();
     o.collect_final_params = true;
-    if (interrupt_at > 0)
-      o.before_optimizer_step = [interrupt_at](int64_t step, zero::Engine&) {
-        if (step == interrupt_at) throw Interrupted{};
-      };
+    testing::interrupt_at(o, interrupt_at);  // on every rank
     return launch::train(c, world_, o);
   }
 
