@@ -71,8 +71,7 @@ __device__ __forceinline__ BlockTile block_tile(int tiles) {
 
 // Low descriptor words (wgmma.cuh) of a swizzled [kRows, kDh] tile: read K-major from row row0
 // (a multiple of 8) on, as the A operand or a B operand stored [N][K]; k-step kk is
-// kmajor_step(kk) bytes further.
-template <int kRows>
+// kmajor_step<kRows>(kk) bytes further.
 __device__ __forceinline__ uint32_t kmajor_desc_lo(const unsigned char* tile, int row0) {
   return wgmma::opaque(wgmma::sw128_desc_lo(smem_address(tile) + row0 * 128, 16));
 }
@@ -96,8 +95,8 @@ template <class Elem, int kARows = kBlockQ>
 __device__ __forceinline__ void issue_scores_mma(float (&d)[kScoreTiles][4],
                                                  const unsigned char* a_tile, int row0,
                                                  const unsigned char* b_tile) {
-  const uint32_t a_lo = kmajor_desc_lo<kARows>(a_tile, row0);
-  const uint32_t b_lo = kmajor_desc_lo<kBlockK>(b_tile, 0);
+  const uint32_t a_lo = kmajor_desc_lo(a_tile, row0);
+  const uint32_t b_lo = kmajor_desc_lo(b_tile, 0);
   wgmma::fence();
 #pragma unroll
   for (int kk = 0; kk < kDh / 16; ++kk)
