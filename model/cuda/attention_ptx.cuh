@@ -278,13 +278,12 @@ __device__ __forceinline__ void mask_scores(float (&s)[kTiles][4], int row0, int
 }
 
 // One online-softmax step in base 2 (x = score * scale * log2(e)): updates the running row max
-// and this lane's share of the running row sum, turns s into 2^(x - max), and rescales the output
-// accumulator rows by 2^(old max - new max).
-template <int kTiles, int kOutTiles>
-__device__ __forceinline__ void online_softmax_step(float (&s)[kTiles][4],
-                                                    float (&acc_o)[kOutTiles][4],
-                                                    float (&row_max)[2], float (&row_sum)[2],
-                                                    float scale_log2) {
+// and this lane's share of the running row sum, turns s into 2^(x - max), and gives in
+// correction[r] the factor 2^(old max - new max) for the output accumulated so far.
+template <int kTiles>
+__device__ __forceinline__ void softmax_probs(float (&s)[kTiles][4], float (&row_max)[2],
+                                              float (&row_sum)[2], float scale_log2,
+                                              float (&correction)[2]) {
 #pragma unroll
   for (int r = 0; r < 2; ++r) {
     float m = row_max[r];
@@ -295,7 +294,7 @@ __device__ __forceinline__ void online_softmax_step(float (&s)[kTiles][4],
     // A row with every key so far masked keeps max -inf; subtracting 0 keeps exp2 at 0
     // instead of NaN (-inf - -inf).
     const float m_use = m == -INFINITY ? 0.0f : m;
-    const float correction = exp2_approx(row_max[r] - m_use);
+    correction[r] = exp2_approx(row_max[r] - m_use);
     row_max[r] = m;
     float sum = 0.0f;
 #pragma unroll
@@ -306,13 +305,33 @@ __device__ __forceinline__ void online_softmax_step(float (&s)[kTiles][4],
         sum += s[nt][e];
       }
     }
-    row_sum[r] = row_sum[r] * correction + sum;
+    row_sum[r] = row_sum[r] * correction[r] + sum;
+  }
+}
+
+// acc_o rows r (= 0, 1) times correction[r]: the output accumulated so far, rescaled to the
+// running maximum softmax_probs moved to.
+template <int kOutTiles>
+__device__ __forceinline__ void rescale_rows(float (&acc_o)[kOutTiles][4],
+                                             const float (&correction)[2]) {
+#pragma unroll
+  for (int r = 0; r < 2; ++r)
 #pragma unroll
     for (int nt = 0; nt < kOutTiles; ++nt) {
-      acc_o[nt][2 * r] *= correction;
-      acc_o[nt][2 * r + 1] *= correction;
+      acc_o[nt][2 * r] *= correction[r];
+      acc_o[nt][2 * r + 1] *= correction[r];
     }
-  }
+}
+
+// softmax_probs, then rescale_rows of acc_o.
+template <int kTiles, int kOutTiles>
+__device__ __forceinline__ void online_softmax_step(float (&s)[kTiles][4],
+                                                    float (&acc_o)[kOutTiles][4],
+                                                    float (&row_max)[2], float (&row_sum)[2],
+                                                    float scale_log2) {
+  float correction[2];
+  softmax_probs(s, row_max, row_sum, scale_log2, correction);
+  rescale_rows(acc_o, correction);
 }
 
 // After the last step: divides the output rows by their sums and writes lse (natural log) of

@@ -242,12 +242,14 @@ __device__ __forceinline__ QueryBlock query_block(int seq, int heads) {
 // ---------------------------------------------------------------------------------------------
 // Forward. Q stays; K and V stream by TMA through a ring of four slots in the order K_0, V_0,
 // K_1, V_1, ...: load n goes into slot n % 4 once both warpgroups are done with load n - 4, an
-// iteration before its MMAs. Per key tile j a warpgroup runs the online softmax of S_j, then
-// issues O += P_j V_j with S_j+1 = Q K_j+1^T queued behind it. The two warpgroups take turns to
-// issue (named barriers, FlashAttention-3's ping-pong), so that one's softmax overlaps the
+// iteration before its MMAs. Per key tile j a warpgroup issues S_j+1 = Q K_j+1^T and then
+// O += P_j V_j, runs the online softmax of S_j+1 while P_j V_j is in flight, and rescales O once
+// it has landed (FlashAttention-3's intra-warpgroup overlap). The two warpgroups also take turns
+// to issue (named barriers, FlashAttention-3's ping-pong), so that one's softmax overlaps the
 // other's MMAs instead of both leaving the tensor cores idle at the same time. On an H200 (B 4,
-// T 2048, H 16, Dh 256): 375 us, against 410 us with two K/V stages loaded by cp.async and a
-// block barrier per tile, and 416 us with the ring but no turns.
+// T 2048, H 16, Dh 256): 365 us, against 376 us with the softmax of S_j+1 after P_j V_j has
+// landed, 410 us with two K/V stages loaded by cp.async and a block barrier per tile, and 416 us
+// with the ring but no turns.
 
 constexpr int kForwardSlots = 4;
 // Q, the K/V ring (with its mbarriers), the mbarrier of Q.
@@ -307,35 +309,49 @@ __global__ void __launch_bounds__(kThreads, 1)
   __syncwarp();
   if (wg == 1) named_barrier_arrive(kBarrierTurn, kThreads);  // warpgroup 0 first
 
+  // A tile with every key after every query of this warpgroup (its last, at most) gives P = 0.
+  auto mask_tile = [&](int k0) {
+    if (k0 + kBlockK - 1 > q0 + wg_row || k0 + kBlockK > seq)
+      mask_scores(s, warp_query0, k0, seq, lane);
+  };
+  {  // P_0 (O is still zero: nothing to rescale)
+    float unused[2];
+    mask_tile(0);
+    softmax_probs(s, row_max, row_sum, scale_log2, unused);
+  }
+
   for (int j = 0; j < num_kv_tiles; ++j) {
     const int k0 = j * kBlockK;
     const bool more = j + 1 < num_kv_tiles;
-    // A tile with every key after every query of this warpgroup (its last, at most) gives P = 0.
-    if (k0 + kBlockK - 1 > q0 + wg_row || k0 + kBlockK > seq)
-      mask_scores(s, warp_query0, k0, seq, lane);
-    online_softmax_step(s, acc_o, row_max, row_sum, scale_log2);
-
-    // O += P_j V_j, then S_j+1 queued behind it. The last tile issues that score MMA too, on a
-    // slot nobody loads (result unused): with it inside `if (more)` ptxas serialised every wgmma
-    // of the kernel (info C7518, "wgmma ... serialized ... in divergent path"). The waits for
-    // the tiles come before the MMAs are issued.
+    // S_j+1 = Q K_j+1^T, then O += P_j V_j. The last tile issues that score MMA too, on a slot
+    // nobody loads (result unused): with it inside `if (more)` ptxas serialised every wgmma of
+    // the kernel (info C7518 or C7515, "wgmma ... serialized"). A separate copy of the loop
+    // body for the last tile, without that MMA, measured 382 us against 370, and so did
+    // warpgroup 0 also stopping a tile early on the diagonal (its last tile is wholly masked):
+    // the work they save sat in pipeline bubbles, and the longer code probably cost the rest.
+    // The waits for the tiles come before the MMAs are issued.
     ring.wait(2 * j + 1);
     if (more) ring.wait(2 * j + 2);
     __syncwarp();
     ScoreFragments a;
     to_fragments<Elem>(a, s);
     named_barrier_sync(kBarrierTurn + wg, kThreads);
-    issue_accumulate_mma<Elem>(acc_o, a, ring.slot(2 * j + 1));
     issue_scores_mma<Elem>(s, s_q, wg_row, ring.slot(2 * j + 2));
+    issue_accumulate_mma<Elem>(acc_o, a, ring.slot(2 * j + 1));
     if (wg == 0 || more) named_barrier_arrive(kBarrierTurn + 1 - wg, kThreads);
+    wgmma::wait<1>();  // S_j+1 has landed; P_j V_j may still run
+    wgmma::fence_registers(s);
+    float correction[2] = {1.0f, 1.0f};
+    if (more) {
+      if (lane == 0) ring.release(2 * j + 2);  // K_j+1
+      mask_tile(k0 + kBlockK);
+      softmax_probs(s, row_max, row_sum, scale_log2, correction);
+    }
     wgmma::wait<0>();
     hold_fragments(a);
     wgmma::fence_registers(acc_o);
-    wgmma::fence_registers(s);
-    if (lane == 0) {
-      ring.release(2 * j + 1);            // V_j
-      if (more) ring.release(2 * j + 2);  // K_j+1
-    }
+    rescale_rows(acc_o, correction);
+    if (lane == 0) ring.release(2 * j + 1);  // V_j
     if (loader) {
       load(2 * j + 5);
       load(2 * j + 6);
