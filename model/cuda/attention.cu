@@ -683,6 +683,11 @@ void attention_backward(const CudaContext& ctx, const void* dout, const void* q,
   const int64_t rows = batch * seq * heads;
   detail::StreamScratch dsum_scratch(ctx.stream(), size_t(rows) * sizeof(float));
   float* dsum = dsum_scratch.at<float>(0);
+  if (attention_sm90_usable(ctx, head_dim)) {  // its dQ kernel computes D on the way
+    attention_backward_sm90(ctx, dout, q, k, v, out, lse, dsum, dq, dk, dv, batch, seq, heads,
+                            head_dim, dt);
+    return;
+  }
   const unsigned row_blocks = unsigned((rows + kRowDotThreads / 32 - 1) / (kRowDotThreads / 32));
   detail::dispatch_16bit(dt, "attention_backward", [&](auto tag) {
     using Elem = decltype(tag);
@@ -690,12 +695,8 @@ void attention_backward(const CudaContext& ctx, const void* dout, const void* q,
         static_cast<const Elem*>(dout), static_cast<const Elem*>(out), dsum, rows, int(seq),
         int(heads), int(head_dim));
     detail::check_launch();
-    if (attention_sm90_usable(ctx, head_dim))
-      attention_backward_sm90(ctx, dout, q, k, v, lse, dsum, dq, dk, dv, batch, seq, heads,
-                              head_dim, dt);
-    else
-      dispatch_backward<Elem>(ctx, dout, q, k, v, lse, dsum, dq, dk, dv, batch, seq, heads,
-                              head_dim);
+    dispatch_backward<Elem>(ctx, dout, q, k, v, lse, dsum, dq, dk, dv, batch, seq, heads,
+                            head_dim);
   });
 }
 

@@ -17,7 +17,8 @@
 // the other's MMAs. The kernels run only on sm_90a (elsewhere the bodies trap, and
 // attention_sm90_usable() keeps them from being launched).
 // Blocks are ordered by block_tile() (model/cuda/block_order.h) so the heads in flight at one
-// time share L2.
+// time share L2. The dQ kernel runs first and computes D = rowsum(dO * O) for its rows on the
+// way (it holds dO already), which the dK/dV kernel then reads: no separate pass over dO and O.
 #include "model/cuda/attention_sm90.h"
 
 #include <cuda_bf16.h>
@@ -380,7 +381,41 @@ __global__ void __launch_bounds__(kThreads, 1)
 // barriers, FlashAttention-3's ping-pong), so one's dS overlaps the other's MMAs. On an H200
 // (B 4, T 2048, H 16, Dh 256): 497 us, against 551 us with the next tile's score MMAs queued
 // behind batch B instead (all three slots busy, loads starting late) and 522 us without the
-// turns.
+// turns. Before its loop a block computes D = rowsum(dO * O) of its rows, reading O from global
+// memory while Q and dO land, and writes it for the dK/dV kernel.
+
+// D = rowsum(dO * O) inside the dQ kernel: the 4 lanes of a quad share two rows (the
+// accumulator layout) and split each row's 16-byte chunks, lane l taking chunks l and l + 4 of
+// every 64-column block; dsum_column(i, lane) is the first column of its i-th chunk.
+__device__ __forceinline__ int dsum_column(int i, int lane) {
+  return (i / 2) * 64 + (lane % 4 + 4 * (i % 2)) * 8;
+}
+// row_d[r] = D of row row0 + lane / 4 + 8 r of the block (row0: the warp's first row), from this
+// lane's chunks of O (loaded earlier, zeros past the head dim or the sequence) and the same
+// chunks of the swizzled dO tile, summed over the quad.
+template <class Elem>
+__device__ __forceinline__ void row_dsum(float (&row_d)[2], const uint4 (&o_chunks)[2][kDh / 32],
+                                         const unsigned char* s_do, int row0, int lane) {
+#pragma unroll
+  for (int r = 0; r < 2; ++r) {
+    const int row = row0 + lane / 4 + 8 * r;
+    float sum = 0.0f;
+#pragma unroll
+    for (int i = 0; i < kDh / 32; ++i) {
+      const int col = dsum_column(i, lane);
+      const int chunk = (col % 64) / 8;
+      const uint4 d = *reinterpret_cast<const uint4*>(s_do + (col / 64) * (kBlockQ * 128) +
+                                                      row * 128 + ((chunk ^ (row % 8)) * 16));
+      const Elem* de = reinterpret_cast<const Elem*>(&d);
+      const Elem* oe = reinterpret_cast<const Elem*>(&o_chunks[r][i]);
+#pragma unroll
+      for (int e = 0; e < 8; ++e) sum = fmaf(to_float(de[e]), to_float(oe[e]), sum);
+    }
+    sum += __shfl_xor_sync(0xffffffffu, sum, 1);
+    sum += __shfl_xor_sync(0xffffffffu, sum, 2);
+    row_d[r] = sum;
+  }
+}
 
 constexpr int kDqSlots = 3;
 // Q and dO, the K/V ring (with its mbarriers), the mbarrier of Q and dO.
@@ -389,10 +424,10 @@ constexpr int kDqSmem = 2 * kQTileBytes + KvRing<kDqSlots>::kBytes + 8 + kAlign;
 template <class Elem>
 __global__ void __launch_bounds__(kThreads, 1)
     attention_backward_dq_sm90_kernel(const __grid_constant__ BackwardMaps maps,
-                                      const float* __restrict__ lse,
-                                      const float* __restrict__ dsum, Elem* __restrict__ dq,
-                                      int seq, int heads, int head_dim, float scale,
-                                      float scale_log2) {
+                                      const Elem* __restrict__ out,
+                                      const float* __restrict__ lse, float* __restrict__ dsum,
+                                      Elem* __restrict__ dq, int seq, int heads, int head_dim,
+                                      float scale, float scale_log2) {
 #if defined(__CUDA_ARCH_FEAT_SM90_ALL)
   extern __shared__ __align__(1024) unsigned char smem_raw[];
   unsigned char* s_q = align_smem(smem_raw);
@@ -425,18 +460,33 @@ __global__ void __launch_bounds__(kThreads, 1)
   }
   __syncwarp();
 
+  // This thread's two rows, warp_query0 + lane / 4 (+ 8), as in the accumulators.
   float row_lse2[2], row_d[2];
+  uint4 o_chunks[2][kDh / 32];
 #pragma unroll
   for (int r = 0; r < 2; ++r) {
     const int query = warp_query0 + lane / 4 + r * 8;
     const bool valid = query < seq;
     row_lse2[r] = valid ? lse[int64_t(bh) * seq + query] * kLog2e : 0.0f;
-    row_d[r] = valid ? dsum[int64_t(bh) * seq + query] : 0.0f;
+    const Elem* o_row = out + token_offset(b, valid ? query : 0, h, seq, heads, head_dim);
+#pragma unroll
+    for (int i = 0; i < kDh / 32; ++i) {
+      const int col = dsum_column(i, lane);
+      o_chunks[r][i] = valid && col < head_dim ? *reinterpret_cast<const uint4*>(o_row + col)
+                                               : make_uint4(0, 0, 0, 0);
+    }
   }
+  tma::mbarrier_wait(qdo_full, 0);
+  row_dsum<Elem>(row_d, o_chunks, s_do, warp_query0 - q0, lane);
+  if (lane % 4 == 0)
+#pragma unroll
+    for (int r = 0; r < 2; ++r) {
+      const int query = warp_query0 + lane / 4 + r * 8;
+      if (query < seq) dsum[int64_t(bh) * seq + query] = row_d[r];
+    }
 
   float acc_dq[kOutTiles][4];
   zero_tiles(acc_dq);
-  tma::mbarrier_wait(qdo_full, 0);
   if (wg == 1) named_barrier_arrive(kBarrierTurn, kThreads);  // warpgroup 0 first
 
   for (int j = 0; j < num_kv_tiles; ++j) {
@@ -728,28 +778,29 @@ void launch_forward(const CudaContext& ctx, const void* q, const void* k, const 
 
 template <class Elem>
 void launch_backward(const CudaContext& ctx, const void* dout, const void* q, const void* k,
-                     const void* v, const float* lse, const float* dsum, void* dq, void* dk,
-                     void* dv, int64_t batch, int64_t seq, int64_t heads, int64_t head_dim) {
+                     const void* v, const void* out, const float* lse, float* dsum, void* dq,
+                     void* dk, void* dv, int64_t batch, int64_t seq, int64_t heads,
+                     int64_t head_dim) {
   const double scale = 1.0 / std::sqrt(double(head_dim));
   const float scale_log2 = float(scale * kLog2e);
   const BackwardMaps maps{token_map(q, batch, seq, heads, head_dim),
                           token_map(dout, batch, seq, heads, head_dim),
                           token_map(k, batch, seq, heads, head_dim),
                           token_map(v, batch, seq, heads, head_dim)};
+  {  // dQ first: it writes the D that the dK/dV kernel reads
+    auto kernel = attention_backward_dq_sm90_kernel<Elem>;
+    detail::allow_dynamic_smem(kernel, kDqSmem);
+    kernel<<<grid_of<kBlockQ>(batch, seq, heads), kThreads, kDqSmem, ctx.stream()>>>(
+        maps, static_cast<const Elem*>(out), lse, dsum, static_cast<Elem*>(dq), int(seq),
+        int(heads), int(head_dim), float(scale), scale_log2);
+    detail::check_launch();
+  }
   {
     auto kernel = attention_backward_dkv_sm90_kernel<Elem>;
     detail::allow_dynamic_smem(kernel, kDkvSmem);
     kernel<<<grid_of<kBlockK>(batch, seq, heads), kThreads, kDkvSmem, ctx.stream()>>>(
         maps, lse, dsum, static_cast<Elem*>(dk), static_cast<Elem*>(dv), int(seq), int(heads),
         int(head_dim), float(scale), scale_log2);
-    detail::check_launch();
-  }
-  {
-    auto kernel = attention_backward_dq_sm90_kernel<Elem>;
-    detail::allow_dynamic_smem(kernel, kDqSmem);
-    kernel<<<grid_of<kBlockQ>(batch, seq, heads), kThreads, kDqSmem, ctx.stream()>>>(
-        maps, lse, dsum, static_cast<Elem*>(dq), int(seq), int(heads), int(head_dim),
-        float(scale), scale_log2);
     detail::check_launch();
   }
 }
@@ -791,16 +842,17 @@ void attention_forward_sm90(const CudaContext& ctx, const void* q, const void* k
 }
 
 void attention_backward_sm90(const CudaContext& ctx, const void* dout, const void* q, const void* k,
-                             const void* v, const float* lse, const float* dsum, void* dq, void* dk,
-                             void* dv, int64_t batch, int64_t seq, int64_t heads, int64_t head_dim,
-                             DType dt) {
+                             const void* v, const void* out, const float* lse, float* dsum,
+                             void* dq, void* dk, void* dv, int64_t batch, int64_t seq,
+                             int64_t heads, int64_t head_dim, DType dt) {
 #if defined(ZT_CUDA_SM90A)
   detail::dispatch_16bit(dt, "attention_backward_sm90", [&](auto tag) {
-    launch_backward<decltype(tag)>(ctx, dout, q, k, v, lse, dsum, dq, dk, dv, batch, seq, heads,
-                                   head_dim);
+    launch_backward<decltype(tag)>(ctx, dout, q, k, v, out, lse, dsum, dq, dk, dv, batch, seq,
+                                   heads, head_dim);
   });
 #else
-  (void)ctx, (void)dout, (void)q, (void)k, (void)v, (void)lse, (void)dsum, (void)dq, (void)dk;
+  (void)ctx, (void)dout, (void)q, (void)k, (void)v, (void)out, (void)lse, (void)dsum, (void)dq;
+  (void)dk;
   (void)dv, (void)batch, (void)seq, (void)heads, (void)head_dim, (void)dt;
   ZT_FAIL("attention_backward_sm90: this build has no sm_90a kernels (attention_sm90_usable)");
 #endif

@@ -22,10 +22,12 @@ void attention_forward_sm90(const CudaContext& ctx, const void* q, const void* k
                             void* out, float* lse, int64_t batch, int64_t seq, int64_t heads,
                             int64_t head_dim, DType dt);
 
-// dq, dk, dv of attention_backward from lse and dsum = rowsum(dout * out) ([B, H, T] fp32 each).
+// dq, dk, dv of attention_backward from lse ([B, H, T] fp32). dsum ([B, H, T] fp32 scratch)
+// receives D = rowsum(dout * out), which the dQ kernel computes for its rows and the dK/dV
+// kernel, launched after it, reads.
 void attention_backward_sm90(const CudaContext& ctx, const void* dout, const void* q,
-                             const void* k, const void* v, const float* lse, const float* dsum,
-                             void* dq, void* dk, void* dv, int64_t batch, int64_t seq,
-                             int64_t heads, int64_t head_dim, DType dt);
+                             const void* k, const void* v, const void* out, const float* lse,
+                             float* dsum, void* dq, void* dk, void* dv, int64_t batch,
+                             int64_t seq, int64_t heads, int64_t head_dim, DType dt);
 
 }  // namespace zt::model::cuda
