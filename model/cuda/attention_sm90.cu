@@ -547,10 +547,11 @@ __global__ void __launch_bounds__(kThreads, 1)
 // (all 8 warps are done with it); there is no block-wide barrier inside the loop. Per tile a
 // warpgroup issues its score MMA, makes P^T or dS^T, then issues dV or dK: one stage in use, so
 // the other's load (tile i+1) has a whole tile to land in. On an H200 (B 4, T 2048, H 16, Dh
-// 256): 669 us. Queuing tile i+1's score MMA behind tile i's dV/dK instead held both stages, so
-// each load started only a P / dS step before its use: 756 us. (lse and D are not TMA copies:
-// a 1-D tensor map over them, [B H T] flat, raised an illegal-instruction fault in the tests
-// with short sequences, where the whole array was smaller than the 64-element box.)
+// 256): 669 us (652-659 us in later calls). Queuing tile i+1's score MMA behind tile i's dV/dK
+// instead held both stages, so each load started only a P / dS step before its use: 756 us.
+// (lse and D are not TMA copies: a 1-D tensor map over them, [B H T] flat, raised an
+// illegal-instruction fault in the tests with short sequences, where the whole array was
+// smaller than the 64-element box.)
 
 constexpr int kDkvQuery = 64;                              // queries per tile
 constexpr int kPExchangeBytes = kBlockK * kDkvQuery * 4;  // P^T in fp32: 16 KiB
