@@ -854,8 +854,7 @@ void attention_backward_sm90(const CudaContext& ctx, const void* dout, const voi
   });
 #else
   (void)ctx, (void)dout, (void)q, (void)k, (void)v, (void)out, (void)lse, (void)dsum, (void)dq;
-  (void)dk;
-  (void)dv, (void)batch, (void)seq, (void)heads, (void)head_dim, (void)dt;
+  (void)dk, (void)dv, (void)batch, (void)seq, (void)heads, (void)head_dim, (void)dt;
   ZT_FAIL("attention_backward_sm90: this build has no sm_90a kernels (attention_sm90_usable)");
 #endif
 }
