@@ -92,21 +92,26 @@ __device__ __forceinline__ uint32_t mnmajor_desc_lo(const unsigned char* tile) {
 // k-step ignores d's old value (scale_d = 0), so d needs no zeroing: writing registers between
 // the wgmma fence and the MMAs would make ptxas insert another fence. issue_ only starts the
 // MMAs (one commit group); scores_mma also waits for the result.
-template <class Elem, int kARows = kBlockQ>
-__device__ __forceinline__ void issue_scores_mma(float (&d)[kScoreTiles][4],
-                                                 const unsigned char* a_tile, int row0,
-                                                 const unsigned char* b_tile) {
+template <class Elem, int kARows = kBlockQ, int kTiles>
+__device__ __forceinline__ void issue_scores_mma(float (&d)[kTiles][4], const unsigned char* a_tile,
+                                                 int row0, const unsigned char* b_tile) {
+  constexpr int kKeys = kTiles * 8;  // B rows: 64, or 80 in the forward
   const uint32_t a_lo = kmajor_desc_lo(a_tile, row0);
   const uint32_t b_lo = kmajor_desc_lo(b_tile, 0);
   wgmma::fence();
 #pragma unroll
-  for (int kk = 0; kk < kDh / 16; ++kk)
-    wgmma::wgmma_m64n64k16_ss<0, Elem>(d, wgmma::sw128_desc(a_lo, kmajor_step<kARows>(kk)),
-                                       wgmma::sw128_desc(b_lo, kmajor_step<kBlockK>(kk)), kk > 0);
+  for (int kk = 0; kk < kDh / 16; ++kk) {
+    const uint64_t a = wgmma::sw128_desc(a_lo, kmajor_step<kARows>(kk));
+    const uint64_t b = wgmma::sw128_desc(b_lo, kmajor_step<kKeys>(kk));
+    if constexpr (kKeys == 80)
+      wgmma::wgmma_m64n80k16_ss<0, Elem>(d, a, b, kk > 0);
+    else
+      wgmma::wgmma_m64n64k16_ss<0, Elem>(d, a, b, kk > 0);
+  }
   wgmma::commit();
 }
-template <class Elem, int kARows = kBlockQ>
-__device__ __forceinline__ void scores_mma(float (&d)[kScoreTiles][4], const unsigned char* a_tile,
+template <class Elem, int kARows = kBlockQ, int kTiles>
+__device__ __forceinline__ void scores_mma(float (&d)[kTiles][4], const unsigned char* a_tile,
                                            int row0, const unsigned char* b_tile) {
   issue_scores_mma<Elem, kARows>(d, a_tile, row0, b_tile);
   wgmma::wait<0>();
@@ -115,31 +120,36 @@ __device__ __forceinline__ void scores_mma(float (&d)[kScoreTiles][4], const uns
 
 // A fragments of a 64 x 64 P (or dS) held as accumulators, rounded to the MMA's type: the
 // register operand of the k-steps of issue_accumulate_mma.
-using ScoreFragments = uint32_t[kBlockK / 16][4];
-template <class Elem>
-__device__ __forceinline__ void to_fragments(ScoreFragments& a, const float (&s)[kScoreTiles][4]) {
+template <int kKeys = kBlockK>
+using Fragments = uint32_t[kKeys / 16][4];
+using ScoreFragments = Fragments<>;
+template <class Elem, int kSteps, int kTiles>
+__device__ __forceinline__ void to_fragments(uint32_t (&a)[kSteps][4],
+                                             const float (&s)[kTiles][4]) {
+  static_assert(kTiles == 2 * kSteps, "a k-step of 16 takes two 8-column tiles");
 #pragma unroll
-  for (int kk = 0; kk < kBlockK / 16; ++kk) c_to_a<Elem>(a[kk], s, kk);
+  for (int kk = 0; kk < kSteps; ++kk) c_to_a<Elem>(a[kk], s, kk);
 }
 // Keeps fragments `a` in their registers, unchanged, up to this point: after
 // issue_accumulate_mma, until the wait for its commit group.
-__device__ __forceinline__ void hold_fragments(ScoreFragments& a) {
+template <int kSteps>
+__device__ __forceinline__ void hold_fragments(uint32_t (&a)[kSteps][4]) {
 #pragma unroll
-  for (int kk = 0; kk < kBlockK / 16; ++kk)
+  for (int kk = 0; kk < kSteps; ++kk)
 #pragma unroll
     for (int i = 0; i < 4; ++i) asm volatile("" : "+r"(a[kk][i])::"memory");
 }
 
 // acc += P B with P given as fragments `a` and B a swizzled [kBlockK, kDh] tile read MN-major;
 // one commit group. accumulate_mma rounds P from the accumulators s and waits for the result.
-template <class Elem>
+template <class Elem, int kSteps>
 __device__ __forceinline__ void issue_accumulate_mma(float (&acc)[kOutTiles][4],
-                                                     const ScoreFragments& a,
+                                                     const uint32_t (&a)[kSteps][4],
                                                      const unsigned char* b_tile) {
-  const uint32_t b_lo = mnmajor_desc_lo<kBlockK>(b_tile);
+  const uint32_t b_lo = mnmajor_desc_lo<kSteps * 16>(b_tile);  // B: kSteps * 16 rows
   wgmma::fence();
 #pragma unroll
-  for (int kk = 0; kk < kBlockK / 16; ++kk)
+  for (int kk = 0; kk < kSteps; ++kk)
     wgmma::wgmma_m64n256k16_rs<1, Elem>(acc, a[kk], wgmma::sw128_desc(b_lo, kk * 16 * 128), 1);
   wgmma::commit();
 }
@@ -163,34 +173,38 @@ struct BackwardMaps {
 
 // Starts the TMA copies of the [kRows, kDh] tile of tokens t0.. of head (b, h) into the swizzled
 // layout of wgmma.cuh (column block cb at cb * kRows * 128 bytes), completing on barrier `bar`:
-// kRows / 64 x kDh / 64 boxes. One thread issues them.
+// boxes of box_rows(kRows) tokens x 64 head columns, as `map` was made with. One thread issues
+// them.
+constexpr int box_rows(int rows) { return rows % 64 == 0 ? 64 : rows; }
 template <int kRows>
 __device__ __forceinline__ void tma_load_tile(const CUtensorMap& map, unsigned char* dst, int t0,
                                               int h, int b, uint32_t bar) {
+  constexpr int kBox = box_rows(kRows);
 #pragma unroll
   for (int cb = 0; cb < kDh / 64; ++cb)
 #pragma unroll
-    for (int r = 0; r < kRows / 64; ++r)
-      tma::load_4d(smem_address(dst) + cb * (kRows * 128) + r * (64 * 128), &map, bar, cb * 64, h,
-                   t0 + 64 * r, b);
+    for (int r = 0; r < kRows / kBox; ++r)
+      tma::load_4d(smem_address(dst) + cb * (kRows * 128) + r * (kBox * 128), &map, bar, cb * 64,
+                   h, t0 + kBox * r, b);
 }
 
 // A ring of kSlots [kBlockK, kDh] K or V tiles of one head, fed by TMA (forward and dQ kernels).
 // Load n (the kernel fixes which tile each n is) goes into slot n % kSlots once all 8 warps have
 // released load n - kSlots; full(n) completes when load n has landed, empty(n) when it has been
 // released. Shared memory: the tiles, then 2 kSlots mbarriers.
-template <int kSlots>
+template <int kSlots, int kRows = kBlockK>
 struct KvRing {
-  static constexpr int kBytes = kSlots * kKvTileBytes + 16 * kSlots;
+  static constexpr int kTileBytes = kRows * kDh * 2;
+  static constexpr int kBytes = kSlots * kTileBytes + 16 * kSlots;
   unsigned char* tiles;
   uint32_t bars;  // full[kSlots], then empty[kSlots]
 
   __device__ explicit KvRing(unsigned char* at)
-      : tiles(at), bars(smem_address(at + kSlots * kKvTileBytes)) {}
+      : tiles(at), bars(smem_address(at + kSlots * kTileBytes)) {}
   __device__ uint32_t full(int n) const { return bars + 8 * (n % kSlots); }
   __device__ uint32_t empty(int n) const { return bars + 8 * kSlots + 8 * (n % kSlots); }
   __device__ static uint32_t parity(int n) { return uint32_t(n / kSlots) & 1; }
-  __device__ unsigned char* slot(int n) const { return tiles + (n % kSlots) * kKvTileBytes; }
+  __device__ unsigned char* slot(int n) const { return tiles + (n % kSlots) * kTileBytes; }
 
   // By one thread, before the block barrier that publishes the barriers.
   __device__ void init() const {
@@ -208,8 +222,8 @@ struct KvRing {
                        int b) const {
     if (n >= num_loads) return;
     if (n >= kSlots) tma::mbarrier_wait(empty(n), parity(n - kSlots));
-    tma::mbarrier_arrive_expect_tx(full(n), kKvTileBytes);
-    tma_load_tile<kBlockK>(map, slot(n), row0, h, b, full(n));
+    tma::mbarrier_arrive_expect_tx(full(n), kTileBytes);
+    tma_load_tile<kRows>(map, slot(n), row0, h, b, full(n));
   }
 };
 
@@ -232,12 +246,13 @@ __device__ __forceinline__ void store_rows(Elem* dst, Elem* stage, const float (
 struct QueryBlock {
   int bh, b, h, q0, num_kv_tiles;
 };
+template <int kKeys = kBlockK>  // key tile width
 __device__ __forceinline__ QueryBlock query_block(int seq, int heads) {
   const int q_tiles = (seq + kBlockQ - 1) / kBlockQ;
   const BlockTile tile = block_tile(q_tiles);
   const int q0 = (q_tiles - 1 - tile.rank) * kBlockQ;
   const int key_end = min(q0 + kBlockQ, seq);
-  return {tile.bh, tile.bh / heads, tile.bh % heads, q0, (key_end + kBlockK - 1) / kBlockK};
+  return {tile.bh, tile.bh / heads, tile.bh % heads, q0, (key_end + kKeys - 1) / kKeys};
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -247,14 +262,19 @@ __device__ __forceinline__ QueryBlock query_block(int seq, int heads) {
 // O += P_j V_j, runs the online softmax of S_j+1 while P_j V_j is in flight, and rescales O once
 // it has landed (FlashAttention-3's intra-warpgroup overlap). The two warpgroups also take turns
 // to issue (named barriers, FlashAttention-3's ping-pong), so that one's softmax overlaps the
-// other's MMAs instead of both leaving the tensor cores idle at the same time. On an H200 (B 4,
-// T 2048, H 16, Dh 256): 365 us, against 376 us with the softmax of S_j+1 after P_j V_j has
-// landed, 410 us with two K/V stages loaded by cp.async and a block barrier per tile, and 416 us
-// with the ring but no turns.
+// other's MMAs instead of both leaving the tensor cores idle at the same time. Key tiles are 80
+// wide (FlashAttention-3's width at head dim 256): a 40 KB ring slot, so that Q and four slots
+// fill the SM's 227 KiB. On an H200 (B 4, T 2048, H 16, Dh 256): 343 us, against 370 us with
+// 64-key tiles, 376 us with those and the softmax of S_j+1 after P_j V_j has landed, 410 us with
+// two K/V stages loaded by cp.async and a block barrier per tile, and 416 us with the ring but
+// no turns.
 
 constexpr int kForwardSlots = 4;
+constexpr int kForwardKeys = 80;  // key tile width (the backward's is kBlockK, 64)
 // Q, the K/V ring (with its mbarriers), the mbarrier of Q.
-constexpr int kForwardSmem = kQTileBytes + KvRing<kForwardSlots>::kBytes + 8 + kAlign;
+constexpr int kForwardSmem =
+    kQTileBytes + KvRing<kForwardSlots, kForwardKeys>::kBytes + 8 + kAlign;
+static_assert(kForwardSmem <= 227 * 1024, "the forward's 80-key ring needs all of an SM's 227 KiB");
 constexpr int kBarrierTurn = 3;  // named barriers 3 and 4: warpgroup 0's and 1's turn to issue
 
 struct ForwardMaps {
@@ -269,10 +289,10 @@ __global__ void __launch_bounds__(kThreads, 1)
 #if defined(__CUDA_ARCH_FEAT_SM90_ALL)
   extern __shared__ __align__(1024) unsigned char smem_raw[];
   unsigned char* s_q = align_smem(smem_raw);  // [kBlockQ, kDh] swizzled
-  const KvRing<kForwardSlots> ring(s_q + kQTileBytes);
+  const KvRing<kForwardSlots, kForwardKeys> ring(s_q + kQTileBytes);
   const uint32_t q_full = smem_address(s_q + kQTileBytes + ring.kBytes);  // one more mbarrier
 
-  const QueryBlock blk = query_block(seq, heads);
+  const QueryBlock blk = query_block<kForwardKeys>(seq, heads);
   const int bh = blk.bh, b = blk.b, h = blk.h, q0 = blk.q0, num_kv_tiles = blk.num_kv_tiles;
   const int tid = int(threadIdx.x), wg = tid / 128, lane = tid % 32;
   const int wg_row = 64 * wg;                    // within the block
@@ -287,7 +307,7 @@ __global__ void __launch_bounds__(kThreads, 1)
   __syncthreads();
 
   auto load = [&](int n) {
-    ring.load(n, num_loads, n % 2 ? maps.v : maps.k, (n / 2) * kBlockK, h, b);
+    ring.load(n, num_loads, n % 2 ? maps.v : maps.k, (n / 2) * kForwardKeys, h, b);
   };
   if (loader) {
     tma::mbarrier_arrive_expect_tx(q_full, kQTileBytes);
@@ -300,7 +320,7 @@ __global__ void __launch_bounds__(kThreads, 1)
   zero_tiles(acc_o);
   float row_max[2] = {-INFINITY, -INFINITY};
   float row_sum[2] = {0.0f, 0.0f};
-  float s[kScoreTiles][4];  // S_j
+  float s[kForwardKeys / 8][4];  // S_j
   tma::mbarrier_wait(q_full, 0);
   ring.wait(0);
   __syncwarp();
@@ -312,7 +332,7 @@ __global__ void __launch_bounds__(kThreads, 1)
 
   // A tile with every key after every query of this warpgroup (its last, at most) gives P = 0.
   auto mask_tile = [&](int k0) {
-    if (k0 + kBlockK - 1 > q0 + wg_row || k0 + kBlockK > seq)
+    if (k0 + kForwardKeys - 1 > q0 + wg_row || k0 + kForwardKeys > seq)
       mask_scores(s, warp_query0, k0, seq, lane);
   };
   {  // P_0 (O is still zero: nothing to rescale)
@@ -322,7 +342,7 @@ __global__ void __launch_bounds__(kThreads, 1)
   }
 
   for (int j = 0; j < num_kv_tiles; ++j) {
-    const int k0 = j * kBlockK;
+    const int k0 = j * kForwardKeys;
     const bool more = j + 1 < num_kv_tiles;
     // S_j+1 = Q K_j+1^T, then O += P_j V_j. The last tile issues that score MMA too, on a slot
     // nobody loads (result unused): with it inside `if (more)` ptxas serialised every wgmma of
@@ -334,7 +354,7 @@ __global__ void __launch_bounds__(kThreads, 1)
     ring.wait(2 * j + 1);
     if (more) ring.wait(2 * j + 2);
     __syncwarp();
-    ScoreFragments a;
+    Fragments<kForwardKeys> a;
     to_fragments<Elem>(a, s);
     named_barrier_sync(kBarrierTurn + wg, kThreads);
     issue_scores_mma<Elem>(s, s_q, wg_row, ring.slot(2 * j + 2));
@@ -345,7 +365,7 @@ __global__ void __launch_bounds__(kThreads, 1)
     float correction[2] = {1.0f, 1.0f};
     if (more) {
       if (lane == 0) ring.release(2 * j + 2);  // K_j+1
-      mask_tile(k0 + kBlockK);
+      mask_tile(k0 + kForwardKeys);
       softmax_probs(s, row_max, row_sum, scale_log2, correction);
     }
     wgmma::wait<0>();
@@ -742,17 +762,18 @@ PFN_cuTensorMapEncodeTiled_v12000 tensor_map_encoder() {
   return encode;
 }
 
-// A [B, T, H, Dh] 16-bit tensor as TMA boxes of 64 tokens x 64 head columns of one (b, h),
-// 128-byte swizzled as the kernels' tiles (wgmma.cuh); elements past T or Dh read as zeros.
-// Dimensions innermost first: Dh, H, T, B. check_attention_arguments (attention.cu) has made the
-// base and the rows 16-byte aligned, as TMA requires.
+// A [B, T, H, Dh] 16-bit tensor as TMA boxes of `tokens` tokens (64, or 80 for the forward's
+// K and V; tma_load_tile's box_rows) x 64 head columns of one (b, h), 128-byte swizzled as the
+// kernels' tiles (wgmma.cuh); elements past T or Dh read as zeros. Dimensions innermost first:
+// Dh, H, T, B. check_attention_arguments (attention.cu) has made the base and the rows 16-byte
+// aligned, as TMA requires.
 CUtensorMap token_map(const void* base, int64_t batch, int64_t seq, int64_t heads,
-                      int64_t head_dim) {
+                      int64_t head_dim, int tokens = 64) {
   const cuuint64_t dims[4] = {cuuint64_t(head_dim), cuuint64_t(heads), cuuint64_t(seq),
                               cuuint64_t(batch)};
   const cuuint64_t strides[3] = {cuuint64_t(head_dim) * 2, cuuint64_t(heads * head_dim) * 2,
                                  cuuint64_t(seq * heads * head_dim) * 2};
-  const cuuint32_t box[4] = {64, 1, 64, 1};
+  const cuuint32_t box[4] = {64, 1, cuuint32_t(tokens), 1};
   const cuuint32_t element_strides[4] = {1, 1, 1, 1};
   CUtensorMap map;
   const CUresult r = tensor_map_encoder()(
@@ -771,8 +792,8 @@ void launch_forward(const CudaContext& ctx, const void* q, const void* k, const 
   detail::allow_dynamic_smem(kernel, kForwardSmem);
   const float scale_log2 = float(kLog2e / std::sqrt(double(head_dim)));
   const ForwardMaps maps{token_map(q, batch, seq, heads, head_dim),
-                         token_map(k, batch, seq, heads, head_dim),
-                         token_map(v, batch, seq, heads, head_dim)};
+                         token_map(k, batch, seq, heads, head_dim, kForwardKeys),
+                         token_map(v, batch, seq, heads, head_dim, kForwardKeys)};
   kernel<<<grid_of<kBlockQ>(batch, seq, heads), kThreads, kForwardSmem, ctx.stream()>>>(
       maps, static_cast<Elem*>(out), lse, int(seq), int(heads), int(head_dim), scale_log2);
   detail::check_launch();

@@ -100,6 +100,40 @@ __device__ __forceinline__ void wgmma_m64n64k16_ss(float (&d)[8][4],
 }
 #undef ZT_WGMMA_M64N64_SS
 
+// m64n80k16 (FlashAttention-3's key tile at head dim 256 in the forward): 40 accumulators.
+#define ZT_WGMMA_M64N80_SS(TYPE)                                                                  \
+  asm volatile(                                                                                   \
+      "{\n.reg .pred p;\n"                                                                        \
+      "setp.ne.b32 p, %42, 0;\n"                                                                  \
+      "wgmma.mma_async.sync.aligned.m64n80k16.f32." TYPE "." TYPE " {"                            \
+      "%0, %1, %2, %3, %4, %5, %6, %7, "                                                          \
+      "%8, %9, %10, %11, %12, %13, %14, %15, "                                                    \
+      "%16, %17, %18, %19, %20, %21, %22, %23, "                                                  \
+      "%24, %25, %26, %27, %28, %29, %30, %31, "                                                  \
+      "%32, %33, %34, %35, %36, %37, %38, %39"                                                    \
+      "}, %40, %41, p, 1, 1, 0, %43;\n}\n"                                                        \
+      : "+f"(d[0][0]), "+f"(d[0][1]), "+f"(d[0][2]), "+f"(d[0][3]),                               \
+        "+f"(d[1][0]), "+f"(d[1][1]), "+f"(d[1][2]), "+f"(d[1][3]),                               \
+        "+f"(d[2][0]), "+f"(d[2][1]), "+f"(d[2][2]), "+f"(d[2][3]),                               \
+        "+f"(d[3][0]), "+f"(d[3][1]), "+f"(d[3][2]), "+f"(d[3][3]),                               \
+        "+f"(d[4][0]), "+f"(d[4][1]), "+f"(d[4][2]), "+f"(d[4][3]),                               \
+        "+f"(d[5][0]), "+f"(d[5][1]), "+f"(d[5][2]), "+f"(d[5][3]),                               \
+        "+f"(d[6][0]), "+f"(d[6][1]), "+f"(d[6][2]), "+f"(d[6][3]),                               \
+        "+f"(d[7][0]), "+f"(d[7][1]), "+f"(d[7][2]), "+f"(d[7][3]),                               \
+        "+f"(d[8][0]), "+f"(d[8][1]), "+f"(d[8][2]), "+f"(d[8][3]),                               \
+        "+f"(d[9][0]), "+f"(d[9][1]), "+f"(d[9][2]), "+f"(d[9][3])                                \
+      : "l"(desc_a), "l"(desc_b), "r"(scale_d), "n"(kTransB))
+
+template <int kTransB, class Elem>
+__device__ __forceinline__ void wgmma_m64n80k16_ss(float (&d)[10][4],
+    uint64_t desc_a, uint64_t desc_b, int scale_d) {
+  if constexpr (std::is_same_v<Elem, __half>)
+    ZT_WGMMA_M64N80_SS("f16");
+  else
+    ZT_WGMMA_M64N80_SS("bf16");
+}
+#undef ZT_WGMMA_M64N80_SS
+
 #define ZT_WGMMA_M64N256_RS(TYPE)                                                                 \
   asm volatile(                                                                                   \
       "{\n.reg .pred p;\n"                                                                        \
