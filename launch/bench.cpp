@@ -3,6 +3,8 @@
 // GB/s), so performance work starts from measured figures.
 #include "launch/bench.h"
 
+#include <algorithm>
+#include <cmath>
 #include <cstdarg>
 #include <cstdio>
 #include <cstdlib>
@@ -44,7 +46,8 @@ std::string bench_usage_text() {
          "8192^3 GEMM measured in the same run; the fused causal attention in TFLOP/s (causal\n"
          "FLOPs: forward 2 B H T^2 Dh, backward 2.5x that) and as a share of the 989 TFLOP/s dense\n"
          "bf16 peak of an H100 SXM / H200; LayerNorm, gelu, cross-entropy and AdamW in GB/s.\n"
-         "Defaults: gptj-6b, micro-batch 4 x 2048 tokens, bf16, 20 timed iterations.\n";
+         "Defaults: gptj-6b, micro-batch 4 x 2048 tokens, bf16, 20 timed iterations after a\n"
+         "warm-up of at least 50 ms of GPU work per op.\n";
 }
 
 BenchArgs parse_bench_args(const std::vector<std::string>& args) {
@@ -108,21 +111,32 @@ class DeviceBuffer {
   size_t bytes_;
 };
 
-// Milliseconds per call of `fn` on ctx's stream: warm-up, then `iters` calls between events.
-double time_ms(const CudaContext& ctx, int iters, const std::function<void()>& fn) {
-  for (int i = 0; i < 3; ++i) fn();
+// Milliseconds between two events around `calls` calls of `fn` on ctx's stream.
+double events_ms(const CudaContext& ctx, int calls, const std::function<void()>& fn) {
   cudaEvent_t start, stop;
   ZT_CUDA_CHECK(cudaEventCreate(&start));
   ZT_CUDA_CHECK(cudaEventCreate(&stop));
   ZT_CUDA_CHECK(cudaEventRecord(start, ctx.stream()));
-  for (int i = 0; i < iters; ++i) fn();
+  for (int i = 0; i < calls; ++i) fn();
   ZT_CUDA_CHECK(cudaEventRecord(stop, ctx.stream()));
   ZT_CUDA_CHECK(cudaEventSynchronize(stop));
   float ms = 0;
   ZT_CUDA_CHECK(cudaEventElapsedTime(&ms, start, stop));
   cudaEventDestroy(start);
   cudaEventDestroy(stop);
-  return double(ms) / iters;
+  return double(ms);
+}
+
+// Milliseconds per call of `fn` in steady state: `iters` calls between events, after a warm-up
+// of at least kWarmupMs of GPU work. With a warm-up of 3 calls the first timed calls still ran
+// slower, a fixed ~0.75 ms per window (H200: attention backward 0.95 ms per call at 20
+// iterations, 0.933 ms at 50, 0.916 ms at 100 and at 200).
+constexpr double kWarmupMs = 50.0;
+double time_ms(const CudaContext& ctx, int iters, const std::function<void()>& fn) {
+  const double first = events_ms(ctx, 1, fn);  // also the first call's one-time costs
+  const int warmup = int(std::min(1000.0, std::ceil(kWarmupMs / std::max(first, 1e-3))));
+  for (int i = 0; i < warmup; ++i) fn();
+  return events_ms(ctx, iters, fn) / iters;
 }
 
 std::string line(const char* fmt, ...) __attribute__((format(printf, 1, 2)));
