@@ -274,7 +274,7 @@ constexpr int kForwardKeys = 80;  // key tile width (the backward's is kBlockK, 
 // Q, the K/V ring (with its mbarriers), the mbarrier of Q.
 constexpr int kForwardSmem =
     kQTileBytes + KvRing<kForwardSlots, kForwardKeys>::kBytes + 8 + kAlign;
-static_assert(kForwardSmem <= 227 * 1024, "the forward's 80-key ring needs all of an SM's 227 KiB");
+static_assert(kForwardSmem <= 227 * 1024, "the forward's K/V ring needs all of an SM's 227 KiB");
 constexpr int kBarrierTurn = 3;  // named barriers 3 and 4: warpgroup 0's and 1's turn to issue
 
 struct ForwardMaps {
