@@ -69,27 +69,29 @@ __device__ __forceinline__ void fence_registers(float (&d)[kTiles][4]) {
 
 // d (+)= A B for one k-step of 16, A and B of type Elem (__nv_bfloat16 or __half). _ss: A and B
 // from shared memory; _rs: A from registers. kTransB = 1 for an MN-major B. scale_d = 0 ignores
-// d's old value. Each asm is written once, in a macro, with the type spliced in.
-#define ZT_WGMMA_M64N64_SS(TYPE)                                                                  \
-  asm volatile(                                                                                   \
-      "{\n.reg .pred p;\n"                                                                        \
-      "setp.ne.b32 p, %34, 0;\n"                                                                  \
-      "wgmma.mma_async.sync.aligned.m64n64k16.f32." TYPE "." TYPE " {"                            \
-      "%0, %1, %2, %3, %4, %5, %6, %7, "                                                          \
-      "%8, %9, %10, %11, %12, %13, %14, %15, "                                                    \
-      "%16, %17, %18, %19, %20, %21, %22, %23, "                                                  \
-      "%24, %25, %26, %27, %28, %29, %30, %31"                                                    \
-      "}, %32, %33, p, 1, 1, 0, %35;\n}\n"                                                        \
-      : "+f"(d[0][0]), "+f"(d[0][1]), "+f"(d[0][2]), "+f"(d[0][3]),                               \
-        "+f"(d[1][0]), "+f"(d[1][1]), "+f"(d[1][2]), "+f"(d[1][3]),                               \
-        "+f"(d[2][0]), "+f"(d[2][1]), "+f"(d[2][2]), "+f"(d[2][3]),                               \
-        "+f"(d[3][0]), "+f"(d[3][1]), "+f"(d[3][2]), "+f"(d[3][3]),                               \
-        "+f"(d[4][0]), "+f"(d[4][1]), "+f"(d[4][2]), "+f"(d[4][3]),                               \
-        "+f"(d[5][0]), "+f"(d[5][1]), "+f"(d[5][2]), "+f"(d[5][3]),                               \
-        "+f"(d[6][0]), "+f"(d[6][1]), "+f"(d[6][2]), "+f"(d[6][3]),                               \
-        "+f"(d[7][0]), "+f"(d[7][1]), "+f"(d[7][2]), "+f"(d[7][3])                                \
-      : "l"(desc_a), "l"(desc_b), "r"(scale_d), "n"(kTransB))
+// d's old value. The asm is written once per operand form, in a macro, with the type and shape
+// spliced in. ZT_WGMMA_D(i): the [4] accumulator group of columns 8i..8i+7 as asm outputs;
+// ZT_WGMMA_R*: their operand names in the asm text (4 per group, numbered from %0).
+#define ZT_WGMMA_D(i) "+f"(d[i][0]), "+f"(d[i][1]), "+f"(d[i][2]), "+f"(d[i][3])
+#define ZT_WGMMA_D0_7                                                                              \
+  ZT_WGMMA_D(0), ZT_WGMMA_D(1), ZT_WGMMA_D(2), ZT_WGMMA_D(3), ZT_WGMMA_D(4), ZT_WGMMA_D(5),        \
+      ZT_WGMMA_D(6), ZT_WGMMA_D(7)
+#define ZT_WGMMA_R0_31                                                                             \
+  "%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15, "                         \
+  "%16, %17, %18, %19, %20, %21, %22, %23, %24, %25, %26, %27, %28, %29, %30, %31"
 
+// A and B from shared memory: REGS names the accumulators (the asm outputs after the other
+// arguments), DESC_A, DESC_B, SCALE_D and TRANS_B the inputs that follow them.
+#define ZT_WGMMA_SS(TYPE, SHAPE, REGS, DESC_A, DESC_B, SCALE_D, TRANS_B, ...)                      \
+  asm volatile(                                                                                    \
+      "{\n.reg .pred p;\n"                                                                         \
+      "setp.ne.b32 p, " SCALE_D ", 0;\n"                                                           \
+      "wgmma.mma_async.sync.aligned." SHAPE ".f32." TYPE "." TYPE " {" REGS "}, " DESC_A ", "      \
+      DESC_B ", p, 1, 1, 0, " TRANS_B ";\n}\n"                                                     \
+      : __VA_ARGS__ : "l"(desc_a), "l"(desc_b), "r"(scale_d), "n"(kTransB))
+
+#define ZT_WGMMA_M64N64_SS(TYPE) \
+  ZT_WGMMA_SS(TYPE, "m64n64k16", ZT_WGMMA_R0_31, "%32", "%33", "%34", "%35", ZT_WGMMA_D0_7)
 template <int kTransB, class Elem>
 __device__ __forceinline__ void wgmma_m64n64k16_ss(float (&d)[8][4],
     uint64_t desc_a, uint64_t desc_b, int scale_d) {
@@ -101,29 +103,9 @@ __device__ __forceinline__ void wgmma_m64n64k16_ss(float (&d)[8][4],
 #undef ZT_WGMMA_M64N64_SS
 
 // m64n80k16 (FlashAttention-3's key tile at head dim 256 in the forward): 40 accumulators.
-#define ZT_WGMMA_M64N80_SS(TYPE)                                                                  \
-  asm volatile(                                                                                   \
-      "{\n.reg .pred p;\n"                                                                        \
-      "setp.ne.b32 p, %42, 0;\n"                                                                  \
-      "wgmma.mma_async.sync.aligned.m64n80k16.f32." TYPE "." TYPE " {"                            \
-      "%0, %1, %2, %3, %4, %5, %6, %7, "                                                          \
-      "%8, %9, %10, %11, %12, %13, %14, %15, "                                                    \
-      "%16, %17, %18, %19, %20, %21, %22, %23, "                                                  \
-      "%24, %25, %26, %27, %28, %29, %30, %31, "                                                  \
-      "%32, %33, %34, %35, %36, %37, %38, %39"                                                    \
-      "}, %40, %41, p, 1, 1, 0, %43;\n}\n"                                                        \
-      : "+f"(d[0][0]), "+f"(d[0][1]), "+f"(d[0][2]), "+f"(d[0][3]),                               \
-        "+f"(d[1][0]), "+f"(d[1][1]), "+f"(d[1][2]), "+f"(d[1][3]),                               \
-        "+f"(d[2][0]), "+f"(d[2][1]), "+f"(d[2][2]), "+f"(d[2][3]),                               \
-        "+f"(d[3][0]), "+f"(d[3][1]), "+f"(d[3][2]), "+f"(d[3][3]),                               \
-        "+f"(d[4][0]), "+f"(d[4][1]), "+f"(d[4][2]), "+f"(d[4][3]),                               \
-        "+f"(d[5][0]), "+f"(d[5][1]), "+f"(d[5][2]), "+f"(d[5][3]),                               \
-        "+f"(d[6][0]), "+f"(d[6][1]), "+f"(d[6][2]), "+f"(d[6][3]),                               \
-        "+f"(d[7][0]), "+f"(d[7][1]), "+f"(d[7][2]), "+f"(d[7][3]),                               \
-        "+f"(d[8][0]), "+f"(d[8][1]), "+f"(d[8][2]), "+f"(d[8][3]),                               \
-        "+f"(d[9][0]), "+f"(d[9][1]), "+f"(d[9][2]), "+f"(d[9][3])                                \
-      : "l"(desc_a), "l"(desc_b), "r"(scale_d), "n"(kTransB))
-
+#define ZT_WGMMA_M64N80_SS(TYPE)                                                                   \
+  ZT_WGMMA_SS(TYPE, "m64n80k16", ZT_WGMMA_R0_31 ", %32, %33, %34, %35, %36, %37, %38, %39",        \
+              "%40", "%41", "%42", "%43", ZT_WGMMA_D0_7, ZT_WGMMA_D(8), ZT_WGMMA_D(9))
 template <int kTransB, class Elem>
 __device__ __forceinline__ void wgmma_m64n80k16_ss(float (&d)[10][4],
     uint64_t desc_a, uint64_t desc_b, int scale_d) {
@@ -133,61 +115,28 @@ __device__ __forceinline__ void wgmma_m64n80k16_ss(float (&d)[10][4],
     ZT_WGMMA_M64N80_SS("bf16");
 }
 #undef ZT_WGMMA_M64N80_SS
+#undef ZT_WGMMA_SS
 
-#define ZT_WGMMA_M64N256_RS(TYPE)                                                                 \
-  asm volatile(                                                                                   \
-      "{\n.reg .pred p;\n"                                                                        \
-      "setp.ne.b32 p, %133, 0;\n"                                                                 \
-      "wgmma.mma_async.sync.aligned.m64n256k16.f32." TYPE "." TYPE " {"                           \
-      "%0, %1, %2, %3, %4, %5, %6, %7, "                                                          \
-      "%8, %9, %10, %11, %12, %13, %14, %15, "                                                    \
-      "%16, %17, %18, %19, %20, %21, %22, %23, "                                                  \
-      "%24, %25, %26, %27, %28, %29, %30, %31, "                                                  \
-      "%32, %33, %34, %35, %36, %37, %38, %39, "                                                  \
-      "%40, %41, %42, %43, %44, %45, %46, %47, "                                                  \
-      "%48, %49, %50, %51, %52, %53, %54, %55, "                                                  \
-      "%56, %57, %58, %59, %60, %61, %62, %63, "                                                  \
-      "%64, %65, %66, %67, %68, %69, %70, %71, "                                                  \
-      "%72, %73, %74, %75, %76, %77, %78, %79, "                                                  \
-      "%80, %81, %82, %83, %84, %85, %86, %87, "                                                  \
-      "%88, %89, %90, %91, %92, %93, %94, %95, "                                                  \
-      "%96, %97, %98, %99, %100, %101, %102, %103, "                                              \
-      "%104, %105, %106, %107, %108, %109, %110, %111, "                                          \
-      "%112, %113, %114, %115, %116, %117, %118, %119, "                                          \
-      "%120, %121, %122, %123, %124, %125, %126, %127"                                            \
-      "}, {%128, %129, %130, %131}, %132, p, 1, 1, %134;\n}\n"                                    \
-      : "+f"(d[0][0]), "+f"(d[0][1]), "+f"(d[0][2]), "+f"(d[0][3]),                               \
-        "+f"(d[1][0]), "+f"(d[1][1]), "+f"(d[1][2]), "+f"(d[1][3]),                               \
-        "+f"(d[2][0]), "+f"(d[2][1]), "+f"(d[2][2]), "+f"(d[2][3]),                               \
-        "+f"(d[3][0]), "+f"(d[3][1]), "+f"(d[3][2]), "+f"(d[3][3]),                               \
-        "+f"(d[4][0]), "+f"(d[4][1]), "+f"(d[4][2]), "+f"(d[4][3]),                               \
-        "+f"(d[5][0]), "+f"(d[5][1]), "+f"(d[5][2]), "+f"(d[5][3]),                               \
-        "+f"(d[6][0]), "+f"(d[6][1]), "+f"(d[6][2]), "+f"(d[6][3]),                               \
-        "+f"(d[7][0]), "+f"(d[7][1]), "+f"(d[7][2]), "+f"(d[7][3]),                               \
-        "+f"(d[8][0]), "+f"(d[8][1]), "+f"(d[8][2]), "+f"(d[8][3]),                               \
-        "+f"(d[9][0]), "+f"(d[9][1]), "+f"(d[9][2]), "+f"(d[9][3]),                               \
-        "+f"(d[10][0]), "+f"(d[10][1]), "+f"(d[10][2]), "+f"(d[10][3]),                           \
-        "+f"(d[11][0]), "+f"(d[11][1]), "+f"(d[11][2]), "+f"(d[11][3]),                           \
-        "+f"(d[12][0]), "+f"(d[12][1]), "+f"(d[12][2]), "+f"(d[12][3]),                           \
-        "+f"(d[13][0]), "+f"(d[13][1]), "+f"(d[13][2]), "+f"(d[13][3]),                           \
-        "+f"(d[14][0]), "+f"(d[14][1]), "+f"(d[14][2]), "+f"(d[14][3]),                           \
-        "+f"(d[15][0]), "+f"(d[15][1]), "+f"(d[15][2]), "+f"(d[15][3]),                           \
-        "+f"(d[16][0]), "+f"(d[16][1]), "+f"(d[16][2]), "+f"(d[16][3]),                           \
-        "+f"(d[17][0]), "+f"(d[17][1]), "+f"(d[17][2]), "+f"(d[17][3]),                           \
-        "+f"(d[18][0]), "+f"(d[18][1]), "+f"(d[18][2]), "+f"(d[18][3]),                           \
-        "+f"(d[19][0]), "+f"(d[19][1]), "+f"(d[19][2]), "+f"(d[19][3]),                           \
-        "+f"(d[20][0]), "+f"(d[20][1]), "+f"(d[20][2]), "+f"(d[20][3]),                           \
-        "+f"(d[21][0]), "+f"(d[21][1]), "+f"(d[21][2]), "+f"(d[21][3]),                           \
-        "+f"(d[22][0]), "+f"(d[22][1]), "+f"(d[22][2]), "+f"(d[22][3]),                           \
-        "+f"(d[23][0]), "+f"(d[23][1]), "+f"(d[23][2]), "+f"(d[23][3]),                           \
-        "+f"(d[24][0]), "+f"(d[24][1]), "+f"(d[24][2]), "+f"(d[24][3]),                           \
-        "+f"(d[25][0]), "+f"(d[25][1]), "+f"(d[25][2]), "+f"(d[25][3]),                           \
-        "+f"(d[26][0]), "+f"(d[26][1]), "+f"(d[26][2]), "+f"(d[26][3]),                           \
-        "+f"(d[27][0]), "+f"(d[27][1]), "+f"(d[27][2]), "+f"(d[27][3]),                           \
-        "+f"(d[28][0]), "+f"(d[28][1]), "+f"(d[28][2]), "+f"(d[28][3]),                           \
-        "+f"(d[29][0]), "+f"(d[29][1]), "+f"(d[29][2]), "+f"(d[29][3]),                           \
-        "+f"(d[30][0]), "+f"(d[30][1]), "+f"(d[30][2]), "+f"(d[30][3]),                           \
-        "+f"(d[31][0]), "+f"(d[31][1]), "+f"(d[31][2]), "+f"(d[31][3])                            \
+// m64n256k16 with A from registers (P or dS fragments against a [K][256] tile).
+#define ZT_WGMMA_R32_127                                                                           \
+  "%32, %33, %34, %35, %36, %37, %38, %39, %40, %41, %42, %43, %44, %45, %46, %47, "               \
+  "%48, %49, %50, %51, %52, %53, %54, %55, %56, %57, %58, %59, %60, %61, %62, %63, "               \
+  "%64, %65, %66, %67, %68, %69, %70, %71, %72, %73, %74, %75, %76, %77, %78, %79, "               \
+  "%80, %81, %82, %83, %84, %85, %86, %87, %88, %89, %90, %91, %92, %93, %94, %95, "               \
+  "%96, %97, %98, %99, %100, %101, %102, %103, %104, %105, %106, %107, %108, %109, %110, %111, "   \
+  "%112, %113, %114, %115, %116, %117, %118, %119, %120, %121, %122, %123, %124, %125, %126, %127"
+#define ZT_WGMMA_M64N256_RS(TYPE)                                                                  \
+  asm volatile(                                                                                    \
+      "{\n.reg .pred p;\n"                                                                         \
+      "setp.ne.b32 p, %133, 0;\n"                                                                  \
+      "wgmma.mma_async.sync.aligned.m64n256k16.f32." TYPE "." TYPE " {" ZT_WGMMA_R0_31 ", "        \
+      ZT_WGMMA_R32_127 "}, {%128, %129, %130, %131}, %132, p, 1, 1, %134;\n}\n"                    \
+      : ZT_WGMMA_D0_7,                                                                             \
+        ZT_WGMMA_D(8), ZT_WGMMA_D(9), ZT_WGMMA_D(10), ZT_WGMMA_D(11), ZT_WGMMA_D(12),              \
+        ZT_WGMMA_D(13), ZT_WGMMA_D(14), ZT_WGMMA_D(15), ZT_WGMMA_D(16), ZT_WGMMA_D(17),            \
+        ZT_WGMMA_D(18), ZT_WGMMA_D(19), ZT_WGMMA_D(20), ZT_WGMMA_D(21), ZT_WGMMA_D(22),            \
+        ZT_WGMMA_D(23), ZT_WGMMA_D(24), ZT_WGMMA_D(25), ZT_WGMMA_D(26), ZT_WGMMA_D(27),            \
+        ZT_WGMMA_D(28), ZT_WGMMA_D(29), ZT_WGMMA_D(30), ZT_WGMMA_D(31)                             \
       : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "l"(desc_b), "r"(scale_d), "n"(kTransB))
 
 template <int kTransB, class Elem>
@@ -199,6 +148,9 @@ __device__ __forceinline__ void wgmma_m64n256k16_rs(float (&d)[32][4],
     ZT_WGMMA_M64N256_RS("bf16");
 }
 #undef ZT_WGMMA_M64N256_RS
-
+#undef ZT_WGMMA_R32_127
+#undef ZT_WGMMA_R0_31
+#undef ZT_WGMMA_D0_7
+#undef ZT_WGMMA_D
 
 }  // namespace zt::model::cuda::wgmma
