@@ -422,55 +422,39 @@ double NcclComm::take_busy_seconds() {
   return seconds;
 }
 
-// One rank (a single-GPU run at stage 1-3, with or without offload): NCCL would still run a
-// kernel per collective, and its one-rank reduce-scatter copies slowly on a few SMs beside the
-// compute (47 ms of the communication stream per GPT-J-6B step at stage 2 on one H200, for
-// 12 GB of gradients). cudaMemcpyAsync does the same copy at full bandwidth; the in-place
-// collectives have nothing to do.
-void NcclComm::single_rank_copy(void* dst, const void* src, size_t count, DType dtype) {
-  if (dst != src && count > 0)
-    ZT_CUDA_CHECK(cudaMemcpyAsync(dst, src, count * dtype_size(dtype), cudaMemcpyDeviceToDevice,
-                                  comm_stream_));
-}
-
 CommHandle NcclComm::all_reduce(void* data, size_t count, DType dtype, ReduceOp op) {
   const cudaEvent_t start = after_compute();
-  ncclResult_t status = ncclSuccess;
-  if (size_ > 1 && count > 0)
-    status = ncclAllReduce(data, data, count, nccl_type(dtype), nccl_op(op), state_->comm,
-                           comm_stream_);
+  const ncclResult_t status =
+      count > 0 ? ncclAllReduce(data, data, count, nccl_type(dtype), nccl_op(op), state_->comm, comm_stream_)
+                : ncclSuccess;
   return finish(status, "all_reduce", count, dtype, start);
 }
 
 CommHandle NcclComm::reduce_scatter(const void* send, void* recv, size_t recv_count, DType dtype,
                                     ReduceOp op) {
   const cudaEvent_t start = after_compute();
-  ncclResult_t status = ncclSuccess;
-  if (size_ == 1)
-    single_rank_copy(recv, send, recv_count, dtype);
-  else if (recv_count > 0)
-    status = ncclReduceScatter(send, recv, recv_count, nccl_type(dtype), nccl_op(op),
-                               state_->comm, comm_stream_);
+  const ncclResult_t status =
+      recv_count > 0 ? ncclReduceScatter(send, recv, recv_count, nccl_type(dtype), nccl_op(op),
+                                         state_->comm, comm_stream_)
+                     : ncclSuccess;
   return finish(status, "reduce_scatter", recv_count, dtype, start);
 }
 
 CommHandle NcclComm::all_gather(const void* send, void* recv, size_t send_count, DType dtype) {
   const cudaEvent_t start = after_compute();
-  ncclResult_t status = ncclSuccess;
   // NCCL treats send == recv + rank * send_count as in place, as Comm promises.
-  if (size_ == 1)
-    single_rank_copy(recv, send, send_count, dtype);
-  else if (send_count > 0)
-    status = ncclAllGather(send, recv, send_count, nccl_type(dtype), state_->comm, comm_stream_);
+  const ncclResult_t status =
+      send_count > 0 ? ncclAllGather(send, recv, send_count, nccl_type(dtype), state_->comm, comm_stream_)
+                     : ncclSuccess;
   return finish(status, "all_gather", send_count, dtype, start);
 }
 
 CommHandle NcclComm::broadcast(void* data, size_t count, DType dtype, int root) {
   ZT_CHECK(root >= 0 && root < size_, "broadcast root ", root, " outside ", size_, " ranks");
   const cudaEvent_t start = after_compute();
-  ncclResult_t status = ncclSuccess;
-  if (size_ > 1 && count > 0)
-    status = ncclBroadcast(data, data, count, nccl_type(dtype), root, state_->comm, comm_stream_);
+  const ncclResult_t status =
+      count > 0 ? ncclBroadcast(data, data, count, nccl_type(dtype), root, state_->comm, comm_stream_)
+                : ncclSuccess;
   return finish(status, "broadcast", count, dtype, start);
 }
 

@@ -104,9 +104,6 @@ class NcclComm final : public Comm {
   // records its end timing event and its completion event.
   CommHandle finish(ncclResult_t status, const char* kind, size_t count, DType dtype,
                     cudaEvent_t start);
-  // On one rank every collective is the identity: copies `count` elements from `src` to `dst`
-  // (nothing when they are the same) on the communication stream, in place of NCCL's kernels.
-  void single_rank_copy(void* dst, const void* src, size_t count, DType dtype);
   // A timing event from the pool (created when none is free).
   cudaEvent_t timing_event();
   // Adds the elapsed time of the oldest timed collectives whose end event has fired to busy_ms_
