@@ -222,12 +222,12 @@ std::string run_bench(const BenchArgs& a) {
     const double flops_fwd = 2.0 * double(b) * h * double(t) * t * hd;  // 2 matmuls, causal half
     const double flops_bwd = 2.5 * flops_fwd;                          // 5 matmuls
     out += line("\n%-34s %10s %12s %12s", "causal attention", "ms", "TFLOP/s", "of peak");
-    out += line("%-34s %10.3f %12.1f %11.0f%%", "forward", fwd, flops_fwd / (fwd * 1e-3) / 1e12,
+    out += line("%-34s %10.3f %12.1f %11.1f%%", "forward", fwd, flops_fwd / (fwd * 1e-3) / 1e12,
                 100 * flops_fwd / (fwd * 1e-3) / 1e12 / kPeakTflops);
-    out += line("%-34s %10.3f %12.1f %11.0f%%", "backward", bwd, flops_bwd / (bwd * 1e-3) / 1e12,
+    out += line("%-34s %10.3f %12.1f %11.1f%%", "backward", bwd, flops_bwd / (bwd * 1e-3) / 1e12,
                 100 * flops_bwd / (bwd * 1e-3) / 1e12 / kPeakTflops);
     const double both = (flops_fwd + flops_bwd) / ((fwd + bwd) * 1e-3) / 1e12;
-    out += line("%-34s %10.3f %12.1f %11.0f%%", "forward + backward", fwd + bwd, both, 100 * both / kPeakTflops);
+    out += line("%-34s %10.3f %12.1f %11.1f%%", "forward + backward", fwd + bwd, both, 100 * both / kPeakTflops);
   }
 
   out += line("\n%-34s %10s %12s", "memory-bound ops", "ms", "GB/s");
