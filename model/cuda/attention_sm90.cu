@@ -10,7 +10,8 @@
 //   - Q, K, V (and dO) stay in shared memory in the 128-byte swizzled layout wgmma reads, so the
 //     score and output MMAs read them there instead of through ldmatrix into registers; P (or dS)
 //     goes from the score accumulators to the next MMA as a register A operand;
-//   - key tiles are 64 wide.
+//   - key tiles are 80 wide in the forward (FlashAttention-3's width at head dim 256) and 64
+//     in the backward, whose kernels have no room for wider ones.
 // Tiles arrive by TMA (model/cuda/tma.cuh), issued by one thread, into slots guarded by
 // mbarriers, so no block barrier couples the two warpgroups inside a loop; in the forward and dQ
 // kernels they take turns to issue their MMAs (ping-pong), so one's softmax or dS step overlaps
