@@ -14,6 +14,12 @@ namespace zt::model {
 
 enum class Pass { kForward, kBackward };
 
+// Whether the model reads layer `layer`'s parameters in `pass`: always, except the embedding in
+// the backward, whose gradient is a scatter-add of the incoming gradient by token id (GPT-J's
+// lm_head is not tied to it). A provider need not make those parameters available then (stage 3
+// gathers nothing for it).
+inline bool reads_params(int layer, Pass pass) { return layer != 0 || pass == Pass::kForward; }
+
 class ParamProvider {
  public:
   virtual ~ParamProvider() = default;

@@ -286,11 +286,12 @@ void Engine::before_layer(int layer, model::Pass pass) {
       it = it->first == 0 ? std::next(it) : gathered_.erase(it);
     }
   }
+  if (!model::reads_params(layer, pass)) return;  // the embedding's backward
   gather_layer(layer);
   wait_gather(layer);
   // Prefetch the layer this pass needs next, so its gather overlaps this layer's compute.
   const int next = pass == model::Pass::kForward ? layer + 1 : layer - 1;
-  if (next >= 0 && next <= head) gather_layer(next);
+  if (next >= 0 && next <= head && model::reads_params(next, pass)) gather_layer(next);
 }
 
 void Engine::after_layer(int layer, model::Pass pass) {

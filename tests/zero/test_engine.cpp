@@ -173,6 +173,70 @@ TEST(Engine, EveryStageTrainsTheSameOnOneRank) {
   EXPECT_LT(losses[0].back(), 0.7 * losses[0].front());
 }
 
+// SelfComm that adds up the elements every all_gather sends.
+class GatherCountingComm final : public Comm {
+ public:
+  int64_t gathered = 0;
+  int rank() const override { return 0; }
+  int size() const override { return 1; }
+  Device device() const override { return Device::cpu(); }
+  CommHandle all_reduce(void* data, size_t count, DType dtype, ReduceOp op) override {
+    return self_.all_reduce(data, count, dtype, op);
+  }
+  CommHandle reduce_scatter(const void* send, void* recv, size_t recv_count, DType dtype,
+                            ReduceOp op) override {
+    return self_.reduce_scatter(send, recv, recv_count, dtype, op);
+  }
+  CommHandle all_gather(const void* send, void* recv, size_t send_count, DType dtype) override {
+    gathered += int64_t(send_count);
+    return self_.all_gather(send, recv, send_count, dtype);
+  }
+  CommHandle broadcast(void* data, size_t count, DType dtype, int root) override {
+    return self_.broadcast(data, count, dtype, root);
+  }
+  void barrier() override {}
+
+ private:
+  SelfComm self_;
+};
+
+// Stage 3 gathers each layer once per pass that reads it: every layer in the forward (the head
+// stays for the backward), the blocks again in the backward, and never the embedding there (its
+// backward reads no parameters: model::reads_params). On one rank a gather sends whole buckets.
+TEST(Engine, Stage3GathersOnlyTheLayersAPassReads) {
+  model::GptjConfig c;
+  std::vector<int32_t> in(64), tg(64);
+  for (int i = 0; i < 64; ++i) in[size_t(i)] = (i * 3) % 50, tg[size_t(i)] = (i * 3 + 1) % 50;
+  const model::Batch batch{in.data(), tg.data(), 2, 32};
+  auto m = model::make_cpu_gptj(c, {});
+  GatherCountingComm comm;
+  Engine e(c, options(DType::kBF16, 3), comm);
+  const FlatLayout& layout = e.layout();
+  auto layer_elements = [&](int layer) {
+    int64_t n = 0;
+    for (int b = layout.layer_first_bucket[size_t(layer)]; b < layout.layer_end_bucket[size_t(layer)]; ++b)
+      n += layout.buckets[size_t(b)].shard;
+    return n;
+  };
+  const int head = model::head_layer(c);
+  int64_t forward = 0, blocks = 0;
+  for (int layer = 0; layer <= head; ++layer) forward += layer_elements(layer);
+  for (int layer = 1; layer < head; ++layer) blocks += layer_elements(layer);
+  ASSERT_GT(layer_elements(0), 0);
+
+  for (int step = 0; step < 2; ++step) {
+    e.zero_grads();
+    e.set_last_micro_step(true);
+    comm.gathered = 0;
+    m->forward_backward(batch, e, e.micro_grad_scale(1));
+    EXPECT_EQ(comm.gathered, forward + blocks) << "step " << step;
+    e.step();
+  }
+  comm.gathered = 0;
+  m->forward(batch, e);
+  EXPECT_EQ(comm.gathered, forward);
+}
+
 // ZeRO-Offload on the host backend: the optimizer state moves to host buffers, gradients are
 // copied out chunk by chunk (stage 1) or per layer during backward (stages 2-3), the CPU AdamW
 // writes the new parameters over the copied gradients and they go back. The same AdamW on the
