@@ -7,17 +7,22 @@
 
 #include <chrono>
 #include <cstdio>
+#include <functional>
 #include <regex>
 #include <string>
 #include <thread>
+#include <utility>
 #include <vector>
 
 #include "runtime/comm.h"
+#include "runtime/cuda/context.h"
 #include "runtime/cuda/cuda_check.h"
 #include "runtime/cuda/nccl_comm.h"
 #include "runtime/device.h"
 #include "runtime/error.h"
+#include "runtime/memory.h"
 #include "runtime/self_comm.h"
+#include "zero/device_ops.h"
 
 namespace zt {
 namespace {
@@ -127,6 +132,46 @@ TEST_F(NcclWatchdogTest, StuckCollectiveAbortsWithinTheTimeoutAndLaterCallsThrow
   throws_same([&] { nccl.host_sync(stream_); }, "host_sync()");
   stuck.reset();  // dropping a request of an aborted communicator does not wait either
   std::printf("later calls threw the same error; total %.3f s\n", seconds_since(start));
+}
+
+// The engine's host reads on a GPU (the sum of squares, a download, a scalar all-reduce) wait
+// under the watchdog as well. With the compute stream held past comm.timeout_s, as when it waits
+// on a collective that a dead peer never joins, each throws the watchdog's error instead of
+// blocking until the stream moves on: a copy into pageable host memory blocks the host until
+// everything queued before it is done, so the watched wait has to come first.
+TEST_F(NcclWatchdogTest, EngineHostReadsEndWithTheWatchdogsError) {
+  CudaContext ctx(0);
+  const std::pair<const char*, std::function<void(zero::DeviceOps&, Comm&)>> reads[] = {
+      {"take_sum_of_squares", [](zero::DeviceOps& ops, Comm&) { ops.take_sum_of_squares(); }},
+      {"download",
+       [](zero::DeviceOps& ops, Comm&) {
+         Buffer b = ops.allocate(64, MemCategory::kBuffers, "test buffer");
+         unsigned char host[64];
+         ops.download(b.data(), host, sizeof(host));
+       }},
+      {"all_reduce_scalar",
+       [](zero::DeviceOps& ops, Comm& comm) { ops.all_reduce_scalar(comm, 1.5, ReduceOp::kSum); }},
+  };
+  for (const auto& [name, read] : reads) {
+    auto ops = zero::make_cuda_device_ops(ctx);
+    NcclComm nccl(self_, 0, ctx.stream(), /*timeout_s=*/0.5);
+    static const int kHoldMs = 1500;
+    ZT_CUDA_CHECK(cudaLaunchHostFunc(ctx.stream(), hold_stream, const_cast<int*>(&kHoldMs)));
+    std::string message;
+    try {
+      read(*ops, nccl);
+      ADD_FAILURE() << name << " returned although the stream was held past the timeout";
+    } catch (const Error& e) {
+      message = e.what();
+    }
+    EXPECT_NE(message.find("comm.timeout_s = 0.5"), std::string::npos) << name << ": " << message;
+    std::smatch waited;
+    ASSERT_TRUE(std::regex_search(message, waited, std::regex("for ([0-9.eE+-]+) s \\(comm")))
+        << name << ": " << message;
+    EXPECT_LT(std::stod(waited[1].str()), 1.0) << name;  // noticed at the timeout, not at 1.5 s
+    EXPECT_TRUE(nccl.aborted()) << name;
+    ZT_CUDA_CHECK(cudaStreamSynchronize(ctx.stream()));  // the hold is over before the next
+  }
 }
 
 TEST_F(NcclWatchdogTest, CollectivesWithATimeoutGiveTheRightValues) {
