@@ -101,14 +101,9 @@ __device__ __forceinline__ void issue_scores_mma(float (&d)[kTiles][4], const un
   const uint32_t b_lo = kmajor_desc_lo(b_tile, 0);
   wgmma::fence();
 #pragma unroll
-  for (int kk = 0; kk < kDh / 16; ++kk) {
-    const uint64_t a = wgmma::sw128_desc(a_lo, kmajor_step<kARows>(kk));
-    const uint64_t b = wgmma::sw128_desc(b_lo, kmajor_step<kKeys>(kk));
-    if constexpr (kKeys == 80)
-      wgmma::wgmma_m64n80k16_ss<0, Elem>(d, a, b, kk > 0);
-    else
-      wgmma::wgmma_m64n64k16_ss<0, Elem>(d, a, b, kk > 0);
-  }
+  for (int kk = 0; kk < kDh / 16; ++kk)
+    wgmma::wgmma_ss<0, Elem>(d, wgmma::sw128_desc(a_lo, kmajor_step<kARows>(kk)),
+                             wgmma::sw128_desc(b_lo, kmajor_step<kKeys>(kk)), kk > 0);
   wgmma::commit();
 }
 template <class Elem, int kARows = kBlockQ, int kTiles>

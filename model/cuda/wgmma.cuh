@@ -90,30 +90,28 @@ __device__ __forceinline__ void fence_registers(float (&d)[kTiles][4]) {
       DESC_B ", p, 1, 1, 0, " TRANS_B ";\n}\n"                                                     \
       : __VA_ARGS__ : "l"(desc_a), "l"(desc_b), "r"(scale_d), "n"(kTransB))
 
-#define ZT_WGMMA_M64N64_SS(TYPE) \
+#define ZT_WGMMA_M64N64_SS(TYPE)                                                                   \
   ZT_WGMMA_SS(TYPE, "m64n64k16", ZT_WGMMA_R0_31, "%32", "%33", "%34", "%35", ZT_WGMMA_D0_7)
-template <int kTransB, class Elem>
-__device__ __forceinline__ void wgmma_m64n64k16_ss(float (&d)[8][4],
-    uint64_t desc_a, uint64_t desc_b, int scale_d) {
-  if constexpr (std::is_same_v<Elem, __half>)
-    ZT_WGMMA_M64N64_SS("f16");
-  else
-    ZT_WGMMA_M64N64_SS("bf16");
-}
-#undef ZT_WGMMA_M64N64_SS
-
-// m64n80k16 (FlashAttention-3's key tile at head dim 256 in the forward): 40 accumulators.
 #define ZT_WGMMA_M64N80_SS(TYPE)                                                                   \
   ZT_WGMMA_SS(TYPE, "m64n80k16", ZT_WGMMA_R0_31 ", %32, %33, %34, %35, %36, %37, %38, %39",        \
               "%40", "%41", "%42", "%43", ZT_WGMMA_D0_7, ZT_WGMMA_D(8), ZT_WGMMA_D(9))
-template <int kTransB, class Elem>
-__device__ __forceinline__ void wgmma_m64n80k16_ss(float (&d)[10][4],
-    uint64_t desc_a, uint64_t desc_b, int scale_d) {
-  if constexpr (std::is_same_v<Elem, __half>)
+// m64nNk16 with A and B from shared memory, N = 8 kTiles: 64, or 80 (FlashAttention-3's key
+// tile at head dim 256, in the forward).
+template <int kTransB, class Elem, int kTiles>
+__device__ __forceinline__ void wgmma_ss(float (&d)[kTiles][4], uint64_t desc_a, uint64_t desc_b,
+                                         int scale_d) {
+  static_assert(kTiles == 8 || kTiles == 10, "m64n64k16 or m64n80k16");
+  constexpr bool kHalf = std::is_same_v<Elem, __half>;
+  if constexpr (kTiles == 8 && kHalf)
+    ZT_WGMMA_M64N64_SS("f16");
+  else if constexpr (kTiles == 8)
+    ZT_WGMMA_M64N64_SS("bf16");
+  else if constexpr (kHalf)
     ZT_WGMMA_M64N80_SS("f16");
   else
     ZT_WGMMA_M64N80_SS("bf16");
 }
+#undef ZT_WGMMA_M64N64_SS
 #undef ZT_WGMMA_M64N80_SS
 #undef ZT_WGMMA_SS
 
