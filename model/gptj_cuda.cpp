@@ -257,12 +257,9 @@ class CudaBackend {
 
   void logits_to_host(const T* logits, int64_t count, float* out) const {
     std::vector<T> host(static_cast<size_t>(count));
-    // A copy into pageable memory blocks until the stream's earlier work is done, which may wait
-    // on collectives (stage 3 gathers): wait for that under the watchdog first.
-    NcclComm::watched_sync(ctx_.stream());
-    ZT_CUDA_CHECK(cudaMemcpyAsync(host.data(), logits, size_t(count) * sizeof(T),
-                                  cudaMemcpyDeviceToHost, ctx_.stream()));
-    ctx_.synchronize();
+    // The stream may wait on collectives (stage 3 gathers).
+    NcclComm::watched_pageable_copy(host.data(), logits, size_t(count) * sizeof(T),
+                                    cudaMemcpyDeviceToHost, ctx_.stream());
     convert_cpu(host.data(), kDt, out, DType::kF32, size_t(count));
   }
 

@@ -56,10 +56,10 @@ class CudaDeviceOps final : public DeviceOps {
       convert_cpu(host, DType::kF32, staged.get(), dtype, n);
       from = staged.get();
     }
-    pageable_copy(dst, from, bytes, cudaMemcpyHostToDevice);
+    NcclComm::watched_pageable_copy(dst, from, bytes, cudaMemcpyHostToDevice, ctx_.stream());
   }
   void download(const void* src, void* host, size_t bytes) override {
-    pageable_copy(host, src, bytes, cudaMemcpyDeviceToHost);
+    NcclComm::watched_pageable_copy(host, src, bytes, cudaMemcpyDeviceToHost, ctx_.stream());
   }
   // cudaMemcpyDefault: either side may be pinned host memory (the offloaded master).
   void copy(const void* src, void* dst, size_t bytes) override {
@@ -137,7 +137,8 @@ class CudaDeviceOps final : public DeviceOps {
       return value;
     }
     double* slot = scalars_ + 1;
-    pageable_copy(slot, &value, sizeof(double), cudaMemcpyHostToDevice);
+    NcclComm::watched_pageable_copy(slot, &value, sizeof(double), cudaMemcpyHostToDevice,
+                                    ctx_.stream());
     CommHandle h = comm.all_reduce(slot, 1, DType::kF64, op);
     wait(*h);
     download(slot, &value, sizeof(double));
@@ -145,18 +146,6 @@ class CudaDeviceOps final : public DeviceOps {
   }
 
  private:
-  // A copy between the device and pageable host memory on the compute stream, waited for. Such a
-  // copy may block the host until everything queued before it on the stream is done (CUDA's
-  // rules for pageable transfers; a download always does), and that work may wait on a
-  // collective that a dead peer never joins: the stream is first waited for under the
-  // watchdog, so that wait ends with its error after comm.timeout_s instead of never. The copy
-  // then finds the stream idle.
-  void pageable_copy(void* dst, const void* src, size_t bytes, cudaMemcpyKind kind) {
-    NcclComm::watched_sync(ctx_.stream());
-    ZT_CUDA_CHECK(cudaMemcpyAsync(dst, src, bytes, kind, ctx_.stream()));
-    NcclComm::watched_sync(ctx_.stream());
-  }
-
   const CudaContext& ctx_;
   double* scalars_ = nullptr;  // [0]: the running sum of squares; [1]: all_reduce_scalar staging
   // Offload copies, one stream per direction so that PCIe carries both at once (stage 3 with

@@ -310,6 +310,13 @@ void NcclComm::watched_sync(cudaStream_t stream) {
   else ZT_CUDA_CHECK(cudaStreamSynchronize(stream));
 }
 
+void NcclComm::watched_pageable_copy(void* dst, const void* src, size_t bytes,
+                                     cudaMemcpyKind kind, cudaStream_t stream) {
+  watched_sync(stream);
+  ZT_CUDA_CHECK(cudaMemcpyAsync(dst, src, bytes, kind, stream));
+  watched_sync(stream);
+}
+
 void NcclComm::watched_event_sync(cudaEvent_t event) {
   if (active_comm != nullptr && !active_comm->aborted()) {
     const NcclOp op{"host wait for queued GPU work"};

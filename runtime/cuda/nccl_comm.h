@@ -84,6 +84,12 @@ class NcclComm final : public Comm {
   // collective that never completes ends in the watchdog's error instead of blocking forever.
   static void watched_sync(cudaStream_t stream);
   static void watched_event_sync(cudaEvent_t event);
+  // cudaMemcpyAsync on `stream` between the device and pageable host memory, waited for. Such a
+  // copy may block the host until everything queued before it on the stream is done (CUDA's
+  // rules for pageable transfers; a download always does), unwatched: the stream is first
+  // waited for under the watchdog (watched_sync), so that the copy finds it idle.
+  static void watched_pageable_copy(void* dst, const void* src, size_t bytes, cudaMemcpyKind kind,
+                                    cudaStream_t stream);
 
   // True once the communicator was aborted (every further call throws).
   bool aborted() const;
