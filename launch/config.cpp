@@ -365,6 +365,18 @@ RunConfig parse_config(std::string_view toml_text, std::string_view source_name,
         where_of({"train.seq_len", "model.n_positions", "model.preset"}),
         ": train.seq_len = ", config.train.seq_len,
         " is out of range: must be <= model.n_positions = ", config.model.shape.n_positions);
+  if (config.model.keep_activations > config.model.shape.n_layer)
+    throw_user_error(
+        where_of({"model.keep_activations", "model.n_layer", "model.preset"}),
+        ": model.keep_activations = ", config.model.keep_activations,
+        " is out of range: must be <= model.n_layer = ", config.model.shape.n_layer,
+        " (keeping every block's activations is model.activation_checkpointing = false)");
+  if (config.model.keep_activations > 0 && !config.model.activation_checkpointing)
+    throw_user_error(
+        where_of({"model.keep_activations", "model.activation_checkpointing"}),
+        ": model.keep_activations = ", config.model.keep_activations,
+        " needs model.activation_checkpointing = true: without checkpointing every block already "
+        "keeps its activations; turn checkpointing on, or set model.keep_activations = 0");
   if (config.optimizer.min_lr > config.optimizer.lr)
     throw_user_error(
         where_of({"optimizer.min_lr", "optimizer.lr"}),

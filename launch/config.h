@@ -18,6 +18,7 @@ struct ModelSection {
   std::string preset = "gptj-tiny";
   model::GptjConfig shape;  // the preset's shapes with any explicitly set key applied on top
   bool activation_checkpointing = false;
+  int64_t keep_activations = 0;  // with checkpointing: the last N blocks are not recomputed
   std::string init_from;    // weights to start from (launch/init_weights.h); "" = random init
 };
 

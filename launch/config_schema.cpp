@@ -178,6 +178,12 @@ std::vector<ConfigKey> build_schema() {
       "model", "activation_checkpointing",
       [](auto& c) -> auto& { return c.model.activation_checkpointing; },
       "Recompute each block's activations in the backward pass instead of keeping them"));
+  keys.push_back(int_key(
+      "model", "keep_activations", [](auto& c) -> auto& { return c.model.keep_activations; }, 0,
+      "With activation_checkpointing: the last N blocks keep their activations and are not "
+      "recomputed, which saves N blocks' forward time for N blocks' activations of memory "
+      "(`zerotrain estimate --keep-activations N` sizes it); 0 = recompute every block"));
+  keys.back().cross_rule = "<= model.n_layer; > 0 needs model.activation_checkpointing = true";
   keys.push_back(string_key(
       "model", "init_from", [](auto& c) -> auto& { return c.model.init_from; },
       "Start from these weights instead of a random init: a Hugging Face GPT-J folder "

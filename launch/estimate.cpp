@@ -54,22 +54,26 @@ std::string estimate_usage_text() {
   return "usage: zerotrain estimate [--model gptj-6b|gptj-tiny] [--config RUN.toml] [--gpus N]\n"
          "                          [--gpus-per-node 8] [--gpu-mem 80GiB] [--cpu-mem 512GiB]\n"
          "                          [--micro-batch B] [--seq-len T] [--precision bf16|fp16]\n"
-         "                          [--activation-checkpointing on|off] [--offload]\n"
+         "                          [--activation-checkpointing on|off] [--keep-activations N]\n"
+         "                          [--offload]\n"
          "\n"
          "Prints, for ZeRO stages 0-3 (and with --offload stages 1-3 with the fp32 master and Adam\n"
          "state in host memory, and stage 3 with its 16-bit parameter shard there too), the bytes\n"
          "each GPU holds for parameters, gradients, optimizer state, activations and transient\n"
          "buffers, the host memory per node, and whether the run fits. The model state\n"
          "comes from the same flat layout a run uses, so it equals what a run reports.\n"
+         "--keep-activations N: with checkpointing on, the last N blocks keep their activations\n"
+         "(model.keep_activations), so each one costs a block's activations and saves its recompute.\n"
          "--config takes the model shape, micro-batch, sequence length, precision, activation\n"
-         "checkpointing and bucket size from a training config; flags given after it override.\n"
-         "Defaults: gptj-6b, 1 GPU, 80GiB per GPU, 512GiB per node, micro-batch 1 x 2048 tokens,\n"
-         "bf16, activation checkpointing on.\n";
+         "checkpointing, kept blocks and bucket size from a training config; flags given after it\n"
+         "override. Defaults: gptj-6b, 1 GPU, 80GiB per GPU, 512GiB per node, micro-batch 1 x 2048\n"
+         "tokens, bf16, activation checkpointing on, no kept blocks.\n";
 }
 
 EstimateArgs parse_estimate_args(const std::vector<std::string>& args) {
   EstimateArgs a;
   a.input.model = model::gptj_preset("gptj-6b");
+  bool keep_given = false;  // --keep-activations on the command line (not only from --config)
   FlagReader r("estimate", args, FlagReader::Values::kNextOnly);
   while (r.next()) {
     if (r.arg() == "--offload") {
@@ -88,6 +92,7 @@ EstimateArgs parse_estimate_args(const std::vector<std::string>& args) {
       in.micro_batch = c.train.micro_batch_size;
       in.seq_len = c.train.seq_len;
       in.activation_checkpointing = c.model.activation_checkpointing;
+      in.keep_activations = c.model.keep_activations;
       in.bucket_elements = c.zero.bucket_elements;
       if (c.train.precision != DType::kF32) in.precision = c.train.precision;
     } else if (flag == "--gpus") {
@@ -112,10 +117,20 @@ EstimateArgs parse_estimate_args(const std::vector<std::string>& args) {
       }
     } else if (flag == "--activation-checkpointing") {
       in.activation_checkpointing = parse_on_off(flag, value);
+    } else if (flag == "--keep-activations") {
+      in.keep_activations = parse_int(flag, value, 0);
+      keep_given = true;
     } else {
       r.unknown_option();
     }
   }
+  if (a.input.keep_activations > a.input.model.n_layer)
+    throw_user_error("--keep-activations ", a.input.keep_activations, " exceeds the model's ",
+                     a.input.model.n_layer, " blocks");
+  if (keep_given && a.input.keep_activations > 0 && !a.input.activation_checkpointing)
+    throw_user_error("--keep-activations ", a.input.keep_activations,
+                     " needs activation checkpointing on: without it every block keeps its "
+                     "activations");
   if (a.input.seq_len > a.input.model.n_positions)
     throw_user_error("--seq-len ", a.input.seq_len, " exceeds the model's n_positions ",
                      a.input.model.n_positions);

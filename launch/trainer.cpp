@@ -220,6 +220,7 @@ TrainSummary train(const RunConfig& config, Comm& comm, const TrainOptions& opti
 #endif
   model::ModelOptions model_options;
   model_options.activation_checkpointing = config.model.activation_checkpointing;
+  model_options.keep_activations = config.model.keep_activations;
   std::unique_ptr<model::GptjModel> model;
   std::unique_ptr<zero::DeviceOps> device_ops;
   Comm* engine_comm = &comm;

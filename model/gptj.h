@@ -41,6 +41,10 @@ struct ModelOptions {
   bool activation_checkpointing = false;
   // Activations and arithmetic: kF32 for training; kF64 for the CPU reference in gradient checks.
   DType compute_dtype = DType::kF32;
+  // With activation_checkpointing: the last keep_activations blocks keep their activations from
+  // the forward and are not recomputed (0 <= keep_activations <= n_layer; n_layer recomputes
+  // nothing). Trades one block's activations of memory for one block's forward of time each.
+  int64_t keep_activations = 0;
 };
 
 class GptjModel {

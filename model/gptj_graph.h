@@ -9,7 +9,8 @@
 // Backward runs the layers in reverse with one running residual gradient dh [N, D]: each block's
 // backward reads dh as d(output) and leaves d(input) in it (the parallel residual makes that an
 // in-place update: dh += d(ln_1 path)). With activation checkpointing only x[i] is kept and a
-// block's activations are recomputed into one shared area right before its backward.
+// block's activations are recomputed into one shared area right before its backward, except for
+// the last ModelOptions::keep_activations blocks, which keep theirs from the forward.
 //
 // Provider protocol, per layer and pass (the order zero/ relies on; tests record it):
 //   forward:  before_layer(i, kForward), layer_params(i), after_layer(i, kForward)
@@ -102,6 +103,9 @@ class GptjGraph final : public GptjModel {
   GptjGraph(const GptjConfig& config, const ModelOptions& options, BackendArgs&&... backend_args)
       : config_(config), options_(options), backend_(std::forward<BackendArgs>(backend_args)...) {
     config_.validate();
+    ZT_CHECK(options_.keep_activations >= 0 && options_.keep_activations <= config_.n_layer,
+             "keep_activations = ", options_.keep_activations, " must be in [0, n_layer = ",
+             config_.n_layer, "]");
     const std::vector<ParamSpec> specs = gptj_param_specs(config_);
     layer_specs_.resize(size_t(num_layers_total(config_)));
     for (const ParamSpec& s : specs) layer_specs_[size_t(s.layer)].push_back(s);
@@ -111,7 +115,7 @@ class GptjGraph final : public GptjModel {
 
   LossSum forward(const Batch& batch, ParamProvider& params) override {
     check_batch(batch, true);
-    Workspace p(*this, batch, /*store_all=*/false, /*need_targets=*/true);
+    Workspace p(*this, batch, /*kept_from=*/config_.n_layer, /*need_targets=*/true);
     run_forward(batch, params, p);
     auto pending = head_forward(batch, params, p, /*want_grad=*/false, 0.0);
     backend_.loss_queued(pending);
@@ -121,8 +125,7 @@ class GptjGraph final : public GptjModel {
   LossTicket queue_forward_backward(const Batch& batch, ParamProvider& params,
                                     double grad_scale) override {
     check_batch(batch, true);
-    Workspace p(*this, batch, /*store_all=*/!options_.activation_checkpointing,
-                /*need_targets=*/true);
+    Workspace p(*this, batch, first_kept_block(), /*need_targets=*/true);
     run_forward(batch, params, p);
     auto pending = head_forward(batch, params, p, /*want_grad=*/true, grad_scale);
     run_backward(batch, params, p);
@@ -145,7 +148,7 @@ class GptjGraph final : public GptjModel {
 
   void logits(const Batch& batch, ParamProvider& params, float* out) override {
     check_batch(batch, false);
-    Workspace p(*this, batch, /*store_all=*/false, /*need_targets=*/false);
+    Workspace p(*this, batch, /*kept_from=*/config_.n_layer, /*need_targets=*/false);
     run_forward(batch, params, p);
     head_logits(params, p);
     backend_.logits_to_host(p.logits, batch.tokens() * config_.vocab_size, out);
@@ -167,28 +170,35 @@ class GptjGraph final : public GptjModel {
     T* act;           // [N, F] gelu output
   };
 
+  // The first block whose activations the forward keeps for the backward: 0 without
+  // checkpointing, n_layer when every block is recomputed.
+  int64_t first_kept_block() const {
+    return options_.activation_checkpointing ? config_.n_layer - options_.keep_activations : 0;
+  }
+
   // Everything one forward(+backward) needs, in one backend allocation made per call (the
-  // backend accounts it as activations).
+  // backend accounts it as activations). Blocks kept_from.. have their own activations; the
+  // blocks before share one area (recomputed in the backward, or dropped by a forward only).
   struct Workspace {
-    Workspace(GptjGraph& m, const Batch& batch, bool store_all, bool need_targets)
-        : n(batch.tokens()) {
+    Workspace(GptjGraph& m, const Batch& batch, int64_t kept_from, bool need_targets)
+        : n(batch.tokens()), kept_from(kept_from) {
       WorkspaceCarver measure(nullptr, 0, Backend::kWorkspaceAlign);
-      layout(m, batch, store_all, need_targets, measure);
+      layout(m, batch, need_targets, measure);
       memory = m.backend_.allocate_workspace(measure.bytes());
       WorkspaceCarver carve(memory.data(), measure.bytes(), Backend::kWorkspaceAlign);
-      layout(m, batch, store_all, need_targets, carve);
+      layout(m, batch, need_targets, carve);
       m.backend_.load_tokens(batch, need_targets, tokens);
     }
 
     // Takes every piece from `a` in a fixed order (run once to measure, once to carve).
-    void layout(GptjGraph& m, const Batch& b, bool store_all, bool need_targets,
-                WorkspaceCarver& a) {
+    void layout(GptjGraph& m, const Batch& b, bool need_targets, WorkspaceCarver& a) {
       const GptjConfig& c = m.config_;
       const int64_t d = c.d_model, f = c.d_ff;
       xs.clear();
       blocks.clear();
       for (int64_t i = 0; i <= c.n_layer; ++i) xs.push_back(a.take<T>(n * d));
-      const int64_t acts = store_all ? c.n_layer : 1;
+      // blocks[0] is the shared area when some block has none of its own.
+      const int64_t acts = (c.n_layer - kept_from) + (kept_from > 0 ? 1 : 0);
       for (int64_t i = 0; i < acts; ++i) {
         BlockActs s;
         s.ln_out = a.take<T>(n * d);
@@ -218,9 +228,15 @@ class GptjGraph final : public GptjModel {
       tokens = m.backend_.take_tokens(a, b, need_targets);
     }
 
-    BlockActs& acts(int64_t block) { return blocks.size() == 1 ? blocks[0] : blocks[size_t(block)]; }
+    // True when block i has its own activations from the forward (no recompute).
+    bool kept(int64_t block) const { return block >= kept_from; }
+    BlockActs& acts(int64_t block) {
+      if (!kept(block)) return blocks[0];
+      return blocks[size_t(block - kept_from + (kept_from > 0 ? 1 : 0))];
+    }
 
     int64_t n;
+    int64_t kept_from;
     typename Backend::Memory memory;
     std::vector<T*> xs;  // x[i]: input of block i; x[n_layer]: input of the head
     std::vector<BlockActs> blocks;
@@ -389,7 +405,7 @@ class GptjGraph final : public GptjModel {
       provider.before_layer(layer, Pass::kBackward);
       {
         const LayerParams w = bind_params(provider, layer);
-        if (options_.activation_checkpointing) {
+        if (!p.kept(i)) {
           // Recompute this block's activations from its saved input; the output goes to the
           // scratch d_ctx (it equals x[i+1] and is not needed).
           block_forward(b, w, p.xs[size_t(i)], p.d_ctx, p.acts(i), p.tmp);

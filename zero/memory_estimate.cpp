@@ -49,7 +49,12 @@ std::string verdict(const StageEstimate& e) {
 }
 
 std::string describe(const EstimateInput& in) {
-  char buf[512];
+  const std::string checkpointing =
+      !in.activation_checkpointing ? "off"
+      : in.keep_activations == 0   ? "on"
+                                   : "on, the last " + std::to_string(in.keep_activations) +
+                                         " blocks kept";
+  char buf[640];
   std::snprintf(buf, sizeof(buf),
                 "%lld parameters (d_model %lld, %lld layers, vocab %lld); %s; %d GPU%s (%d per node); "
                 "micro-batch %lld x %lld tokens; activation checkpointing %s; fits = under %.0f%% of "
@@ -58,7 +63,7 @@ std::string describe(const EstimateInput& in) {
                 (long long)in.model.n_layer, (long long)in.model.vocab_size,
                 std::string(dtype_name(in.precision)).c_str(), in.gpus, in.gpus == 1 ? "" : "s",
                 std::min(in.gpus, in.gpus_per_node), (long long)in.micro_batch, (long long)in.seq_len,
-                in.activation_checkpointing ? "on" : "off", kGpuUsable * 100, gib(in.gpu_bytes).c_str(),
+                checkpointing.c_str(), kGpuUsable * 100, gib(in.gpu_bytes).c_str(),
                 kCpuUsable * 100, gib(in.cpu_bytes).c_str());
   return buf;
 }
@@ -73,10 +78,13 @@ int64_t activation_bytes(const EstimateInput& in) {
   // fc_in output and gelu output (2 x [N, F]); fp32 LayerNorm mean/rstd and per-head softmax
   // log-sum-exp per token.
   const int64_t block = n * (6 * c.d_model + 2 * c.d_ff) * a + n * (8 + 4 * c.n_head);
-  // Checkpointing keeps each block's input and recomputes one block at a time; either way the
-  // backward needs about one block of gradient workspace.
-  const int64_t blocks = in.activation_checkpointing ? c.n_layer * n * c.d_model * a + 2 * block
-                                                     : (c.n_layer + 1) * block;
+  // Checkpointing keeps each block's input and recomputes one block at a time into one shared
+  // area (all but the input), except for the last keep_activations blocks, which keep all of
+  // theirs. Either way the backward needs about one block of gradient workspace.
+  const int64_t input = n * c.d_model * a;
+  const int64_t kept = in.activation_checkpointing ? in.keep_activations : c.n_layer;
+  const int64_t shared = kept < c.n_layer ? block - input : 0;
+  const int64_t blocks = c.n_layer * input + kept * (block - input) + shared + block;
   // Head: ln_f output and fp32 logits (their gradient overwrites them in place).
   const int64_t head = n * c.d_model * a + n * c.vocab_size * 4;
   return blocks + head;
@@ -85,6 +93,9 @@ int64_t activation_bytes(const EstimateInput& in) {
 std::vector<StageEstimate> estimate_memory(const EstimateInput& in, bool with_offload) {
   ZT_CHECK(in.gpus >= 1 && in.gpus_per_node >= 1, "need at least one GPU and one GPU per node");
   in.model.validate();
+  ZT_CHECK(in.keep_activations >= 0 && in.keep_activations <= in.model.n_layer,
+           "keep_activations = ", in.keep_activations, " must be in [0, n_layer = ", in.model.n_layer,
+           "]");
   const auto specs = model::gptj_param_specs(in.model);
   const int layers = model::num_layers_total(in.model);
   const int64_t w = int64_t(dtype_size(in.precision));

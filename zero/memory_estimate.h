@@ -19,6 +19,7 @@ struct EstimateInput {
   int64_t micro_batch = 1;
   int64_t seq_len = 2048;
   bool activation_checkpointing = true;
+  int64_t keep_activations = 0;  // with checkpointing: the last N blocks keep their activations
   int64_t bucket_elements = 25'000'000;
   int64_t gpu_bytes = int64_t(80) << 30;   // per GPU
   int64_t cpu_bytes = int64_t(512) << 30;  // per node

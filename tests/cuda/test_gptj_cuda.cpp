@@ -44,6 +44,7 @@
 #include "runtime/rng.h"
 #include "tests/support/device_provider.h"
 #include "tests/support/host_provider.h"
+#include "zero/memory_estimate.h"
 
 namespace zt::model {
 namespace {
@@ -253,16 +254,22 @@ TEST(GptjCuda, CheckpointingGivesBitIdenticalGradientsAndLoss) {
       const GptjConfig& c = k.config;
       const Tokens tk = random_tokens(k);
       const Batch batch = tk.batch(k.batch, k.seq);
-      DeviceProvider plain(c, dt, kParamSeed, ctx()), recomputed(c, dt, kParamSeed, ctx());
+      DeviceProvider plain(c, dt, kParamSeed, ctx());
       const LossSum a = make_cuda_gptj(c, ModelOptions{false, dt}, ctx())
                             ->forward_backward(batch, plain, grad_scale_for(dt));
-      const LossSum b = make_cuda_gptj(c, ModelOptions{true, dt}, ctx())
-                            ->forward_backward(batch, recomputed, grad_scale_for(dt));
-      EXPECT_EQ(a.sum, b.sum);
-      EXPECT_EQ(a.count, b.count);
-      const std::vector<uint16_t> ga = plain.grad_bits(), gb = recomputed.grad_bits();
-      ASSERT_EQ(ga.size(), gb.size());
-      for (size_t i = 0; i < ga.size(); ++i) ASSERT_EQ(ga[i], gb[i]) << "gradient element " << i;
+      const std::vector<uint16_t> ga = plain.grad_bits();
+      // Every block recomputed, then the last one kept (keep_activations), then all kept.
+      for (int64_t keep : {int64_t(0), int64_t(1), c.n_layer}) {
+        SCOPED_TRACE("keep_activations " + std::to_string(keep));
+        DeviceProvider recomputed(c, dt, kParamSeed, ctx());
+        const LossSum b = make_cuda_gptj(c, ModelOptions{true, dt, keep}, ctx())
+                              ->forward_backward(batch, recomputed, grad_scale_for(dt));
+        EXPECT_EQ(a.sum, b.sum);
+        EXPECT_EQ(a.count, b.count);
+        const std::vector<uint16_t> gb = recomputed.grad_bits();
+        ASSERT_EQ(ga.size(), gb.size());
+        for (size_t i = 0; i < ga.size(); ++i) ASSERT_EQ(ga[i], gb[i]) << "gradient element " << i;
+      }
     }
   }
 }
@@ -531,6 +538,43 @@ TEST(GptjCuda, WorkspaceIsAccountedAsActivations) {
   const int64_t n = tk.batch(k.batch, k.seq).tokens();
   EXPECT_GE(after.peak[act] - before.current[act],
             2 * n * ((k.config.n_layer + 1) * k.config.d_model + k.config.vocab_size));
+}
+
+// With checkpointing, each block of keep_activations adds what `zerotrain estimate` charges for
+// it (its saved tensors but the input), up to the workspace's 256-byte alignment of each of the
+// block's 10 pieces; keeping every block drops the shared recompute area and is exactly the
+// workspace of checkpointing off.
+TEST(GptjCuda, EachKeptBlockCostsWhatTheEstimatorSays) {
+  if (cuda_device_count() == 0) GTEST_SKIP() << "no CUDA device";
+  Case k = tiny_case();
+  k.config.n_layer = 3;
+  const Tokens tk = random_tokens(k);
+  DeviceProvider p(k.config, DType::kBF16, kParamSeed, ctx());
+  MemoryTracker& tracker = MemoryTracker::of(Device::cuda(ctx().device()));
+  const int act = int(MemCategory::kActivations);
+  auto workspace_peak = [&](ModelOptions o) {
+    auto model = make_cuda_gptj(k.config, o, ctx());
+    ctx().synchronize();
+    tracker.reset_peak();
+    const int64_t before = tracker.stats().current[act];
+    model->forward_backward(tk.batch(k.batch, k.seq), p, 1.0);
+    return tracker.stats().peak[act] - before;
+  };
+  zero::EstimateInput in;
+  in.model = k.config;
+  in.micro_batch = k.batch;
+  in.seq_len = k.seq;
+  const int64_t estimated = zero::activation_bytes(in);
+  std::vector<int64_t> peaks;
+  for (int64_t keep = 0; keep <= k.config.n_layer; ++keep) {
+    in.keep_activations = keep;
+    peaks.push_back(workspace_peak(ModelOptions{true, DType::kBF16, keep}));
+    if (keep == 0) continue;
+    SCOPED_TRACE("keep_activations " + std::to_string(keep));
+    EXPECT_NEAR(double(peaks[size_t(keep)] - peaks[0]),
+                double(zero::activation_bytes(in) - estimated), 10.0 * 256 * keep);
+  }
+  EXPECT_EQ(peaks.back(), workspace_peak(ModelOptions{false, DType::kBF16}));
 }
 
 TEST(StreamOrderedBuffer, AccountsAndReportsOutOfMemory) {

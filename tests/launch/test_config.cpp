@@ -31,6 +31,7 @@ void expect_same_config(const RunConfig& a, const RunConfig& b) {
   EXPECT_EQ(a.model.shape.layer_norm_eps, b.model.shape.layer_norm_eps);
   EXPECT_EQ(a.model.shape.init_std, b.model.shape.init_std);
   EXPECT_EQ(a.model.activation_checkpointing, b.model.activation_checkpointing);
+  EXPECT_EQ(a.model.keep_activations, b.model.keep_activations);
 
   EXPECT_EQ(a.optimizer.lr, b.optimizer.lr);
   EXPECT_EQ(a.optimizer.min_lr, b.optimizer.min_lr);
@@ -103,6 +104,7 @@ RunConfig every_key_changed() {
   c.model.shape.layer_norm_eps = 1.0 / 3.0 * 1e-5;
   c.model.shape.init_std = 0.1 + 0.2;  // 0.30000000000000004
   c.model.activation_checkpointing = true;
+  c.model.keep_activations = 2;
   c.model.init_from = "models/gpt-j-6b";
   c.train.on_checkpoint_error = "continue";
   c.train.max_skipped_steps = 7;
@@ -492,6 +494,29 @@ TEST(ConfigErrors, CrossKeyRules) {
             "optimizer.lr = 0.0001");
   EXPECT_EQ(parse_error("[fp16]\ninitial_scale = 2.0\nmin_scale = 4.0\n"),
             "run.toml:2: fp16.initial_scale = 2.0 is out of range: must be >= fp16.min_scale = 4.0");
+}
+
+TEST(ConfigErrors, KeptActivationsNeedCheckpointingAndAtMostEveryBlock) {
+  // gptj-tiny has 2 blocks.
+  EXPECT_EQ(parse_error("[model]\nactivation_checkpointing = true\nkeep_activations = 3\n"),
+            "run.toml:3: model.keep_activations = 3 is out of range: must be <= model.n_layer = 2 "
+            "(keeping every block's activations is model.activation_checkpointing = false)");
+  EXPECT_EQ(parse_error("[model]\nkeep_activations = 1\n"),
+            "run.toml:2: model.keep_activations = 1 needs model.activation_checkpointing = true: "
+            "without checkpointing every block already keeps its activations; turn checkpointing "
+            "on, or set model.keep_activations = 0");
+  // Lowering n_layer under a kept count is caught too, at the key that set it.
+  EXPECT_NE(parse_error("[model]\nactivation_checkpointing = true\nkeep_activations = 2\n",
+                        {"model.n_layer=1"})
+                .find("run.toml:3: model.keep_activations = 2 is out of range"),
+            std::string::npos);
+  EXPECT_NE(parse_error("[model]\nactivation_checkpointing = true\n", {"model.keep_activations=-1"})
+                .find("model.keep_activations"),
+            std::string::npos);
+  const RunConfig ok = parse_config(
+      "[model]\nactivation_checkpointing = true\nkeep_activations = 2\n", "run.toml", {});
+  EXPECT_EQ(ok.model.keep_activations, 2);
+  EXPECT_EQ(parse_config("", "run.toml", {}).model.keep_activations, 0);
 }
 
 TEST(ConfigErrors, OffloadNeedsAPartitioningStage) {

@@ -52,6 +52,47 @@ TEST(Estimate, ParsesFlagsAndRejectsBadOnes) {
   EXPECT_NE(error_of({"--precision", "fp32"}).find("bf16 or fp16"), std::string::npos);
 }
 
+// Each kept block (--keep-activations) adds its saved tensors except the input, which
+// checkpointing keeps anyway: ln_1 output, q, k, v, attention output (5 x [N, D] in bf16), the
+// fc_in and gelu outputs (2 x [N, F]), fp32 LayerNorm mean and rstd and the per-head
+// log-sum-exp. Keeping every block is checkpointing off.
+TEST(Estimate, KeptBlocksCostTheirActivationsAndKeepingAllIsCheckpointingOff) {
+  zero::EstimateInput in;  // 1 x 2048 tokens, bf16
+  in.model = model::gptj_preset("gptj-6b");
+  const int64_t n = in.micro_batch * in.seq_len, d = in.model.d_model, f = in.model.d_ff;
+  const int64_t per_block = n * (5 * d + 2 * f) * 2 + n * (8 + 4 * in.model.n_head);
+  const int64_t none = zero::activation_bytes(in);
+  for (int64_t keep : {1, 5, 27}) {
+    in.keep_activations = keep;
+    EXPECT_EQ(zero::activation_bytes(in), none + keep * per_block) << keep;
+  }
+  // The shared recompute area (one block but its input) goes once no block needs it.
+  in.keep_activations = in.model.n_layer;
+  const int64_t all = zero::activation_bytes(in);
+  EXPECT_EQ(all, none + (in.model.n_layer - 1) * per_block);
+  zero::EstimateInput off = in;
+  off.keep_activations = 0;
+  off.activation_checkpointing = false;
+  EXPECT_EQ(all, zero::activation_bytes(off));
+  // Without checkpointing the count is ignored: every block keeps its activations already.
+  off.keep_activations = 3;
+  EXPECT_EQ(zero::activation_bytes(off), all);
+}
+
+TEST(Estimate, KeepActivationsFlag) {
+  const EstimateArgs a = parse_estimate_args({"--keep-activations", "4"});
+  EXPECT_EQ(a.input.keep_activations, 4);
+  EXPECT_NE(run_estimate(a).find("activation checkpointing on, the last 4 blocks kept"),
+            std::string::npos);
+  EXPECT_NE(error_of({"--keep-activations", "29"}).find("--keep-activations 29 exceeds the model's 28 blocks"),
+            std::string::npos);
+  EXPECT_NE(error_of({"--keep-activations", "-1"}).find("--keep-activations -1: must be >= 0"),
+            std::string::npos);
+  EXPECT_NE(error_of({"--keep-activations", "2", "--activation-checkpointing", "off"})
+                .find("needs activation checkpointing on"),
+            std::string::npos);
+}
+
 // The estimator's model state is the engine's, byte for byte (one rank here; tests/mpi checks N).
 TEST(Estimate, ModelStateEqualsARealEngineOnOneRank) {
   zero::EstimateInput in;

@@ -141,8 +141,14 @@ TEST(Trainer, ActivationCheckpointingGivesTheSameRun) {
   RunConfig plain = quick_config(fresh_dir("ckpt0"), 4);
   RunConfig ckpt = quick_config(fresh_dir("ckpt1"), 4);
   ckpt.model.activation_checkpointing = true;
-  const TrainSummary a = train(plain), b = train(ckpt);
-  for (size_t i = 0; i < 4; ++i) EXPECT_EQ(a.steps[i].loss, b.steps[i].loss) << "step " << i + 1;
+  RunConfig kept = quick_config(fresh_dir("ckpt2"), 4);
+  kept.model.activation_checkpointing = true;
+  kept.model.keep_activations = 1;  // of gptj-tiny's 2 blocks: one recomputed, one kept
+  const TrainSummary a = train(plain), b = train(ckpt), k = train(kept);
+  for (size_t i = 0; i < 4; ++i) {
+    EXPECT_EQ(a.steps[i].loss, b.steps[i].loss) << "step " << i + 1;
+    EXPECT_EQ(a.steps[i].loss, k.steps[i].loss) << "step " << i + 1;
+  }
 }
 
 TEST(Trainer, Bf16ParametersTrainToo) {

@@ -134,18 +134,32 @@ TEST(GptjGradients, WholeModelMatchesFiniteDifferencesWithRecompute) {
   check_whole_model_gradients(true);
 }
 
+// Recompute reruns the same ops on the same inputs, so every block, recomputed or kept
+// (keep_activations), sees bit-identical activations.
 TEST(GptjGradients, RecomputeGivesBitIdenticalGradients) {
   GptjConfig c;  // gptj-tiny in fp32
+  c.n_layer = 3;
   const Tokens tk = random_tokens(4 * 32, c.vocab_size, 5, false);
-  HostProvider plain(c, DType::kF32, 1), recomputed(c, DType::kF32, 1);
+  HostProvider plain(c, DType::kF32, 1);
   const LossSum a =
       make_cpu_gptj(c, ModelOptions{false, DType::kF32})->forward_backward(tk.batch(4, 32), plain, 1.0);
-  const LossSum b = make_cpu_gptj(c, ModelOptions{true, DType::kF32})
-                        ->forward_backward(tk.batch(4, 32), recomputed, 1.0);
-  EXPECT_EQ(a.sum, b.sum);
-  const std::vector<double> ga = plain.all_grads(), gb = recomputed.all_grads();
-  ASSERT_EQ(ga.size(), gb.size());
-  for (size_t i = 0; i < ga.size(); ++i) ASSERT_EQ(ga[i], gb[i]) << "gradient element " << i;
+  const std::vector<double> ga = plain.all_grads();
+  for (int64_t keep = 0; keep <= c.n_layer; ++keep) {
+    SCOPED_TRACE("keep_activations " + std::to_string(keep));
+    HostProvider recomputed(c, DType::kF32, 1);
+    const LossSum b = make_cpu_gptj(c, ModelOptions{true, DType::kF32, keep})
+                          ->forward_backward(tk.batch(4, 32), recomputed, 1.0);
+    EXPECT_EQ(a.sum, b.sum);
+    const std::vector<double> gb = recomputed.all_grads();
+    ASSERT_EQ(ga.size(), gb.size());
+    for (size_t i = 0; i < ga.size(); ++i) ASSERT_EQ(ga[i], gb[i]) << "gradient element " << i;
+  }
+}
+
+TEST(GptjModel, RejectsMoreKeptBlocksThanTheModelHas) {
+  GptjConfig c;
+  EXPECT_THROW(make_cpu_gptj(c, ModelOptions{true, DType::kF32, c.n_layer + 1}), Error);
+  EXPECT_THROW(make_cpu_gptj(c, ModelOptions{true, DType::kF32, -1}), Error);
 }
 
 TEST(GptjModel, LossOfAnUntrainedModelIsNearLogVocab) {
