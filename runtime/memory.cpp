@@ -120,8 +120,8 @@ void throw_out_of_memory(Device device, size_t bytes, MemCategory category, std:
   const MemStats s = MemoryTracker::of(device).stats();
   ZT_FAIL("out of memory on ", device.str(), " allocating ", format_bytes(double(bytes)), " for ",
           what, " (", mem_category_name(category), "); in use: ", s.describe_current(),
-          ". Try a smaller micro_batch_size or seq_len, model.activation_checkpointing = true, "
-          "a higher zero.stage, or zero.offload_optimizer = \"cpu\" (and with stage 3 "
+          ". Try a smaller micro_batch_size or seq_len, model.activation_checkpointing = true "
+          "(with a lower model.keep_activations), a higher zero.stage, or zero.offload_optimizer = \"cpu\" (and with stage 3 "
           "zero.offload_params = \"cpu\"); `zerotrain estimate` shows what fits");
 }
 

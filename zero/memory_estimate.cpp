@@ -42,6 +42,14 @@ std::string gib(int64_t bytes) {
   return buf;
 }
 
+bool fits_gpu(int64_t bytes, const EstimateInput& in) {
+  return double(bytes) <= kGpuUsable * double(in.gpu_bytes);
+}
+
+std::string max_keep_text(const StageEstimate& e) {
+  return e.max_keep_activations < 0 ? "-" : std::to_string(e.max_keep_activations);
+}
+
 std::string verdict(const StageEstimate& e) {
   if (e.fits_gpu && e.fits_cpu) return "yes";
   if (!e.fits_gpu && !e.fits_cpu) return "no (GPU and CPU)";
@@ -134,8 +142,15 @@ std::vector<StageEstimate> estimate_memory(const EstimateInput& in, bool with_of
     if (stage >= 2) e.buffers = 3 * w * layer + w * (layer / std::max(1, l.partitions));
     if (stage == 3) e.buffers += 2 * w * layer;
     if (r.offload_params) e.buffers += w * max_layer_shard_elements(l);
-    e.fits_gpu = double(e.gpu_total()) <= kGpuUsable * double(in.gpu_bytes);
+    e.fits_gpu = fits_gpu(e.gpu_total(), in);
     e.fits_cpu = double(e.cpu_per_node) <= kCpuUsable * double(in.cpu_bytes);
+    EstimateInput kept = in;
+    kept.activation_checkpointing = true;
+    for (int64_t k = 0; k <= in.model.n_layer; ++k) {
+      kept.keep_activations = k;
+      if (!fits_gpu(e.gpu_total() - e.activations + activation_bytes(kept), in)) break;
+      e.max_keep_activations = k;
+    }
     rows.push_back(e);
   }
   return rows;
@@ -144,30 +159,33 @@ std::vector<StageEstimate> estimate_memory(const EstimateInput& in, bool with_of
 std::string format_estimate_table(const EstimateInput& in, const std::vector<StageEstimate>& rows) {
   std::string out = describe(in) + "\n\n";
   char line[256];
-  std::snprintf(line, sizeof(line), "%-6s %-10s %11s %11s %11s %12s %11s %12s %12s  %s\n", "stage",
-                "offload", "params", "grads", "optimizer", "activations", "buffers", "total/GPU",
-                "CPU/node", "fits");
+  std::snprintf(line, sizeof(line), "%-6s %-10s %11s %11s %11s %12s %11s %12s %12s  %-16s %s\n",
+                "stage", "offload", "params", "grads", "optimizer", "activations", "buffers",
+                "total/GPU", "CPU/node", "fits", "max keep");
   out += line;
   for (const StageEstimate& e : rows) {
-    std::snprintf(line, sizeof(line), "%-6d %-10s %11s %11s %11s %12s %11s %12s %12s  %s\n", e.stage,
-                  offload_name(e), gib(e.params).c_str(), gib(e.grads).c_str(),
+    std::snprintf(line, sizeof(line), "%-6d %-10s %11s %11s %11s %12s %11s %12s %12s  %-16s %s\n",
+                  e.stage, offload_name(e), gib(e.params).c_str(), gib(e.grads).c_str(),
                   gib(e.optimizer).c_str(), gib(e.activations).c_str(), gib(e.buffers).c_str(),
                   gib(e.gpu_total()).c_str(), e.offload ? gib(e.cpu_per_node).c_str() : "-",
-                  verdict(e).c_str());
+                  verdict(e).c_str(), max_keep_text(e).c_str());
     out += line;
   }
+  out += "\nmax keep: the most blocks model.keep_activations (--keep-activations) can keep with\n"
+         "activation checkpointing on while the GPU still fits; " +
+         std::to_string(in.model.n_layer) + " keeps every block, as checkpointing off does.\n";
   return out;
 }
 
 std::string format_estimate_markdown(const EstimateInput& in, const std::vector<StageEstimate>& rows) {
   std::string out = describe(in) + ".\n\n";
-  out += "| stage | offload | params | grads | optimizer | activations | buffers | total per GPU | CPU per node | fits |\n";
-  out += "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |\n";
+  out += "| stage | offload | params | grads | optimizer | activations | buffers | total per GPU | CPU per node | fits | max keep |\n";
+  out += "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |\n";
   for (const StageEstimate& e : rows) {
     out += "| " + std::to_string(e.stage) + " | " + offload_name(e) + " | " + gib(e.params) +
            " | " + gib(e.grads) + " | " + gib(e.optimizer) + " | " + gib(e.activations) + " | " +
            gib(e.buffers) + " | " + gib(e.gpu_total()) + " | " + (e.offload ? gib(e.cpu_per_node) : "-") +
-           " | " + verdict(e) + " |\n";
+           " | " + verdict(e) + " | " + max_keep_text(e) + " |\n";
   }
   return out;
 }

@@ -41,6 +41,10 @@ struct StageEstimate {
   int64_t cpu_per_node = 0;
   bool fits_gpu = false;
   bool fits_cpu = false;
+  // The most blocks model.keep_activations may keep, with activation checkpointing on, while the
+  // GPU still fits (n_layer: every block, as with checkpointing off); -1 when it does not fit
+  // even with every block recomputed.
+  int64_t max_keep_activations = -1;
 };
 
 // Stages 0-3 without offload, then (when `with_offload`) stages 1-3 with the optimizer offloaded

@@ -79,6 +79,27 @@ TEST(Estimate, KeptBlocksCostTheirActivationsAndKeepingAllIsCheckpointingOff) {
   EXPECT_EQ(zero::activation_bytes(off), all);
 }
 
+// max keep: the row fits with that many kept blocks and not with one more.
+TEST(Estimate, MaxKeepIsTheMostKeptBlocksThatStillFit) {
+  EstimateArgs a = parse_estimate_args({"--gpus", "2", "--gpu-mem", "80GiB", "--micro-batch", "4"});
+  const auto rows = zero::estimate_memory(a.input, false);
+  EXPECT_EQ(rows[0].max_keep_activations, -1);  // stage 0 does not fit 80 GiB at all
+  const zero::StageEstimate& s2 = rows[2];
+  ASSERT_TRUE(s2.fits_gpu);
+  ASSERT_GT(s2.max_keep_activations, 0);
+  ASSERT_LT(s2.max_keep_activations, a.input.model.n_layer);
+  a.input.keep_activations = s2.max_keep_activations;
+  EXPECT_TRUE(zero::estimate_memory(a.input, false)[2].fits_gpu);
+  a.input.keep_activations = s2.max_keep_activations + 1;
+  EXPECT_FALSE(zero::estimate_memory(a.input, false)[2].fits_gpu);
+  // The figure does not depend on the keep the estimate was asked for.
+  EXPECT_EQ(zero::estimate_memory(a.input, false)[2].max_keep_activations, s2.max_keep_activations);
+  // With room for everything, every block is kept.
+  const EstimateArgs big = parse_estimate_args({"--gpus", "8", "--gpu-mem", "141GiB"});
+  EXPECT_EQ(zero::estimate_memory(big.input, false)[3].max_keep_activations, 28);
+  EXPECT_NE(run_estimate(a).find("max keep"), std::string::npos);
+}
+
 TEST(Estimate, KeepActivationsFlag) {
   const EstimateArgs a = parse_estimate_args({"--keep-activations", "4"});
   EXPECT_EQ(a.input.keep_activations, 4);
