@@ -181,7 +181,7 @@ std::vector<ConfigKey> build_schema() {
   keys.push_back(int_key(
       "model", "keep_activations", [](auto& c) -> auto& { return c.model.keep_activations; }, 0,
       "With activation_checkpointing: the last N blocks keep their activations and are not "
-      "recomputed, which saves N blocks' forward time for N blocks' activations of memory "
+      "recomputed, which saves N blocks' recompute for N blocks' activations of memory "
       "(`zerotrain estimate --keep-activations N` sizes it); 0 = recompute every block"));
   keys.back().cross_rule = "<= model.n_layer; > 0 needs model.activation_checkpointing = true";
   keys.push_back(string_key(
