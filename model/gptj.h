@@ -42,8 +42,10 @@ struct ModelOptions {
   // Activations and arithmetic: kF32 for training; kF64 for the CPU reference in gradient checks.
   DType compute_dtype = DType::kF32;
   // With activation_checkpointing: the last keep_activations blocks keep their activations from
-  // the forward and are not recomputed (0 <= keep_activations <= n_layer; n_layer recomputes
-  // nothing). Trades one block's activations of memory for one block's forward of time each.
+  // the forward and are not recomputed (0 <= keep_activations <= n_layer). The block before them
+  // is not recomputed either (its activations are still in the shared recompute area), so
+  // n_layer - keep_activations - 1 blocks are recomputed, and none from n_layer - 1 up. Trades
+  // one block's activations of memory for one block's recompute each.
   int64_t keep_activations = 0;
 };
 

@@ -10,7 +10,8 @@
 // backward reads dh as d(output) and leaves d(input) in it (the parallel residual makes that an
 // in-place update: dh += d(ln_1 path)). With activation checkpointing only x[i] is kept and a
 // block's activations are recomputed into one shared area right before its backward, except for
-// the last ModelOptions::keep_activations blocks, which keep theirs from the forward.
+// the last ModelOptions::keep_activations blocks, which keep theirs from the forward, and the
+// block before those, whose forward activations are still in the shared area.
 //
 // Provider protocol, per layer and pass (the order zero/ relies on; tests record it):
 //   forward:  before_layer(i, kForward), layer_params(i), after_layer(i, kForward)
@@ -408,7 +409,9 @@ class GptjGraph final : public GptjModel {
       provider.before_layer(layer, Pass::kBackward);
       {
         const LayerParams w = bind_params(provider, layer);
-        if (!p.kept(i)) {
+        // The shared area still holds the forward's activations of the last block that used it
+        // (kept blocks and the head have their own memory), so that block needs no recompute.
+        if (!p.kept(i) && i != p.kept_from - 1) {
           // Recompute this block's activations from its saved input; its output equals
           // x[i+1] and is not computed again.
           block_forward(b, w, p.xs[size_t(i)], /*y=*/nullptr, p.acts(i), p.tmp);
