@@ -260,6 +260,9 @@ TrainSummary train(const RunConfig& config, Comm& comm, const TrainOptions& opti
   const double flops_per_token = model::gptj_flops_per_token(shape, seq);
   log_info("model gptj (", config.model.preset, " shapes): ", summary.num_params, " parameters, ",
            shape.n_layer, " layers, d_model ", shape.d_model, "; precision ", dtype_name(t.precision),
+           "; activation checkpointing ",
+           model::describe_checkpointing(config.model.activation_checkpointing,
+                                         config.model.keep_activations),
            "; ", device.is_cuda() ? "one GPU per rank (" + device.str() + " on rank 0)"
                                   : "device cpu (" + std::to_string(omp_get_max_threads()) + " threads per rank)");
   log_info("world size ", world, ", zero stage ", config.zero.stage, ", ",

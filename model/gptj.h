@@ -4,6 +4,7 @@
 
 #include <cstdint>
 #include <memory>
+#include <string>
 
 #include "model/config.h"
 #include "model/provider.h"
@@ -48,6 +49,14 @@ struct ModelOptions {
   // one block's activations of memory for one block's recompute each.
   int64_t keep_activations = 0;
 };
+
+// "off", "on", or "on, the last N blocks kept": for logs and `zerotrain estimate`.
+inline std::string describe_checkpointing(bool activation_checkpointing, int64_t keep_activations) {
+  if (!activation_checkpointing) return "off";
+  if (keep_activations == 0) return "on";
+  if (keep_activations == 1) return "on, the last block kept";
+  return "on, the last " + std::to_string(keep_activations) + " blocks kept";
+}
 
 class GptjModel {
  public:

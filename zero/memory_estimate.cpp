@@ -5,6 +5,7 @@
 #include <algorithm>
 #include <cstdio>
 
+#include "model/gptj.h"
 #include "model/params.h"
 #include "runtime/error.h"
 #include "runtime/log.h"
@@ -58,10 +59,7 @@ std::string verdict(const StageEstimate& e) {
 
 std::string describe(const EstimateInput& in) {
   const std::string checkpointing =
-      !in.activation_checkpointing ? "off"
-      : in.keep_activations == 0   ? "on"
-                                   : "on, the last " + std::to_string(in.keep_activations) +
-                                         " blocks kept";
+      model::describe_checkpointing(in.activation_checkpointing, in.keep_activations);
   char buf[640];
   std::snprintf(buf, sizeof(buf),
                 "%lld parameters (d_model %lld, %lld layers, vocab %lld); %s; %d GPU%s (%d per node); "
