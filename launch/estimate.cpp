@@ -51,8 +51,8 @@ int64_t parse_byte_size(const std::string& flag, const std::string& text) {
 }
 
 std::string estimate_usage_text() {
-  return "usage: zerotrain estimate [--model gptj-6b|gptj-tiny] [--config RUN.toml] [--gpus N]\n"
-         "                          [--gpus-per-node 8] [--gpu-mem 80GiB] [--cpu-mem 512GiB]\n"
+  return "usage: zerotrain estimate [--model gptj-6b|gptj-tiny] [--config RUN.toml [--set KEY=VALUE]]\n"
+         "                          [--gpus N] [--gpus-per-node 8] [--gpu-mem 80GiB] [--cpu-mem 512GiB]\n"
          "                          [--micro-batch B] [--seq-len T] [--precision bf16|fp16]\n"
          "                          [--activation-checkpointing on|off] [--keep-activations N]\n"
          "                          [--offload]\n"
@@ -66,7 +66,8 @@ std::string estimate_usage_text() {
          "(model.keep_activations), so each one costs a block's activations and saves its recompute.\n"
          "--config takes the model shape, micro-batch, sequence length, precision, activation\n"
          "checkpointing, kept blocks and bucket size from a training config; flags given after it\n"
-         "override. Defaults: gptj-6b, 1 GPU, 80GiB per GPU, 512GiB per node, micro-batch 1 x 2048\n"
+         "override. --set KEY=VALUE (repeatable) changes a config key first, as `zerotrain train`\n"
+         "does. Defaults: gptj-6b, 1 GPU, 80GiB per GPU, 512GiB per node, micro-batch 1 x 2048\n"
          "tokens, bf16, activation checkpointing on, no kept blocks.\n";
 }
 
@@ -74,6 +75,11 @@ EstimateArgs parse_estimate_args(const std::vector<std::string>& args) {
   EstimateArgs a;
   a.input.model = model::gptj_preset("gptj-6b");
   bool keep_given = false;  // --keep-activations on the command line (not only from --config)
+  // --set values apply to --config wherever they stand, as in `zerotrain train`.
+  std::vector<std::string> overrides;
+  bool config_given = false;
+  for (size_t i = 0; i + 1 < args.size(); ++i)
+    if (args[i] == "--set") overrides.push_back(args[++i]);
   FlagReader r("estimate", args, FlagReader::Values::kNextOnly);
   while (r.next()) {
     if (r.arg() == "--offload") {
@@ -86,8 +92,11 @@ EstimateArgs parse_estimate_args(const std::vector<std::string>& args) {
     zero::EstimateInput& in = a.input;
     if (flag == "--model") {
       in.model = model::gptj_preset(value);
+    } else if (flag == "--set") {
+      continue;  // collected above
     } else if (flag == "--config") {
-      const RunConfig c = load_config(value, {});
+      config_given = true;
+      const RunConfig c = load_config(value, overrides);
       in.model = c.model.shape;
       in.micro_batch = c.train.micro_batch_size;
       in.seq_len = c.train.seq_len;
@@ -124,6 +133,8 @@ EstimateArgs parse_estimate_args(const std::vector<std::string>& args) {
       r.unknown_option();
     }
   }
+  if (!overrides.empty() && !config_given)
+    throw_user_error("--set ", overrides.front(), " changes a training config: give it with --config RUN.toml");
   if (a.input.keep_activations > a.input.model.n_layer)
     throw_user_error("--keep-activations ", a.input.keep_activations, " exceeds the model's ",
                      a.input.model.n_layer, " blocks");

@@ -379,6 +379,8 @@ def estimate(a, config_path, g):
     key = (config_path, g)
     if key not in _estimate_cache:
         cmd = [a.zerotrain, "estimate", "--config", config_path, "--gpus", str(g), "--offload"]
+        for kv in a.sets:  # the runs' overrides (micro-batch, kept blocks, ...) size them too
+            cmd += ["--set", kv]
         try:
             p = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
             _estimate_cache[key] = parse_estimate_table(p.stdout) if p.returncode == 0 else {}

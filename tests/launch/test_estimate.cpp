@@ -100,6 +100,23 @@ TEST(Estimate, MaxKeepIsTheMostKeptBlocksThatStillFit) {
   EXPECT_NE(run_estimate(a).find("max keep"), std::string::npos);
 }
 
+// --set changes the config before the estimate reads it, wherever it stands.
+TEST(Estimate, SetOverridesTheConfig) {
+  const std::string config = std::string(ZT_SOURCE_DIR) + "/examples/gptj-6b-2gpu.toml";
+  const EstimateArgs a = parse_estimate_args(
+      {"--set", "model.keep_activations=28", "--config", config, "--set", "train.micro_batch_size=2"});
+  EXPECT_EQ(a.input.keep_activations, 28);
+  EXPECT_EQ(a.input.micro_batch, 2);
+  EXPECT_TRUE(a.input.activation_checkpointing);
+  EXPECT_EQ(parse_estimate_args({"--config", config}).input.keep_activations, 0);
+  EXPECT_EQ(error_of({"--config", config, "--set", "model.keep_activation=3"}),
+            "--set model.keep_activation=3: unknown config key \"model.keep_activation\" (did you "
+            "mean \"model.keep_activations\"?)");
+  EXPECT_NE(error_of({"--set", "model.keep_activations=3"}).find("give it with --config RUN.toml"),
+            std::string::npos);
+  EXPECT_NE(error_of({"--config", config, "--set"}).find("--set needs a value"), std::string::npos);
+}
+
 TEST(Estimate, KeepActivationsFlag) {
   const EstimateArgs a = parse_estimate_args({"--keep-activations", "4"});
   EXPECT_EQ(a.input.keep_activations, 4);
