@@ -91,8 +91,9 @@ int64_t activation_bytes(const EstimateInput& in) {
   const int64_t kept = in.activation_checkpointing ? in.keep_activations : c.n_layer;
   const int64_t shared = kept < c.n_layer ? block - input : 0;
   const int64_t blocks = c.n_layer * input + kept * (block - input) + shared + block;
-  // Head: ln_f output and fp32 logits (their gradient overwrites them in place).
-  const int64_t head = n * c.d_model * a + n * c.vocab_size * 4;
+  // Head: ln_f output and the logits, 16-bit like the rest (their gradient overwrites them in
+  // place; the fused cross-entropy keeps only a loss per token).
+  const int64_t head = n * c.d_model * a + n * c.vocab_size * a;
   return blocks + head;
 }
 
@@ -132,12 +133,13 @@ std::vector<StageEstimate> estimate_memory(const EstimateInput& in, bool with_of
     e.cpu_per_node = (state.host_optimizer + state.host_buffers + state.host_params) * ranks_per_node;
     e.activations = activation_bytes(in);
     // Transient buffers, as the engine allocates them: stage 1 the reduce-scattered gradient
-    // shard; stages 2-3 up to three layers of full gradients (one being computed, two being
-    // reduced); stage 3 also two gathered layers (the current one and the prefetched next), and
-    // with offload_params the uploaded shard piece the prefetch gathers from.
+    // shard; stages 2-3 three layers of full gradients with their reduce-scatter staging (the
+    // peak comes when a layer's reduction is queued behind two still in flight, before the
+    // oldest is drained); stage 3 also two gathered layers (the current one and the prefetched
+    // next), and with offload_params the uploaded shard piece the prefetch gathers from.
     const int64_t layer = max_layer_elements(l);
     if (stage == 1) e.buffers = w * l.shard_size;
-    if (stage >= 2) e.buffers = 3 * w * layer + w * (layer / std::max(1, l.partitions));
+    if (stage >= 2) e.buffers = 3 * w * layer + 3 * w * (layer / std::max(1, l.partitions));
     if (stage == 3) e.buffers += 2 * w * layer;
     if (r.offload_params) e.buffers += w * max_layer_shard_elements(l);
     e.fits_gpu = fits_gpu(e.gpu_total(), in);

@@ -54,7 +54,8 @@ struct StageEstimate {
 std::vector<StageEstimate> estimate_memory(const EstimateInput& input, bool with_offload);
 
 // Activation bytes of one micro-batch on one rank (the CUDA backend's layout: 16-bit activations,
-// flash attention keeping only per-row softmax statistics, fp32 logits and their gradient).
+// flash attention keeping only per-row softmax statistics, 16-bit logits that their gradient
+// overwrites).
 int64_t activation_bytes(const EstimateInput& input);
 
 // The estimate as a text table (for `zerotrain estimate`) and as Markdown (docs/zero.md).

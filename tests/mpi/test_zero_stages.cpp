@@ -10,7 +10,9 @@
 
 #include "launch/config.h"
 #include "launch/trainer.h"
+#include "model/gptj.h"
 #include "runtime/log.h"
+#include "runtime/memory.h"
 #include "runtime/mpi_comm.h"
 #include "runtime/self_comm.h"
 #include "zero/engine.h"
@@ -270,6 +272,46 @@ TEST_F(ZeroStages, ModelStateBytesFollowTheTable) {
   ASSERT_TRUE(row.stage == 3 && row.offload_params);
   EXPECT_EQ(row.params + row.grads + row.optimizer, b.total());
   EXPECT_EQ(row.cpu_per_node, n * (b.host_optimizer + b.host_buffers + b.host_params));
+}
+
+// The transient buffers of stages 2 and 3 at N ranks are what `zerotrain estimate` says, byte for
+// byte: 3 full layers being reduced, their 3 staging shards and (stage 3) 2 gathered layers, each
+// sized by the largest layer (a block here: 4 blocks of gptj-tiny, fp32 so that the CPU model
+// keeps no conversion scratch in the category). Buckets are padded to a multiple of N, so a
+// layer's staging shard is exactly its size / N.
+TEST_F(ZeroStages, TransientBuffersFollowTheEstimate) {
+  model::GptjConfig shape;
+  shape.n_layer = 4;
+  const int n = world_.size();
+  zero::EstimateInput in;
+  in.model = shape;
+  in.gpus = n;
+  in.precision = DType::kF32;
+  in.bucket_elements = 20000;
+  in.seq_len = 32;
+  in.micro_batch = 2;
+  const auto rows = zero::estimate_memory(in, false);
+  std::vector<int32_t> ids(64), targets(64);
+  for (int i = 0; i < 64; ++i) ids[size_t(i)] = (i * 5 + world_.rank()) % 50, targets[size_t(i)] = (i * 3) % 50;
+  const model::Batch batch{ids.data(), targets.data(), 2, 32};
+  auto m = model::make_cpu_gptj(shape, {});
+  MemoryTracker& tracker = MemoryTracker::of(Device::cpu());
+  const int buffers = int(MemCategory::kBuffers);
+  for (int stage : {2, 3}) {
+    SCOPED_TRACE("stage " + std::to_string(stage));
+    zero::EngineOptions o;
+    o.param_dtype = DType::kF32;
+    o.stage = stage;
+    o.bucket_elements = in.bucket_elements;
+    zero::Engine e(shape, o, world_);
+    const int64_t before = tracker.stats().current[buffers];
+    tracker.reset_peak();
+    e.zero_grads();
+    e.set_last_micro_step(true);
+    m->forward_backward(batch, e, e.micro_grad_scale(1));
+    e.step();
+    EXPECT_EQ(tracker.stats().peak[buffers] - before, rows[size_t(stage)].buffers);
+  }
 }
 
 // A non-finite gradient on one rank (the last) at steps 2 and 3 of an fp16 run: every rank skips
