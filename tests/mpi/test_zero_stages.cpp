@@ -274,11 +274,12 @@ TEST_F(ZeroStages, ModelStateBytesFollowTheTable) {
   EXPECT_EQ(row.cpu_per_node, n * (b.host_optimizer + b.host_buffers + b.host_params));
 }
 
-// The transient buffers of stages 2 and 3 at N ranks are what `zerotrain estimate` says, byte for
-// byte: 3 full layers being reduced, their 3 staging shards and (stage 3) 2 gathered layers, each
-// sized by the largest layer (a block here: 4 blocks of gptj-tiny, fp32 so that the CPU model
-// keeps no conversion scratch in the category). Buckets are padded to a multiple of N, so a
-// layer's staging shard is exactly its size / N.
+// The transient buffers of stages 1-3 at N ranks are what `zerotrain estimate` says, byte for
+// byte: stage 1's reduced gradient shard; at stages 2-3, 3 full layers being reduced, their 3
+// staging shards and (stage 3) 2 gathered layers, each sized by the largest layer (a block here:
+// 4 blocks of gptj-tiny, fp32 so that the CPU model keeps no conversion scratch in the
+// category). Buckets are padded to a multiple of N, so a layer's staging shard is exactly its
+// size / N.
 TEST_F(ZeroStages, TransientBuffersFollowTheEstimate) {
   model::GptjConfig shape;
   shape.n_layer = 4;
@@ -297,7 +298,7 @@ TEST_F(ZeroStages, TransientBuffersFollowTheEstimate) {
   auto m = model::make_cpu_gptj(shape, {});
   MemoryTracker& tracker = MemoryTracker::of(Device::cpu());
   const int buffers = int(MemCategory::kBuffers);
-  for (int stage : {2, 3}) {
+  for (int stage : {1, 2, 3}) {
     SCOPED_TRACE("stage " + std::to_string(stage));
     zero::EngineOptions o;
     o.param_dtype = DType::kF32;
