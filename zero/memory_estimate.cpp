@@ -74,26 +74,48 @@ std::string describe(const EstimateInput& in) {
   return buf;
 }
 
+constexpr int64_t kActivationBytes = 2;  // 16-bit (fp32 runs are CPU-only and not estimated here)
+
+// A block's input [N, D]: kept for every block when checkpointing.
+int64_t block_input_bytes(const EstimateInput& in) {
+  return in.micro_batch * in.seq_len * in.model.d_model * kActivationBytes;
+}
+
 }  // namespace
+
+int64_t kept_block_bytes(const EstimateInput& in) {
+  const model::GptjConfig& c = in.model;
+  const int64_t n = in.micro_batch * in.seq_len;
+  // ln_1 output, q, k, v, attention output (5 x [N, D]), fc_in output and gelu output
+  // (2 x [N, F]); fp32 LayerNorm mean/rstd and per-head softmax log-sum-exp per token.
+  return n * (5 * c.d_model + 2 * c.d_ff) * kActivationBytes + n * (8 + 4 * c.n_head);
+}
+
+int64_t max_keep_from_peak(int64_t peak, int64_t gpu_bytes, int64_t per_block, int64_t keep,
+                           int64_t n_layer) {
+  ZT_CHECK(per_block > 0 && keep >= 0 && keep <= n_layer, "max_keep_from_peak: per_block ",
+           per_block, ", keep ", keep, " of ", n_layer);
+  const double room = kGpuUsable * double(gpu_bytes) - double(peak);
+  if (room < double(per_block)) return keep;
+  const int64_t more = std::min<int64_t>(int64_t(room / double(per_block)), n_layer - keep);
+  const int64_t best = keep + more;
+  return best == n_layer - 1 ? n_layer : best;
+}
 
 int64_t activation_bytes(const EstimateInput& in) {
   const model::GptjConfig& c = in.model;
   const int64_t n = in.micro_batch * in.seq_len;
-  const int64_t a = 2;  // 16-bit activations (fp32 runs are CPU-only and not estimated here)
-  // One block's saved tensors: input, ln_1 output, q, k, v, attention output (6 x [N, D]),
-  // fc_in output and gelu output (2 x [N, F]); fp32 LayerNorm mean/rstd and per-head softmax
-  // log-sum-exp per token.
-  const int64_t block = n * (6 * c.d_model + 2 * c.d_ff) * a + n * (8 + 4 * c.n_head);
+  const int64_t input = block_input_bytes(in);
+  const int64_t rest = kept_block_bytes(in);  // everything of a block but its input
   // Checkpointing keeps each block's input and recomputes one block at a time into one shared
   // area (all but the input), except for the last keep_activations blocks, which keep all of
   // theirs. Either way the backward needs about one block of gradient workspace.
-  const int64_t input = n * c.d_model * a;
   const int64_t kept = in.activation_checkpointing ? in.keep_activations : c.n_layer;
-  const int64_t shared = kept < c.n_layer ? block - input : 0;
-  const int64_t blocks = c.n_layer * input + kept * (block - input) + shared + block;
+  const int64_t shared = kept < c.n_layer ? rest : 0;
+  const int64_t blocks = c.n_layer * input + kept * rest + shared + (input + rest);
   // Head: ln_f output and the logits, 16-bit like the rest (their gradient overwrites them in
   // place; the fused cross-entropy keeps only a loss per token).
-  const int64_t head = n * c.d_model * a + n * c.vocab_size * a;
+  const int64_t head = n * c.d_model * kActivationBytes + n * c.vocab_size * kActivationBytes;
   return blocks + head;
 }
 

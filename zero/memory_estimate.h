@@ -53,6 +53,17 @@ struct StageEstimate {
 // buffers and allocator slack).
 std::vector<StageEstimate> estimate_memory(const EstimateInput& input, bool with_offload);
 
+// What each block of model.keep_activations adds to the activations: its saved tensors but the
+// input, which checkpointing keeps anyway.
+int64_t kept_block_bytes(const EstimateInput& input);
+
+// From a run's measured peak (bytes per GPU, `keep` blocks kept of `n_layer`): the most blocks
+// model.keep_activations could keep while the peak stays under the estimator's usable share of
+// gpu_bytes, each adding `per_block`; `keep` when no more fit. Going from n_layer - 1 to n_layer
+// costs nothing (the shared recompute area goes), so n_layer - 1 becomes n_layer.
+int64_t max_keep_from_peak(int64_t peak, int64_t gpu_bytes, int64_t per_block, int64_t keep,
+                           int64_t n_layer);
+
 // Activation bytes of one micro-batch on one rank (the CUDA backend's layout: 16-bit activations,
 // flash attention keeping only per-row softmax statistics, 16-bit logits that their gradient
 // overwrites).

@@ -20,6 +20,8 @@ void cuda_free_async(int device, void* ptr, void* stream);
 // back to the driver at every synchronisation. cuda_allocate_async calls it; exposed for code
 // that allocates from the pool by other means (the ops' scratch).
 void keep_pool_memory(int device);
+// The device's memory in bytes (cudaDeviceProp::totalGlobalMem); 0 when it cannot be read.
+size_t cuda_total_memory(int device);
 // Page-locked host memory (cudaMallocHost); nullptr when the host cannot pin that much.
 void* cuda_host_allocate(size_t bytes);
 void cuda_host_free(void* ptr);

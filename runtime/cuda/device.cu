@@ -87,6 +87,15 @@ void* cuda_host_allocate(size_t bytes) {
 
 void cuda_host_free(void* ptr) { (void)cudaFreeHost(ptr); }
 
+size_t cuda_total_memory(int device) {
+  cudaDeviceProp prop{};
+  if (cudaGetDeviceProperties(&prop, device) != cudaSuccess) {
+    cudaGetLastError();  // clear it: a failed query only loses a hint
+    return 0;
+  }
+  return prop.totalGlobalMem;
+}
+
 void cuda_memset_zero(int device, void* ptr, size_t bytes, void* stream) {
   ZT_CUDA_CHECK(cudaSetDevice(device));
   if (stream == nullptr) {

@@ -119,6 +119,33 @@ TEST(Estimate, SetOverridesTheConfig) {
   EXPECT_NE(error_of({"--config", config, "--set"}).find("--set needs a value"), std::string::npos);
 }
 
+// The trainer's hint after its first step (launch/trainer.cpp): from a measured peak, how many
+// blocks could keep their activations under 95% of the GPU.
+TEST(Estimate, MaxKeepFromAMeasuredPeak) {
+  // GPT-J-6B at 4 x 2048 tokens: 0.81 GiB per kept block, the estimator's step per kept block.
+  zero::EstimateInput in;
+  in.model = model::gptj_preset("gptj-6b");
+  in.micro_batch = 4;
+  const int64_t block = zero::kept_block_bytes(in);
+  const int64_t none = zero::activation_bytes(in);
+  in.keep_activations = 1;
+  EXPECT_EQ(zero::activation_bytes(in) - none, block);
+  const int64_t gib = int64_t(1) << 30;
+  auto gibs = [&](double x) { return int64_t(x * double(gib)); };
+  // Stage 0 on an H200 (139.8 GiB): 94.50 GiB with every block recomputed leaves room for all.
+  EXPECT_EQ(zero::max_keep_from_peak(gibs(94.5), gibs(139.8), block, 0, 28), 28);
+  // 2 x 80 GB, ZeRO-2: 56.7 GiB leaves 19.3 GiB, 23 blocks (the estimate's max keep too).
+  EXPECT_EQ(zero::max_keep_from_peak(gibs(56.7), 80 * gib, block, 0, 28), 23);
+  // Already keeping 10: the room is on top of them, and 27 of 28 becomes 28.
+  EXPECT_EQ(zero::max_keep_from_peak(gibs(60.0), 80 * gib, block, 10, 28), 28);
+  EXPECT_EQ(zero::max_keep_from_peak(gibs(60.0) + 2 * block, 80 * gib, block, 10, 28), 28);
+  EXPECT_EQ(zero::max_keep_from_peak(gibs(60.0) + 3 * block, 80 * gib, block, 10, 28), 26);
+  // No room for one more block, or over the usable share already: unchanged.
+  EXPECT_EQ(zero::max_keep_from_peak(76 * gib - block / 2, 80 * gib, block, 3, 28), 3);
+  EXPECT_EQ(zero::max_keep_from_peak(79 * gib, 80 * gib, block, 0, 28), 0);
+  EXPECT_THROW(zero::max_keep_from_peak(gib, 80 * gib, 0, 0, 28), Error);
+}
+
 TEST(Estimate, KeepActivationsFlag) {
   const EstimateArgs a = parse_estimate_args({"--keep-activations", "4"});
   EXPECT_EQ(a.input.keep_activations, 4);
