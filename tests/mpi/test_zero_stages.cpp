@@ -274,8 +274,9 @@ TEST_F(ZeroStages, ModelStateBytesFollowTheTable) {
   EXPECT_EQ(row.cpu_per_node, n * (b.host_optimizer + b.host_buffers + b.host_params));
 }
 
-// The transient buffers of stages 1-3 at N ranks are what `zerotrain estimate` says, byte for
-// byte: stage 1's reduced gradient shard; at stages 2-3, 3 full layers being reduced, their 3
+// The transient buffers of stages 1-3 at N ranks (1-4 in CTest) are what `zerotrain estimate`
+// says, byte for byte, over one training step on the CPU, whose engine allocates exactly as on a
+// GPU: stage 1's reduced gradient shard; at stages 2-3, 3 full layers being reduced, their 3
 // staging shards and (stage 3) 2 gathered layers, each sized by the largest layer (a block here:
 // 4 blocks of gptj-tiny, fp32 so that the CPU model keeps no conversion scratch in the
 // category). Buckets are padded to a multiple of N, so a layer's staging shard is exactly its
