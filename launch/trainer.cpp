@@ -136,28 +136,27 @@ void log_stop(const TrainSection& t, int sig, int64_t step, const std::string& r
       "train.resume = \"auto\" (train.max_skipped_steps = 0 never stops)");
 }
 
-#ifdef ZT_WITH_CUDA
-// After the first step of a checkpointed run: when the measured peak (bytes per GPU, the highest
-// rank's) leaves room on a device of `device_bytes` for more kept blocks, say how many would fit.
-void hint_kept_blocks(const RunConfig& c, int64_t peak, int64_t device_bytes) {
+
+}  // namespace
+
+std::string kept_blocks_hint(const RunConfig& c, int64_t peak, int64_t device_bytes) {
   const int64_t keep = c.model.keep_activations, n_layer = c.model.shape.n_layer;
-  if (!c.model.activation_checkpointing || keep >= n_layer || device_bytes <= 0) return;
+  if (!c.model.activation_checkpointing || keep >= n_layer || device_bytes <= 0) return "";
   zero::EstimateInput in;
   in.model = c.model.shape;
   in.micro_batch = c.train.micro_batch_size;
   in.seq_len = c.train.seq_len;
   const int64_t per_block = zero::kept_block_bytes(in);
   const int64_t best = zero::max_keep_from_peak(peak, device_bytes, per_block, keep, n_layer);
-  if (best <= keep) return;
-  log_info("memory: the peak of ", format_bytes(double(peak)), " per GPU (of ",
-           format_bytes(double(device_bytes)), ") leaves room for model.keep_activations = ", best,
-           " (now ", keep, "): each kept block skips its recompute for ",
-           format_bytes(double(per_block)), " more (`zerotrain estimate --config RUN.toml --set ",
-           "model.keep_activations=", best, "`)");
+  if (best <= keep) return "";
+  return detail::concat("memory: the peak of ", format_bytes(double(peak)), " per GPU (of ",
+                        format_bytes(double(device_bytes)),
+                        ") leaves room for model.keep_activations = ", best, " (now ", keep,
+                        "): each kept block skips its recompute for ",
+                        format_bytes(double(per_block)),
+                        " more (`zerotrain estimate --config RUN.toml --set model.keep_activations=",
+                        best, "`)");
 }
-#endif
-
-}  // namespace
 
 Device resolve_device(const TrainSection& t, int local_rank, int local_size) {
   const bool sixteen_bit = t.precision == DType::kBF16 || t.precision == DType::kF16;
@@ -437,8 +436,11 @@ TrainSummary train(const RunConfig& config, Comm& comm, const TrainOptions& opti
       progress.update(m, t.steps);
     }
 #ifdef ZT_WITH_CUDA
-    if (device.is_cuda() && step == first_step)
-      hint_kept_blocks(config, m.peak_mem_bytes, int64_t(cuda_total_memory(device.index)));
+    if (device.is_cuda() && step == first_step) {
+      const std::string hint =
+          kept_blocks_hint(config, m.peak_mem_bytes, int64_t(cuda_total_memory(device.index)));
+      if (!hint.empty()) log_info(hint);
+    }
 #endif
     consecutive_skips = stats.skipped ? consecutive_skips + 1 : 0;
     if (t.max_skipped_steps > 0 && consecutive_skips >= t.max_skipped_steps) {

@@ -56,6 +56,11 @@ void check_out_dir(const TrainSection& train);
 // asked for and cannot be had (no CUDA build or GPU, fp32 precision, more ranks than GPUs).
 Device resolve_device(const TrainSection& train, int local_rank, int local_size);
 
+// The line a checkpointed GPU run logs after its first step when its measured peak (bytes per
+// GPU) leaves room on a device of `device_bytes` for more blocks of model.keep_activations; ""
+// when there is none, checkpointing is off, every block is kept, or device_bytes is unknown (0).
+std::string kept_blocks_hint(const RunConfig& config, int64_t peak, int64_t device_bytes);
+
 // Checkpoints (note "trainer checkpoints" in trainer.cpp): with train.checkpoint_dir set, every
 // train.save_every steps and after the last one the run saves <checkpoint_dir>/step-NNNNNNNN and
 // then points <checkpoint_dir>/latest at it, keeping train.keep_last step folders. With
