@@ -140,6 +140,10 @@ std::vector<StageEstimate> estimate_memory(const EstimateInput& in, bool with_of
     for (int stage = 1; stage <= 3; ++stage) which.push_back({stage, true, false});
     which.push_back({3, true, true});
   }
+  EstimateInput checkpointed = in;  // every block recomputed: where max keep starts from
+  checkpointed.activation_checkpointing = true;
+  checkpointed.keep_activations = 0;
+  const int64_t recomputed_activations = activation_bytes(checkpointed);
   std::vector<StageEstimate> rows;
   for (const Row& r : which) {
     const int stage = r.stage;
@@ -166,13 +170,12 @@ std::vector<StageEstimate> estimate_memory(const EstimateInput& in, bool with_of
     if (r.offload_params) e.buffers += w * max_layer_shard_elements(l);
     e.fits_gpu = fits_gpu(e.gpu_total(), in);
     e.fits_cpu = double(e.cpu_per_node) <= kCpuUsable * double(in.cpu_bytes);
-    EstimateInput kept = in;
-    kept.activation_checkpointing = true;
-    for (int64_t k = 0; k <= in.model.n_layer; ++k) {
-      kept.keep_activations = k;
-      if (!fits_gpu(e.gpu_total() - e.activations + activation_bytes(kept), in)) break;
-      e.max_keep_activations = k;
-    }
+    // max keep: from the total with every block recomputed, as the trainer's hint does from a
+    // measured peak.
+    const int64_t all_recomputed = e.gpu_total() - e.activations + recomputed_activations;
+    if (fits_gpu(all_recomputed, in))
+      e.max_keep_activations =
+          max_keep_from_peak(all_recomputed, in.gpu_bytes, kept_block_bytes(in), 0, in.model.n_layer);
     rows.push_back(e);
   }
   return rows;
