@@ -11,7 +11,9 @@
 // in-place update: dh += d(ln_1 path)). With activation checkpointing only x[i] is kept and a
 // block's activations are recomputed into one shared area right before its backward, except for
 // the last ModelOptions::keep_activations blocks, which keep theirs from the forward, and the
-// block before those, whose forward activations are still in the shared area.
+// block before those, whose forward activations are still in the shared area. No block keeps
+// ln_1(x) or gelu(fc_in(...)): the backward reruns those two cheap elementwise-sized ops into one
+// scratch each (5 of a block's 13 [N, D]-sized tensors, for ~0.25 ms per GPT-J-6B block).
 //
 // Provider protocol, per layer and pass (the order zero/ relies on; tests record it):
 //   forward:  before_layer(i, kForward), layer_params(i), after_layer(i, kForward)
@@ -158,8 +160,10 @@ class GptjGraph final : public GptjModel {
 
  private:
   // One block's saved activations; every pointer is [N, ...] row-major.
+  // ln_1(x) and gelu(pre) are not among them: both are cheap to recompute from what is (x and
+  // pre), so they live in one scratch each (Workspace::ln_out, Workspace::act) and the backward
+  // recomputes them for a block whose forward is not the last one that wrote there.
   struct BlockActs {
-    T* ln_out;        // [N, D]  ln_1(x)
     Stat* ln_mean;    // [N]
     Stat* ln_rstd;    // [N]
     T* q;             // [B, T, H, Dh] after rotary
@@ -168,7 +172,6 @@ class GptjGraph final : public GptjModel {
     AttnState* attn;  // the backend's attention state (CPU: probs [B, H, T, T]; CUDA: lse [B, H, T])
     T* ctx;           // [N, D] attention output before out_proj
     T* pre;           // [N, F] fc_in output before gelu
-    T* act;           // [N, F] gelu output
   };
 
   // The first block whose activations the forward keeps for the backward: 0 without
@@ -202,7 +205,6 @@ class GptjGraph final : public GptjModel {
       const int64_t acts = (c.n_layer - kept_from) + (kept_from > 0 ? 1 : 0);
       for (int64_t i = 0; i < acts; ++i) {
         BlockActs s;
-        s.ln_out = a.take<T>(n * d);
         s.ln_mean = a.take<Stat>(n);
         s.ln_rstd = a.take<Stat>(n);
         s.q = a.take<T>(n * d);
@@ -211,9 +213,9 @@ class GptjGraph final : public GptjModel {
         s.attn = a.take<AttnState>(m.backend_.attention_state_count(b.batch_size, b.seq_len, c.n_head));
         s.ctx = a.take<T>(n * d);
         s.pre = a.take<T>(n * f);
-        s.act = a.take<T>(n * f);
         blocks.push_back(s);
       }
+      ln_out = a.take<T>(n * d);
       tmp = a.take<T>(n * d);
       dh = a.take<T>(n * d);
       hf = a.take<T>(n * d);
@@ -226,6 +228,7 @@ class GptjGraph final : public GptjModel {
       dv = a.take<T>(n * d);
       d_act = a.take<T>(n * f);
       d_pre = a.take<T>(n * f);
+      act = d_pre;
       tokens = m.backend_.take_tokens(a, b, need_targets);
     }
 
@@ -241,6 +244,9 @@ class GptjGraph final : public GptjModel {
     typename Backend::Memory memory;
     std::vector<T*> xs;  // x[i]: input of block i; x[n_layer]: input of the head
     std::vector<BlockActs> blocks;
+    T* ln_out;  // [N, D] ln_1(x) of the block that last ran its forward or recompute
+    T* act;     // [N, F] its gelu(pre); shares d_pre's memory (the backward reads act for fc_out's
+                // weight gradient before gelu_backward writes d_pre; a forward writes no d_pre)
     T* tmp;    // [N, D] scratch
     T* dh;     // [N, D] running residual gradient
     T* hf;     // [N, D] ln_f output
@@ -289,42 +295,52 @@ class GptjGraph final : public GptjModel {
     backend_.check_tokens(batch, need_targets);
   }
 
-  // Block forward: x [N, D] -> y [N, D], filling `a`. A recompute passes y = nullptr: the
-  // backward reads only `a`, so out_proj, fc_out and the residual sum (5 of the block's 12 d^2
-  // GEMM FLOPs per token) are skipped.
-  void block_forward(const Batch& b, const LayerParams& w, const T* x, T* y, BlockActs& a, T* tmp) {
+  // Block forward: x [N, D] -> y [N, D], filling `a` and the scratch p.ln_out and p.act. A
+  // recompute passes y = nullptr: the backward reads only those, so out_proj, fc_out and the
+  // residual sum (5 of the block's 12 d^2 GEMM FLOPs per token) are skipped.
+  void block_forward(const Batch& b, const LayerParams& w, const T* x, T* y, BlockActs& a,
+                     Workspace& p) {
     const GptjConfig& c = config_;
     const int64_t n = b.tokens(), d = c.d_model, f = c.d_ff, hd = c.head_dim();
     Backend& k = backend_;
-    k.layernorm_forward(x, w[kLn1Weight], w[kLn1Bias], a.ln_out, a.ln_mean, a.ln_rstd, n, d,
+    k.layernorm_forward(x, w[kLn1Weight], w[kLn1Bias], p.ln_out, a.ln_mean, a.ln_rstd, n, d,
                         c.layer_norm_eps);
-    k.linear_forward(a.ln_out, w[kQProj], nullptr, a.q, n, d, d);
-    k.linear_forward(a.ln_out, w[kKProj], nullptr, a.k, n, d, d);
-    k.linear_forward(a.ln_out, w[kVProj], nullptr, a.v, n, d, d);
+    k.linear_forward(p.ln_out, w[kQProj], nullptr, a.q, n, d, d);
+    k.linear_forward(p.ln_out, w[kKProj], nullptr, a.k, n, d, d);
+    k.linear_forward(p.ln_out, w[kVProj], nullptr, a.v, n, d, d);
     k.rotary_forward(a.q, b.batch_size, b.seq_len, c.n_head, hd, c.rotary_dim);
     k.rotary_forward(a.k, b.batch_size, b.seq_len, c.n_head, hd, c.rotary_dim);
     k.attention_forward(a.q, a.k, a.v, a.ctx, a.attn, b.batch_size, b.seq_len, c.n_head, hd);
-    k.linear_forward(a.ln_out, w[kFcInWeight], w[kFcInBias], a.pre, n, d, f);
-    k.gelu_forward(a.pre, a.act, n * f);
+    k.linear_forward(p.ln_out, w[kFcInWeight], w[kFcInBias], a.pre, n, d, f);
+    k.gelu_forward(a.pre, p.act, n * f);
     if (y == nullptr) return;
     // Parallel residual: y = x + out_proj(ctx) + fc_out(gelu(fc_in(ln_1(x)))).
     k.linear_forward(a.ctx, w[kOutProj], nullptr, y, n, d, d);
-    k.linear_forward(a.act, w[kFcOutWeight], w[kFcOutBias], tmp, n, f, d);
-    k.add3(x, y, tmp, y, n * d);
+    k.linear_forward(p.act, w[kFcOutWeight], w[kFcOutBias], p.tmp, n, f, d);
+    k.add3(x, y, p.tmp, y, n * d);
   }
 
-  // Block backward: dh [N, D] holds d(y) on entry and d(x) on exit.
+  // Block backward: dh [N, D] holds d(y) on entry and d(x) on exit. `scratch_fresh`: p.ln_out
+  // and p.act still hold this block's ln_1(x) and gelu(pre) (its forward or recompute was the
+  // last to write them); otherwise they are recomputed first, by the same ops on the same
+  // inputs, so bit for bit.
   void block_backward(const Batch& b, const LayerParams& w, LayerGrads& g, const T* x,
-                      const BlockActs& a, Workspace& p) {
+                      BlockActs& a, Workspace& p, bool scratch_fresh) {
     const GptjConfig& c = config_;
     const int64_t n = b.tokens(), d = c.d_model, f = c.d_ff, hd = c.head_dim();
     Backend& k = backend_;
+    if (!scratch_fresh) {
+      k.layernorm_forward(x, w[kLn1Weight], w[kLn1Bias], p.ln_out, a.ln_mean, a.ln_rstd, n, d,
+                          c.layer_norm_eps);
+      k.gelu_forward(a.pre, p.act, n * f);
+    }
     T* dh = p.dh;
-    // MLP path: fc_out, gelu, fc_in; d(ln_out) lands in p.tmp.
-    k.linear_backward(dh, a.act, w[kFcOutWeight], p.d_act, g[kFcOutWeight], g[kFcOutBias], n, f,
+    // MLP path: fc_out, gelu, fc_in; d(ln_out) lands in p.tmp. p.act is read before
+    // gelu_backward overwrites its memory (d_pre).
+    k.linear_backward(dh, p.act, w[kFcOutWeight], p.d_act, g[kFcOutWeight], g[kFcOutBias], n, f,
                       d, false);
     k.gelu_backward(a.pre, p.d_act, p.d_pre, n * f);
-    k.linear_backward(p.d_pre, a.ln_out, w[kFcInWeight], p.tmp, g[kFcInWeight], g[kFcInBias], n,
+    k.linear_backward(p.d_pre, p.ln_out, w[kFcInWeight], p.tmp, g[kFcInWeight], g[kFcInBias], n,
                       d, f, false);
     // Attention path: out_proj, attention, rotary, q/k/v; d(ln_out) added into p.tmp.
     k.linear_backward(dh, a.ctx, w[kOutProj], p.d_ctx, g[kOutProj], nullptr, n, d, d, false);
@@ -332,9 +348,9 @@ class GptjGraph final : public GptjModel {
                          b.seq_len, c.n_head, hd);
     k.rotary_backward(p.dq, b.batch_size, b.seq_len, c.n_head, hd, c.rotary_dim);
     k.rotary_backward(p.dk, b.batch_size, b.seq_len, c.n_head, hd, c.rotary_dim);
-    k.linear_backward(p.dq, a.ln_out, w[kQProj], p.tmp, g[kQProj], nullptr, n, d, d, true);
-    k.linear_backward(p.dk, a.ln_out, w[kKProj], p.tmp, g[kKProj], nullptr, n, d, d, true);
-    k.linear_backward(p.dv, a.ln_out, w[kVProj], p.tmp, g[kVProj], nullptr, n, d, d, true);
+    k.linear_backward(p.dq, p.ln_out, w[kQProj], p.tmp, g[kQProj], nullptr, n, d, d, true);
+    k.linear_backward(p.dk, p.ln_out, w[kKProj], p.tmp, g[kKProj], nullptr, n, d, d, true);
+    k.linear_backward(p.dv, p.ln_out, w[kVProj], p.tmp, g[kVProj], nullptr, n, d, d, true);
     // ln_1: dh (the residual gradient) += d(x) through the norm.
     k.layernorm_backward(p.tmp, x, w[kLn1Weight], a.ln_mean, a.ln_rstd, dh, g[kLn1Weight],
                          g[kLn1Bias], n, d);
@@ -353,7 +369,7 @@ class GptjGraph final : public GptjModel {
       provider.before_layer(layer, Pass::kForward);
       {
         const LayerParams w = bind_params(provider, layer);
-        block_forward(b, w, p.xs[size_t(i)], p.xs[size_t(i) + 1], p.acts(i), p.tmp);
+        block_forward(b, w, p.xs[size_t(i)], p.xs[size_t(i) + 1], p.acts(i), p);
       }
       provider.after_layer(layer, Pass::kForward);
     }
@@ -411,13 +427,16 @@ class GptjGraph final : public GptjModel {
         const LayerParams w = bind_params(provider, layer);
         // The shared area still holds the forward's activations of the last block that used it
         // (kept blocks and the head have their own memory), so that block needs no recompute.
-        if (!p.kept(i) && i != p.kept_from - 1) {
+        const bool recompute = !p.kept(i) && i != p.kept_from - 1;
+        if (recompute) {
           // Recompute this block's activations from its saved input; its output equals
           // x[i+1] and is not computed again.
-          block_forward(b, w, p.xs[size_t(i)], /*y=*/nullptr, p.acts(i), p.tmp);
+          block_forward(b, w, p.xs[size_t(i)], /*y=*/nullptr, p.acts(i), p);
         }
+        // The last block's forward was the last to write the scratch, too.
+        const bool scratch_fresh = recompute || i == c.n_layer - 1;
         LayerGrads g = bind_grads(provider, layer);
-        block_backward(b, w, g, p.xs[size_t(i)], p.acts(i), p);
+        block_backward(b, w, g, p.xs[size_t(i)], p.acts(i), p, scratch_fresh);
         g.flush();
       }
       provider.grad_ready(layer);

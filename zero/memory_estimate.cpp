@@ -86,9 +86,9 @@ int64_t block_input_bytes(const EstimateInput& in) {
 int64_t kept_block_bytes(const EstimateInput& in) {
   const model::GptjConfig& c = in.model;
   const int64_t n = in.micro_batch * in.seq_len;
-  // ln_1 output, q, k, v, attention output (5 x [N, D]), fc_in output and gelu output
-  // (2 x [N, F]); fp32 LayerNorm mean/rstd and per-head softmax log-sum-exp per token.
-  return n * (5 * c.d_model + 2 * c.d_ff) * kActivationBytes + n * (8 + 4 * c.n_head);
+  // q, k, v, attention output (4 x [N, D]) and fc_in output ([N, F]); fp32 LayerNorm mean/rstd
+  // and per-head softmax log-sum-exp per token. ln_1's output and gelu's are recomputed.
+  return n * (4 * c.d_model + c.d_ff) * kActivationBytes + n * (8 + 4 * c.n_head);
 }
 
 int64_t max_keep_from_peak(int64_t peak, int64_t gpu_bytes, int64_t per_block, int64_t keep,
@@ -106,13 +106,16 @@ int64_t activation_bytes(const EstimateInput& in) {
   const model::GptjConfig& c = in.model;
   const int64_t n = in.micro_batch * in.seq_len;
   const int64_t input = block_input_bytes(in);
-  const int64_t rest = kept_block_bytes(in);  // everything of a block but its input
-  // Checkpointing keeps each block's input and recomputes one block at a time into one shared
-  // area (all but the input), except for the last keep_activations blocks, which keep all of
-  // theirs. Either way the backward needs about one block of gradient workspace.
+  const int64_t rest = kept_block_bytes(in);  // everything a block saves but its input
+  // The model's workspace (model/gptj_graph.h): every block's input and the head's; the saved
+  // tensors of the last keep_activations blocks (all blocks without checkpointing), and one
+  // shared area the others are recomputed into; the ln_1 output scratch, the residual gradient
+  // and a scratch (3 x [N, D]); the backward's d(attention output), dq, dk, dv (4 x [N, D]) and
+  // d(gelu output), d(fc_in output) (2 x [N, F], the second shared with the gelu output).
   const int64_t kept = in.activation_checkpointing ? in.keep_activations : c.n_layer;
   const int64_t shared = kept < c.n_layer ? rest : 0;
-  const int64_t blocks = c.n_layer * input + kept * rest + shared + (input + rest);
+  const int64_t scratch = n * (7 * c.d_model + 2 * c.d_ff) * kActivationBytes;
+  const int64_t blocks = (c.n_layer + 1) * input + kept * rest + shared + scratch;
   // Head: ln_f output and the logits, 16-bit like the rest (their gradient overwrites them in
   // place; the fused cross-entropy keeps only a loss per token).
   const int64_t head = n * c.d_model * kActivationBytes + n * c.vocab_size * kActivationBytes;

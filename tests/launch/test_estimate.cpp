@@ -53,14 +53,14 @@ TEST(Estimate, ParsesFlagsAndRejectsBadOnes) {
 }
 
 // Each kept block (--keep-activations) adds its saved tensors except the input, which
-// checkpointing keeps anyway: ln_1 output, q, k, v, attention output (5 x [N, D] in bf16), the
-// fc_in and gelu outputs (2 x [N, F]), fp32 LayerNorm mean and rstd and the per-head
-// log-sum-exp. Keeping every block is checkpointing off.
+// checkpointing keeps anyway: q, k, v, attention output (4 x [N, D] in bf16), the fc_in output
+// ([N, F]), fp32 LayerNorm mean and rstd and the per-head log-sum-exp (ln_1's and gelu's outputs
+// are recomputed). Keeping every block is checkpointing off.
 TEST(Estimate, KeptBlocksCostTheirActivationsAndKeepingAllIsCheckpointingOff) {
   zero::EstimateInput in;  // 1 x 2048 tokens, bf16
   in.model = model::gptj_preset("gptj-6b");
   const int64_t n = in.micro_batch * in.seq_len, d = in.model.d_model, f = in.model.d_ff;
-  const int64_t per_block = n * (5 * d + 2 * f) * 2 + n * (8 + 4 * in.model.n_head);
+  const int64_t per_block = n * (4 * d + f) * 2 + n * (8 + 4 * in.model.n_head);
   const int64_t none = zero::activation_bytes(in);
   for (int64_t keep : {1, 5, 27}) {
     in.keep_activations = keep;
@@ -84,16 +84,16 @@ TEST(Estimate, MaxKeepIsTheMostKeptBlocksThatStillFit) {
   EstimateArgs a = parse_estimate_args({"--gpus", "2", "--gpu-mem", "80GiB", "--micro-batch", "4"});
   const auto rows = zero::estimate_memory(a.input, false);
   EXPECT_EQ(rows[0].max_keep_activations, -1);  // stage 0 does not fit 80 GiB at all
-  const zero::StageEstimate& s2 = rows[2];
-  ASSERT_TRUE(s2.fits_gpu);
-  ASSERT_GT(s2.max_keep_activations, 0);
-  ASSERT_LT(s2.max_keep_activations, a.input.model.n_layer);
-  a.input.keep_activations = s2.max_keep_activations;
-  EXPECT_TRUE(zero::estimate_memory(a.input, false)[2].fits_gpu);
-  a.input.keep_activations = s2.max_keep_activations + 1;
-  EXPECT_FALSE(zero::estimate_memory(a.input, false)[2].fits_gpu);
+  const zero::StageEstimate& s1 = rows[1];  // ZeRO-1: 66 GiB with every block recomputed
+  ASSERT_TRUE(s1.fits_gpu);
+  ASSERT_GT(s1.max_keep_activations, 0);
+  ASSERT_LT(s1.max_keep_activations, a.input.model.n_layer);
+  a.input.keep_activations = s1.max_keep_activations;
+  EXPECT_TRUE(zero::estimate_memory(a.input, false)[1].fits_gpu);
+  a.input.keep_activations = s1.max_keep_activations + 1;
+  EXPECT_FALSE(zero::estimate_memory(a.input, false)[1].fits_gpu);
   // The figure does not depend on the keep the estimate was asked for.
-  EXPECT_EQ(zero::estimate_memory(a.input, false)[2].max_keep_activations, s2.max_keep_activations);
+  EXPECT_EQ(zero::estimate_memory(a.input, false)[1].max_keep_activations, s1.max_keep_activations);
   // With room for everything, every block is kept.
   const EstimateArgs big = parse_estimate_args({"--gpus", "8", "--gpu-mem", "141GiB"});
   EXPECT_EQ(zero::estimate_memory(big.input, false)[3].max_keep_activations, 28);
@@ -120,7 +120,7 @@ TEST(Estimate, SetOverridesTheConfig) {
 // The trainer's hint after its first step (launch/trainer.cpp): from a measured peak, how many
 // blocks could keep their activations under 95% of the GPU.
 TEST(Estimate, MaxKeepFromAMeasuredPeak) {
-  // GPT-J-6B at 4 x 2048 tokens: 0.81 GiB per kept block, the estimator's step per kept block.
+  // GPT-J-6B at 4 x 2048 tokens: 0.50 GiB per kept block, the estimator's step per kept block.
   zero::EstimateInput in;
   in.model = model::gptj_preset("gptj-6b");
   in.micro_batch = 4;
@@ -130,14 +130,16 @@ TEST(Estimate, MaxKeepFromAMeasuredPeak) {
   EXPECT_EQ(zero::activation_bytes(in) - none, block);
   const int64_t gib = int64_t(1) << 30;
   auto gibs = [&](double x) { return int64_t(x * double(gib)); };
-  // Stage 0 on an H200 (139.8 GiB): 94.50 GiB with every block recomputed leaves room for all.
-  EXPECT_EQ(zero::max_keep_from_peak(gibs(94.5), gibs(139.8), block, 0, 28), 28);
-  // 2 x 80 GB, ZeRO-2: 56.7 GiB leaves 19.3 GiB, 23 blocks (the estimate's max keep too).
-  EXPECT_EQ(zero::max_keep_from_peak(gibs(56.7), 80 * gib, block, 0, 28), 23);
-  // Already keeping 10: the room is on top of them, and 27 of 28 becomes 28.
-  EXPECT_EQ(zero::max_keep_from_peak(gibs(60.0), 80 * gib, block, 10, 28), 28);
-  EXPECT_EQ(zero::max_keep_from_peak(gibs(60.0) + 2 * block, 80 * gib, block, 10, 28), 28);
-  EXPECT_EQ(zero::max_keep_from_peak(gibs(60.0) + 3 * block, 80 * gib, block, 10, 28), 26);
+  // Stage 0 on an H200 (139.8 GiB): 94.26 GiB with every block recomputed leaves room for all.
+  EXPECT_EQ(zero::max_keep_from_peak(gibs(94.26), gibs(139.8), block, 0, 28), 28);
+  // 2 x 80 GB, ZeRO-1: 66.1 GiB leaves 9.9 GiB, 19 blocks (the estimate's max keep too).
+  EXPECT_EQ(zero::max_keep_from_peak(gibs(66.1), 80 * gib, block, 0, 28), 19);
+  // Already keeping 10 (95% of 80 GiB usable): the room is on top of them, and 27 of 28
+  // becomes 28.
+  const int64_t usable = 76 * gib;
+  EXPECT_EQ(zero::max_keep_from_peak(usable - 18 * block - block / 2, 80 * gib, block, 10, 28), 28);
+  EXPECT_EQ(zero::max_keep_from_peak(usable - 17 * block - block / 2, 80 * gib, block, 10, 28), 28);
+  EXPECT_EQ(zero::max_keep_from_peak(usable - 16 * block - block / 2, 80 * gib, block, 10, 28), 26);
   // No room for one more block, or over the usable share already: unchanged.
   EXPECT_EQ(zero::max_keep_from_peak(76 * gib - block / 2, 80 * gib, block, 3, 28), 3);
   EXPECT_EQ(zero::max_keep_from_peak(79 * gib, 80 * gib, block, 0, 28), 0);
