@@ -312,14 +312,22 @@ TrainSummary train(const RunConfig& config, Comm& comm, const TrainOptions& opti
   data.start();
   // Mean loss over every token of the eval batches of all ranks: loss sums and counts are
   // all-reduced, so the result does not depend on how the batches are split across ranks.
+  // Each batch's loss is read once the next one is queued, so the GPU never waits for the host.
   auto evaluate = [&]() {
     double sums[2] = {0.0, 0.0};
-    for (const datasets::MicroBatch& mb : data.eval_batches()) {
-      const model::Batch batch{mb.inputs.data(), mb.targets.data(), mb.batch_size, mb.seq_len};
-      const model::LossSum l = model->forward(batch, engine);
+    std::optional<model::LossTicket> queued;
+    auto add = [&](model::LossTicket ticket) {
+      const model::LossSum l = model->collect(ticket);
       sums[0] += l.sum;
       sums[1] += double(l.count);
+    };
+    for (const datasets::MicroBatch& mb : data.eval_batches()) {
+      const model::Batch batch{mb.inputs.data(), mb.targets.data(), mb.batch_size, mb.seq_len};
+      const model::LossTicket next = model->queue_forward(batch, engine);
+      if (queued) add(*queued);
+      queued = next;
     }
+    if (queued) add(*queued);
     comm.all_reduce(sums, 2, DType::kF64, ReduceOp::kSum)->wait();
     return sums[1] > 0 ? sums[0] / sums[1] : NAN;
   };

@@ -64,7 +64,12 @@ class GptjModel {
   virtual const GptjConfig& config() const = 0;
 
   // Forward only.
-  virtual LossSum forward(const Batch& batch, ParamProvider& params) = 0;
+  LossSum forward(const Batch& batch, ParamProvider& params) {
+    return collect(queue_forward(batch, params));
+  }
+  // forward without reading the loss (validation queues its batches; see
+  // queue_forward_backward); collect(ticket) reads it.
+  virtual LossTicket queue_forward(const Batch& batch, ParamProvider& params) = 0;
   // Forward and backward. Adds grad_scale * d(mean loss over this batch's counted tokens)/d(param)
   // into params.layer_grads(...), calling grad_ready(layer) as each layer finishes (head first,
   // embedding last). A batch with no counted token adds nothing.

@@ -116,13 +116,13 @@ class GptjGraph final : public GptjModel {
 
   const GptjConfig& config() const override { return config_; }
 
-  LossSum forward(const Batch& batch, ParamProvider& params) override {
+  LossTicket queue_forward(const Batch& batch, ParamProvider& params) override {
     check_batch(batch, true);
     Workspace p(*this, batch, /*kept_from=*/config_.n_layer, /*need_targets=*/true);
     run_forward(batch, params, p);
     auto pending = head_forward(batch, params, p, /*want_grad=*/false, 0.0);
     backend_.loss_queued(pending);
-    return backend_.finish_loss(pending);
+    return hand_out(std::move(pending));
   }
 
   LossTicket queue_forward_backward(const Batch& batch, ParamProvider& params,
@@ -135,9 +135,7 @@ class GptjGraph final : public GptjModel {
     // The loss is read in collect: a backend that computes it asynchronously (CUDA) has the
     // whole backward, and maybe later micro-batches, queued behind it by then.
     backend_.loss_queued(pending);
-    const LossTicket ticket{next_ticket_++};
-    pending_.emplace(ticket.id, std::move(pending));
-    return ticket;
+    return hand_out(std::move(pending));
   }
 
   LossSum collect(LossTicket ticket) override {
@@ -159,6 +157,12 @@ class GptjGraph final : public GptjModel {
 
 
  private:
+  LossTicket hand_out(typename Backend::LossPending pending) {
+    const LossTicket ticket{next_ticket_++};
+    pending_.emplace(ticket.id, std::move(pending));
+    return ticket;
+  }
+
   // One block's saved activations; every pointer is [N, ...] row-major.
   // ln_1(x) and gelu(pre) are not among them: both are cheap to recompute from what is (x and
   // pre), so they live in one scratch each (Workspace::ln_out, Workspace::act) and the backward

@@ -117,9 +117,11 @@ int64_t activation_bytes(const EstimateInput& in) {
   const int64_t scratch = n * (7 * c.d_model + 2 * c.d_ff) * kActivationBytes;
   const int64_t blocks = (c.n_layer + 1) * input + kept * rest + shared + scratch;
   // Head: ln_f output and the logits, 16-bit like the rest (their gradient overwrites them in
-  // place; the fused cross-entropy keeps only a loss per token).
-  const int64_t head = n * c.d_model * kActivationBytes + n * c.vocab_size * kActivationBytes;
-  return blocks + head;
+  // place; the fused cross-entropy keeps only a loss per token), and ln_f's fp32 mean and rstd.
+  const int64_t head = n * (c.d_model + c.vocab_size) * kActivationBytes + n * 8;
+  // Token ids and targets (int32) and the fp32 loss per token.
+  const int64_t tokens = n * 12;
+  return blocks + head + tokens;
 }
 
 std::vector<StageEstimate> estimate_memory(const EstimateInput& in, bool with_offload) {

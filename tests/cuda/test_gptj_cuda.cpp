@@ -302,8 +302,9 @@ TEST(GptjCuda, RunsAreBitIdentical) {
 }
 
 // Queuing micro-batches (one host token buffer, rewritten after each queue call) and reading the
-// losses afterwards gives bit for bit what forward_backward gives call by call; a forward while
-// losses are pending does not disturb them; the host slots are reused on the next round.
+// losses afterwards gives bit for bit what forward_backward gives call by call; a forward, or a
+// queued forward collected first, while losses are pending does not disturb them; the host slots
+// are reused on the next round.
 TEST(GptjCuda, QueuedMicroBatchesMatchSynchronousCalls) {
   if (cuda_device_count() == 0) GTEST_SKIP() << "no CUDA device";
   for (DType dt : kDTypes) {
@@ -331,6 +332,8 @@ TEST(GptjCuda, QueuedMicroBatchesMatchSynchronousCalls) {
       }
       if (round == 1) {
         EXPECT_EQ(model->forward(tks[0].batch(k.batch, k.seq), p).sum, expect[0].sum);
+        const LossTicket eval = model->queue_forward(tks[1].batch(k.batch, k.seq), p);
+        EXPECT_EQ(model->collect(eval).sum, expect[1].sum);
       }
       for (int i = 0; i < kMicro; ++i) {
         const LossSum got = model->collect(tickets[size_t(i)]);
@@ -540,10 +543,11 @@ TEST(GptjCuda, WorkspaceIsAccountedAsActivations) {
             2 * n * ((k.config.n_layer + 1) * k.config.d_model + k.config.vocab_size));
 }
 
-// With checkpointing, each block of keep_activations adds what `zerotrain estimate` charges for
-// it (its saved tensors but the input), up to the workspace's 256-byte alignment of each of the
-// block's 8 pieces; keeping every block drops the shared recompute area and is exactly the
-// workspace of checkpointing off.
+// The workspace is what `zerotrain estimate` charges for the activations, plus at most the
+// 256-byte alignment of each of its pieces. With checkpointing, each block of keep_activations
+// adds what the estimate charges for it (its saved tensors but the input), up to the alignment
+// of the block's 8 pieces; keeping every block drops the shared recompute area and is exactly
+// the workspace of checkpointing off.
 TEST(GptjCuda, EachKeptBlockCostsWhatTheEstimatorSays) {
   if (cuda_device_count() == 0) GTEST_SKIP() << "no CUDA device";
   Case k = tiny_case();
@@ -569,8 +573,14 @@ TEST(GptjCuda, EachKeptBlockCostsWhatTheEstimatorSays) {
   for (int64_t keep = 0; keep <= k.config.n_layer; ++keep) {
     in.keep_activations = keep;
     peaks.push_back(workspace_peak(ModelOptions{true, DType::kBF16, keep}));
-    if (keep == 0) continue;
     SCOPED_TRACE("keep_activations " + std::to_string(keep));
+    // Pieces: the block inputs and the head's, 8 per activation area (the kept blocks' and the
+    // shared one), 9 block scratch buffers, 4 of the head, 3 of the tokens.
+    const int64_t areas = keep + (keep < k.config.n_layer ? 1 : 0);
+    const int64_t pieces = (k.config.n_layer + 1) + 8 * areas + 9 + 4 + 3;
+    EXPECT_GE(peaks.back(), zero::activation_bytes(in));
+    EXPECT_LE(peaks.back(), zero::activation_bytes(in) + 256 * pieces);
+    if (keep == 0) continue;
     EXPECT_NEAR(double(peaks[size_t(keep)] - peaks[0]),
                 double(zero::activation_bytes(in) - estimated), 8.0 * 256 * keep);
   }

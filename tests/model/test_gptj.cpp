@@ -259,7 +259,8 @@ TEST(GptjModel, GradientsAccumulateAcrossCalls) {
 }
 
 // Queuing micro-batches and reading their losses later gives exactly what forward_backward gives
-// call by call: the same loss sums and counts, and the same accumulated gradients.
+// call by call: the same loss sums and counts, and the same accumulated gradients. A queued
+// forward (validation) between them gives forward's loss and adds no gradient.
 TEST(GptjModel, QueuedMicroBatchesMatchSynchronousCalls) {
   GptjConfig c;
   HostProvider sync(c, DType::kF32, 4), queued(c, DType::kF32, 4);
@@ -270,8 +271,14 @@ TEST(GptjModel, QueuedMicroBatchesMatchSynchronousCalls) {
   auto model = make_cpu_gptj(c, {});
   std::vector<LossSum> expect;
   for (const Tokens& tk : tks) expect.push_back(model->forward_backward(tk.batch(2, 8), sync, scale));
+  const LossSum eval = model->forward(tks[2].batch(2, 8), sync);
   std::vector<LossTicket> tickets;
   for (const Tokens& tk : tks) tickets.push_back(model->queue_forward_backward(tk.batch(2, 8), queued, scale));
+  const LossTicket eval_ticket = model->queue_forward(tks[2].batch(2, 8), queued);
+  EXPECT_NE(eval_ticket.id, tickets.back().id);
+  const LossSum eval_got = model->collect(eval_ticket);
+  EXPECT_EQ(eval_got.sum, eval.sum);
+  EXPECT_EQ(eval_got.count, eval.count);
   // Collected out of order: each ticket still gives its own micro-batch's loss.
   for (int i = kMicro - 1; i >= 0; --i) {
     const LossSum got = model->collect(tickets[size_t(i)]);
