@@ -12,6 +12,7 @@
 #include "launch/config.h"
 #include "launch/estimate.h"
 #include "launch/prepare_cmd.h"
+#include "launch/run_outputs.h"
 #include "launch/signals.h"
 #include "launch/tokenize_cmd.h"
 #include "launch/trainer.h"

@@ -216,7 +216,8 @@ std::vector<ConfigKey> build_schema() {
       "Folder for the run's outputs"));
   keys.push_back(bool_key(
       "train", "overwrite", [](auto& c) -> auto& { return c.train.overwrite; },
-      "Allow replacing the outputs of an earlier run in out_dir"));
+      "Allow replacing the outputs of an earlier run in out_dir (a run resuming from its own "
+      "checkpoints continues them without it)"));
   keys.push_back(int_key(
       "train", "threads", [](auto& c) -> auto& { return c.train.threads; }, 0,
       "OpenMP threads per rank; 0 = OpenMP's default (all cores, or OMP_NUM_THREADS)"));
@@ -255,7 +256,8 @@ std::vector<ConfigKey> build_schema() {
   keys.push_back(string_key(
       "train", "resume", [](auto& c) -> auto& { return c.train.resume; },
       "Continue a run exactly: \"auto\" = the `latest` checkpoint of checkpoint_dir if there is "
-      "one (else start fresh), or the path of a checkpoint folder; \"\" = start fresh"));
+      "one (else start fresh), or the path of a checkpoint folder; \"\" = start fresh. The run "
+      "appends to out_dir's metrics.jsonl when out_dir holds the run of the same checkpoint_dir"));
   keys.back().non_empty = false;
   keys.back().cross_rule = "\"auto\" needs train.checkpoint_dir";
   keys.push_back(enum_key(

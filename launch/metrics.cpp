@@ -6,6 +6,7 @@
 #include <cerrno>
 #include <cmath>
 #include <cstring>
+#include <utility>
 
 #include "runtime/error.h"
 #include "runtime/log.h"
@@ -34,12 +35,15 @@ std::string format_duration(double seconds) {
 }
 }  // namespace
 
-MetricsWriter::MetricsWriter(const std::string& path) : path_(path) {
-  file_ = std::fopen(path.c_str(), "w");
+MetricsWriter::MetricsWriter(const std::string& path, Mode mode) : path_(path) {
+  file_ = std::fopen(path.c_str(), mode == Mode::kAppend ? "a" : "w");
   if (file_ == nullptr)
     throw_user_error("cannot write the metrics file \"", path, "\": ", std::strerror(errno),
                      " (check that train.out_dir is writable)");
 }
+
+MetricsWriter::MetricsWriter(MetricsWriter&& other) noexcept
+    : file_(std::exchange(other.file_, nullptr)), path_(std::move(other.path_)) {}
 
 MetricsWriter::~MetricsWriter() {
   if (file_ != nullptr) std::fclose(file_);

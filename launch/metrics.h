@@ -41,12 +41,15 @@ struct StepMetrics {
 // One JSON object per line, flushed per step so a crash loses at most the current line.
 class MetricsWriter {
  public:
+  enum class Mode { kCreate, kAppend };
   MetricsWriter() = default;
-  // Creates (truncates) `path`; throws zt::UserError when it cannot be written.
-  explicit MetricsWriter(const std::string& path);
+  // Creates (truncates) `path`, or appends to it; throws zt::UserError when it cannot be written.
+  MetricsWriter(const std::string& path, Mode mode);
   ~MetricsWriter();
   MetricsWriter(const MetricsWriter&) = delete;
   MetricsWriter& operator=(const MetricsWriter&) = delete;
+  MetricsWriter(MetricsWriter&& other) noexcept;
+  MetricsWriter& operator=(MetricsWriter&& other) = delete;
   void write(const StepMetrics& m);
 
  private:

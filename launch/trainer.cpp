@@ -8,7 +8,6 @@
 #include <cmath>
 #include <filesystem>
 #include <cstdio>
-#include <fstream>
 #include <map>
 #include <optional>
 #include <string>
@@ -18,6 +17,7 @@
 
 #include "launch/init_weights.h"
 #include "launch/run_checkpoints.h"
+#include "launch/run_outputs.h"
 #include "launch/signals.h"
 #include "launch/training_data.h"
 #include "model/gptj.h"
@@ -45,21 +45,6 @@ namespace {
 namespace fs = std::filesystem;
 
 constexpr double kPeakFlops = 989e12;  // dense bf16, H100 SXM / H200 (DESIGN.md section 6)
-
-void write_text_file(const fs::path& path, const std::string& text) {
-  std::ofstream out(path, std::ios::trunc);
-  out << text;
-  out.close();
-  if (!out) throw_user_error("cannot write \"", path.string(), "\" (check that train.out_dir is writable)");
-}
-
-void create_out_dir(const std::string& dir) {
-  std::error_code ec;
-  fs::create_directories(dir, ec);
-  if (ec || !fs::is_directory(dir))
-    throw_user_error("cannot create train.out_dir \"", dir, "\": ",
-                     ec ? ec.message() : std::string("a file of that name exists"));
-}
 
 // One double per rank, gathered on every rank.
 std::vector<double> gather_scalar(Comm& comm, double value) {
@@ -110,7 +95,7 @@ void log_stop(const TrainSection& t, int sig, int64_t step, const std::string& r
            ": checkpoint saved to ", (fs::path(root) / step_dir_name(step)).string(),
            t.checkpoint_dir.empty() ? " (train.checkpoint_dir is empty, so it went to <train.out_dir>/checkpoints)" : "",
            "; resume with --set train.checkpoint_dir=", root, " --set train.resume=auto",
-           " (and a new train.out_dir, or --set train.overwrite=true to write over ", t.out_dir, ")");
+           " (it continues ", t.out_dir, ")");
 }
 
 // train.max_skipped_steps consecutive skipped steps: what went wrong where, and what to try.
@@ -177,16 +162,6 @@ Device resolve_device(const TrainSection& t, int local_rank, int local_size) {
   return Device::cuda(local_rank);
 }
 
-void check_out_dir(const TrainSection& t) {
-  const fs::path metrics = fs::path(t.out_dir) / "metrics.jsonl";
-  std::error_code ec;
-  if (fs::exists(metrics, ec) && !t.overwrite)
-    throw_user_error("train.out_dir \"", t.out_dir, "\" already holds a run (", metrics.string(),
-                     "); choose another train.out_dir, or set train.overwrite = true to replace it");
-  if (fs::exists(t.out_dir, ec) && !fs::is_directory(t.out_dir, ec))
-    throw_user_error("train.out_dir \"", t.out_dir, "\" is a file, not a folder: choose another train.out_dir");
-}
-
 TrainSummary train(const RunConfig& config, Comm& comm, const TrainOptions& options) {
   const TrainSection& t = config.train;
   const model::GptjConfig& shape = config.model.shape;
@@ -225,12 +200,10 @@ TrainSummary train(const RunConfig& config, Comm& comm, const TrainOptions& opti
 
   std::optional<MetricsWriter> metrics;
   if (writer) {
-    check_out_dir(t);  // again: nothing may be overwritten, even if the folder changed since
     const std::string resolved = config_to_toml(config);
+    metrics.emplace(open_run_outputs(t, resolved, resume ? std::optional<int64_t>(resume->step)
+                                                         : std::nullopt));
     log_info("resolved config:\n", resolved);
-    create_out_dir(t.out_dir);
-    write_text_file(fs::path(t.out_dir) / "config.toml", resolved);
-    metrics.emplace((fs::path(t.out_dir) / "metrics.jsonl").string());
   }
 
   // The backend: on the CPU the engine uses `comm` directly; on a GPU it gets a CUDA context

@@ -48,10 +48,6 @@ struct TrainOptions {
   std::function<void(int64_t step, std::string_view point)> checkpoint_fault_hook;
 };
 
-// Throws zt::UserError (nothing written) when out_dir already holds a run and
-// train.overwrite is false. Rank 0 calls it before training starts.
-void check_out_dir(const TrainSection& train);
-
 // Where train.device sends this run: cpu or this rank's GPU. Throws zt::UserError when cuda is
 // asked for and cannot be had (no CUDA build or GPU, fp32 precision, more ranks than GPUs).
 Device resolve_device(const TrainSection& train, int local_rank, int local_size);
@@ -66,7 +62,7 @@ std::string kept_blocks_hint(const RunConfig& config, int64_t peak, int64_t devi
 // then points <checkpoint_dir>/latest at it, keeping train.keep_last step folders. With
 // train.resume ("auto" or a checkpoint folder) it loads the checkpoint, continues the data where
 // it stopped and runs steps k + 1 .. train.steps: the same losses and parameters as a run that
-// never stopped. A resumed run writes its out_dir as any run does (a new one, or train.overwrite).
+// never stopped. A resumed run continues its own out_dir (launch/run_outputs.h).
 //
 // Faults (issue 8):
 // - A stop request (launch/signals.h; on any rank) is read after every step; the ranks agree on it

@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # End-to-end SIGTERM test (issue 8): `mpirun -np 2 zerotrain train` gets SIGTERM on both ranks a
 # few steps in (as a scheduler sends before it kills a job); it must exit 0, say where its
-# checkpoint is and how to resume, and leave `latest` on it. The resumed run must then give the
-# same metrics.jsonl losses, to the last printed digit, as a run that was never interrupted.
+# checkpoint is and how to resume, and leave `latest` on it. The same command relaunched with
+# train.resume=auto must then continue the run's out_dir: its metrics.jsonl ends up with the
+# losses, to the last printed digit, of a run that was never interrupted.
 #
 # The signal goes to the rank processes, not to mpirun: Open MPI 4.1's mpirun, on SIGTERM, exits
 # 1 whatever the ranks do and sends them SIGTERM only odls_base_sigkill_timeout seconds later
@@ -49,19 +50,19 @@ line=$(grep -a -o "interrupted by SIGTERM at step [0-9]* of $steps: .*" "$work/p
   { cat "$work/part.log" >&2; fail "no 'interrupted by SIGTERM' message"; }
 k=$(sed -E 's/interrupted by SIGTERM at step ([0-9]+) .*/\1/' <<<"$line")
 name=$(printf 'step-%08d' "$k")
-expected="interrupted by SIGTERM at step $k of $steps: checkpoint saved to $work/ck/$name; resume with --set train.checkpoint_dir=$work/ck --set train.resume=auto (and a new train.out_dir, or --set train.overwrite=true to write over $work/part)"
+expected="interrupted by SIGTERM at step $k of $steps: checkpoint saved to $work/ck/$name; resume with --set train.checkpoint_dir=$work/ck --set train.resume=auto (it continues $work/part)"
 [[ $line == "$expected" ]] || fail "message: '$line', expected '$expected'"
 [[ $(cat "$work/ck/latest") == "$name" ]] || fail "latest names '$(cat "$work/ck/latest")', not $name"
 (( k >= 5 && k < steps )) || fail "stopped at step $k"
 echo "sigterm_resume: stopped at step $k with exit code 0; resuming"
 
-"${train[@]}" --set train.out_dir="$work/resumed" --set train.checkpoint_dir="$work/ck" --set train.resume=auto \
+"${train[@]}" --set train.out_dir="$work/part" --set train.checkpoint_dir="$work/ck" --set train.resume=auto \
   >"$work/resumed.log" 2>&1 || { cat "$work/resumed.log" >&2; fail "the resumed run failed"; }
+grep -q "metrics: continuing $work/part/metrics.jsonl after step $k" "$work/resumed.log" ||
+  { cat "$work/resumed.log" >&2; fail "the resumed run did not continue $work/part/metrics.jsonl"; }
 "${train[@]}" --set train.out_dir="$work/full" --set train.checkpoint_dir="$work/full-ck" >"$work/full.log" 2>&1 ||
   { cat "$work/full.log" >&2; fail "the uninterrupted run failed"; }
 
-[[ $(head -n 1 "$work/resumed/metrics.jsonl" | sed -E 's/^\{"step": ([0-9]+),.*/\1/') == $((k + 1)) ]] ||
-  fail "the resumed run does not start at step $((k + 1))"
-diff <(losses "$work/resumed/metrics.jsonl") <(losses "$work/full/metrics.jsonl" | tail -n +$((k + 1))) ||
-  fail "steps $((k + 1))..$steps: the resumed losses differ from the uninterrupted run's"
-echo "sigterm_resume: steps $((k + 1))..$steps match the uninterrupted run exactly"
+diff <(losses "$work/part/metrics.jsonl") <(losses "$work/full/metrics.jsonl") ||
+  fail "steps 1..$steps of the interrupted and continued run differ from the uninterrupted run's"
+echo "sigterm_resume: steps 1..$k and the continued $((k + 1))..$steps match the uninterrupted run exactly"

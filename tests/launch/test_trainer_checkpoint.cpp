@@ -4,12 +4,16 @@
 #include <gtest/gtest.h>
 
 #include <filesystem>
+#include <cstdio>
 #include <fstream>
+#include <sstream>
+#include <utility>
 #include <string>
 #include <vector>
 
 #include "datasets/prepare.h"
 #include "launch/config.h"
+#include "launch/run_outputs.h"
 #include "launch/trainer.h"
 #include "runtime/error.h"
 #include "runtime/log.h"
@@ -169,6 +173,79 @@ TEST_F(TrainerCheckpoint, ResumeErrorsNameTheProblem) {
   const TrainSummary s = run(r, 0, false);
   EXPECT_EQ(s.first_step, 3);
   EXPECT_EQ(s.steps.size(), 1u);
+}
+
+// The losses of a metrics file, in line order, with their steps.
+std::vector<std::pair<int64_t, std::string>> losses_of(const std::string& metrics) {
+  std::vector<std::pair<int64_t, std::string>> out;
+  std::istringstream in(metrics);
+  for (std::string line; std::getline(in, line);) {
+    long long step = 0;
+    char loss[64] = {};
+    if (std::sscanf(line.c_str(), "{\"step\": %lld, \"loss\": %63[^,]", &step, loss) == 2)
+      out.emplace_back(step, loss);
+  }
+  return out;
+}
+
+// Relaunching an interrupted run with the same command and train.resume = "auto" continues its
+// out_dir: metrics.jsonl keeps the steps up to the checkpoint, loses those after it (and a line
+// cut short) and ends up as the uninterrupted run's, step for step and loss for loss.
+TEST_F(TrainerCheckpoint, ResumedRunContinuesItsOwnOutDir) {
+  const std::string dir = fresh_dir("continue");
+  RunConfig c = testing::tiny_run_config(dir, 6);
+  c.train.checkpoint_dir = (fs::path(dir) / "ckpt").string();
+  c.train.save_every = 3;
+  c.train.resume = "auto";  // the requeue-safe command: a fresh start while there is no checkpoint
+  TrainOptions o;
+  o.collect_final_params = true;
+  SelfComm comm;
+  RunConfig whole = c;
+  whole.train.out_dir = (fs::path(dir) / "whole").string();
+  whole.train.checkpoint_dir = (fs::path(dir) / "whole-ckpt").string();
+  const TrainSummary expect = train(whole, comm, o);
+  const std::string expect_metrics = read_file(fs::path(whole.train.out_dir) / "metrics.jsonl");
+
+  testing::interrupt_at(o, 5);  // steps 1-4 logged, the checkpoint of step 3 saved
+  EXPECT_THROW(train(c, comm, o), testing::Interrupted);
+  const fs::path metrics = fs::path(c.train.out_dir) / "metrics.jsonl";
+  EXPECT_EQ(losses_of(read_file(metrics)).size(), 4u);
+  { std::ofstream(metrics, std::ios::app) << "{\"step\": 5, \"lo"; }  // a write cut short
+
+  o.before_optimizer_step = nullptr;
+  const TrainSummary resumed = train(c, comm, o);
+  EXPECT_EQ(resumed.first_step, 4);  // resumed after step 3
+  EXPECT_EQ(resumed.final_params, expect.final_params);
+  const auto got = losses_of(read_file(metrics));
+  EXPECT_EQ(got, losses_of(expect_metrics));
+  ASSERT_EQ(got.size(), 6u);
+  for (size_t i = 0; i < got.size(); ++i) EXPECT_EQ(got[i].first, int64_t(i) + 1);
+  EXPECT_EQ(read_file(metrics).back(), '\n');
+
+  // Another checkpoint_dir is another run: its out_dir is refused, and left as it was.
+  const std::string before = read_file(metrics);
+  RunConfig other = c;
+  other.train.checkpoint_dir = (fs::path(dir) / "other-ckpt").string();
+  std::string e = user_error_of([&] { train(other, comm, o); });
+  EXPECT_NE(e.find("already holds a run"), std::string::npos) << e;
+  EXPECT_NE(e.find("train.resume = \"auto\""), std::string::npos) << e;
+  // The same checkpoint_dir without a checkpoint to continue from: refused too.
+  fs::remove_all(c.train.checkpoint_dir);
+  e = user_error_of([&] { train(c, comm, o); });
+  EXPECT_NE(e.find("found no checkpoint"), std::string::npos) << e;
+  EXPECT_NE(e.find("train.overwrite = true"), std::string::npos) << e;
+  EXPECT_EQ(read_file(metrics), before);
+}
+
+// Only the lines of later steps go, and a last line without its newline; lines without a step
+// stay.
+TEST_F(TrainerCheckpoint, DropMetricsAfterKeepsWhatItCannotRead) {
+  const std::string path = write_file(fresh_dir("drop"), "metrics.jsonl", "{\"step\": 1, \"loss\": 2}\nnote\n{\"step\": 2, \"loss\": 1}\n{\"step\": 3");
+  EXPECT_EQ(drop_metrics_after(path, 1), 2);
+  EXPECT_EQ(read_file(path), "{\"step\": 1, \"loss\": 2}\nnote\n");
+  EXPECT_EQ(drop_metrics_after(path, 1), 0);
+  EXPECT_EQ(read_file(path), "{\"step\": 1, \"loss\": 2}\nnote\n");
+  EXPECT_FALSE(fs::exists(path + ".tmp"));
 }
 
 }  // namespace

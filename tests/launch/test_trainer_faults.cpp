@@ -36,8 +36,8 @@ using testing::poison_layer_grad;
 using testing::read_file;
 using testing::user_error_of;
 
-TrainSummary run(const RunConfig& c, TrainOptions o = {}) {
-  o.write_outputs = false;
+TrainSummary run(const RunConfig& c, TrainOptions o = {}, bool write_outputs = false) {
+  o.write_outputs = write_outputs;
   o.collect_final_params = true;
   SelfComm comm;
   return train(c, comm, o);
@@ -51,7 +51,8 @@ class TrainerFaults : public ::testing::Test {
 
 // SIGTERM during step 4 of 10: the step completes, a checkpoint of it goes to
 // <out_dir>/checkpoints (train.checkpoint_dir is empty), the run returns, and rank 0 says how to
-// resume; resuming from there gives the uninterrupted run's losses and parameters exactly.
+// resume; resuming from there continues out_dir and gives the uninterrupted run's losses and
+// parameters exactly.
 TEST_F(TrainerFaults, SigtermSavesACheckpointThatResumesExactly) {
   const std::string dir = fresh_dir("sigterm");
   RunConfig c = testing::tiny_run_config(dir, 10);
@@ -66,7 +67,7 @@ TEST_F(TrainerFaults, SigtermSavesACheckpointThatResumesExactly) {
   };
   log_configure(LogOptions{LogLevel::kInfo}, false);
   ::testing::internal::CaptureStdout();
-  const TrainSummary stopped = run(c, o);
+  const TrainSummary stopped = run(c, o, /*write_outputs=*/true);
   const std::string out = ::testing::internal::GetCapturedStdout();
   log_configure(LogOptions{LogLevel::kWarn}, false);
   const std::string root = (fs::path(c.train.out_dir) / "checkpoints").string();
@@ -79,16 +80,21 @@ TEST_F(TrainerFaults, SigtermSavesACheckpointThatResumesExactly) {
                        "[zerotrain] interrupted by SIGTERM at step 4 of 10: checkpoint saved to " + root +
                        "/step-00000004 (train.checkpoint_dir is empty, so it went to "
                        "<train.out_dir>/checkpoints); resume with --set train.checkpoint_dir=" + root +
-                       " --set train.resume=auto (and a new train.out_dir, or --set "
-                       "train.overwrite=true to write over " + c.train.out_dir + ")\n"));
+                       " --set train.resume=auto (it continues " + c.train.out_dir + ")\n"));
   EXPECT_THAT(out, ::testing::HasSubstr("[zerotrain] stopped: 4 steps in "));
 
   clear_stop_request();
   RunConfig resume = c;
   resume.train.checkpoint_dir = root;
   resume.train.resume = "auto";
-  const TrainSummary resumed = run(resume);
+  const TrainSummary resumed = run(resume, {}, /*write_outputs=*/true);
   EXPECT_EQ(resumed.first_step, 5);
+  // It continued out_dir, whose run saved to <out_dir>/checkpoints: steps 1-10, once each.
+  const std::string metrics = read_file(fs::path(c.train.out_dir) / "metrics.jsonl");
+  std::string steps;
+  for (size_t at = metrics.find("{\"step\": "); at != std::string::npos; at = metrics.find("{\"step\": ", at + 1))
+    steps += metrics.substr(at + 9, metrics.find(',', at) - at - 9) + " ";
+  EXPECT_EQ(steps, "1 2 3 4 5 6 7 8 9 10 ");
   EXPECT_FALSE(resumed.interrupted());
   ASSERT_EQ(resumed.steps.size(), 6u);
   for (size_t i = 0; i < 6; ++i) EXPECT_EQ(resumed.steps[i].loss, full.steps[i + 4].loss) << "step " << i + 5;

@@ -1,0 +1,139 @@
+// train.out_dir: the refusal to overwrite, and a resumed run continuing its own metrics.
+#include "launch/run_outputs.h"
+
+#include <cstdio>
+#include <filesystem>
+#include <fstream>
+#include <sstream>
+#include <system_error>
+#include <vector>
+
+#include "runtime/error.h"
+#include "runtime/log.h"
+
+namespace zt::launch {
+
+namespace {
+
+namespace fs = std::filesystem;
+
+fs::path metrics_path(const TrainSection& t) { return fs::path(t.out_dir) / "metrics.jsonl"; }
+
+bool same_path(const std::string& a, const std::string& b) {
+  std::error_code ec;
+  const fs::path pa = fs::weakly_canonical(fs::absolute(a), ec);
+  if (ec) return false;
+  const fs::path pb = fs::weakly_canonical(fs::absolute(b), ec);
+  return !ec && pa == pb;
+}
+
+// True when this run resumes from its own checkpoints and out_dir holds the outputs of that run:
+// train.resume is set and out_dir's config.toml names the same train.checkpoint_dir. An earlier
+// run without one saved on a stop signal to <out_dir>/checkpoints, which its resume names.
+bool continues_out_dir(const TrainSection& t) {
+  if (t.resume.empty() || t.checkpoint_dir.empty()) return false;
+  const fs::path saved = fs::path(t.out_dir) / "config.toml";
+  std::error_code ec;
+  if (!fs::is_regular_file(saved, ec)) return false;
+  try {
+    const TrainSection earlier = load_config(saved.string(), {}).train;
+    const std::string root = earlier.checkpoint_dir.empty()
+                                 ? (fs::path(t.out_dir) / "checkpoints").string()
+                                 : earlier.checkpoint_dir;
+    return same_path(root, t.checkpoint_dir);
+  } catch (const UserError&) {
+    return false;  // not a config this version reads: not provably the same run
+  }
+}
+
+void write_text_file(const fs::path& path, const std::string& text) {
+  std::ofstream out(path, std::ios::trunc);
+  out << text;
+  out.close();
+  if (!out) throw_user_error("cannot write \"", path.string(), "\" (check that train.out_dir is writable)");
+}
+
+void create_out_dir(const std::string& dir) {
+  std::error_code ec;
+  fs::create_directories(dir, ec);
+  if (ec || !fs::is_directory(dir))
+    throw_user_error("cannot create train.out_dir \"", dir, "\": ",
+                     ec ? ec.message() : std::string("a file of that name exists"));
+}
+
+// The step of a metrics line ({"step": N, ...}), or none.
+std::optional<int64_t> step_of(const std::string& line) {
+  long long step = 0;
+  if (std::sscanf(line.c_str(), "{\"step\": %lld,", &step) != 1) return std::nullopt;
+  return int64_t(step);
+}
+
+}  // namespace
+
+void check_out_dir(const TrainSection& t) {
+  std::error_code ec;
+  if (fs::exists(t.out_dir, ec) && !fs::is_directory(t.out_dir, ec))
+    throw_user_error("train.out_dir \"", t.out_dir, "\" is a file, not a folder: choose another train.out_dir");
+  if (fs::exists(metrics_path(t), ec) && !t.overwrite && !continues_out_dir(t))
+    throw_user_error("train.out_dir \"", t.out_dir, "\" already holds a run (", metrics_path(t).string(),
+                     "); choose another train.out_dir, or set train.overwrite = true to replace it, "
+                     "or continue that run from its checkpoints with train.resume = \"auto\" and "
+                     "its train.checkpoint_dir");
+}
+
+int64_t drop_metrics_after(const std::string& path, int64_t step) {
+  std::ifstream in(path, std::ios::binary);
+  if (!in) throw_user_error("cannot read the metrics file \"", path, "\" to continue it");
+  std::stringstream whole;
+  whole << in.rdbuf();
+  const std::string text = whole.str();
+  std::string kept;
+  int64_t dropped = 0;
+  size_t begin = 0;
+  while (begin < text.size()) {
+    const size_t end = text.find('\n', begin);
+    if (end == std::string::npos) {  // cut short by a crash while it was written
+      ++dropped;
+      break;
+    }
+    const std::string line = text.substr(begin, end - begin);
+    const std::optional<int64_t> s = step_of(line);
+    if (s && *s > step) {
+      ++dropped;
+    } else {
+      kept += line;
+      kept += '\n';
+    }
+    begin = end + 1;
+  }
+  if (dropped == 0) return 0;
+  const std::string tmp = path + ".tmp";
+  write_text_file(tmp, kept);
+  std::error_code ec;
+  fs::rename(tmp, path, ec);
+  if (ec) throw_user_error("cannot replace the metrics file \"", path, "\": ", ec.message());
+  return dropped;
+}
+
+MetricsWriter open_run_outputs(const TrainSection& t, const std::string& resolved,
+                               std::optional<int64_t> resume_step) {
+  check_out_dir(t);  // again: nothing may be overwritten, even if the folder changed since
+  std::error_code ec;
+  const bool holds_run = fs::exists(metrics_path(t), ec);
+  const bool continuing = holds_run && resume_step.has_value() && continues_out_dir(t);
+  if (holds_run && !continuing && !t.overwrite)
+    throw_user_error("train.out_dir \"", t.out_dir, "\" holds a run, and train.resume = \"", t.resume,
+                     "\" found no checkpoint in train.checkpoint_dir \"", t.checkpoint_dir,
+                     "\" to continue it from; set train.overwrite = true to start that run over, "
+                     "or choose another train.out_dir");
+  create_out_dir(t.out_dir);
+  write_text_file(fs::path(t.out_dir) / "config.toml", resolved);
+  if (!continuing) return MetricsWriter(metrics_path(t).string(), MetricsWriter::Mode::kCreate);
+  const int64_t dropped = drop_metrics_after(metrics_path(t).string(), *resume_step);
+  log_info("metrics: continuing ", metrics_path(t).string(), " after step ", *resume_step,
+           dropped > 0 ? " (" + std::to_string(dropped) + " lines of later steps dropped: those steps run again)"
+                       : std::string());
+  return MetricsWriter(metrics_path(t).string(), MetricsWriter::Mode::kAppend);
+}
+
+}  // namespace zt::launch
