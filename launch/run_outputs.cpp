@@ -119,20 +119,22 @@ MetricsWriter open_run_outputs(const TrainSection& t, const std::string& resolve
                                std::optional<int64_t> resume_step) {
   check_out_dir(t);  // again: nothing may be overwritten, even if the folder changed since
   std::error_code ec;
-  const bool holds_run = fs::exists(metrics_path(t), ec);
-  const bool continuing = holds_run && resume_step.has_value() && continues_out_dir(t);
-  if (holds_run && !continuing && !t.overwrite)
-    throw_user_error("train.out_dir \"", t.out_dir, "\" holds a run, and train.resume = \"", t.resume,
-                     "\" found no checkpoint in train.checkpoint_dir \"", t.checkpoint_dir,
-                     "\" to continue it from; set train.overwrite = true to start that run over, "
-                     "or choose another train.out_dir");
+  const bool continuing = fs::exists(metrics_path(t), ec) && continues_out_dir(t);
   create_out_dir(t.out_dir);
   write_text_file(fs::path(t.out_dir) / "config.toml", resolved);
   if (!continuing) return MetricsWriter(metrics_path(t).string(), MetricsWriter::Mode::kCreate);
-  const int64_t dropped = drop_metrics_after(metrics_path(t).string(), *resume_step);
-  log_info("metrics: continuing ", metrics_path(t).string(), " after step ", *resume_step,
-           dropped > 0 ? " (" + std::to_string(dropped) + " lines of later steps dropped: those steps run again)"
-                       : std::string());
+  // train.resume = "auto" without a checkpoint yet (a job stopped before its first save) starts
+  // the run over: every step runs again.
+  const int64_t step = resume_step.value_or(0);
+  const int64_t dropped = drop_metrics_after(metrics_path(t).string(), step);
+  const std::string what = dropped > 0 ? " (" + std::to_string(dropped) +
+                                             " lines of later steps dropped: those steps run again)"
+                                       : std::string();
+  if (resume_step)
+    log_info("metrics: continuing ", metrics_path(t).string(), " after step ", step, what);
+  else
+    log_info("metrics: no checkpoint in ", t.checkpoint_dir, " yet, so the run starts over in ",
+             metrics_path(t).string(), what);
   return MetricsWriter(metrics_path(t).string(), MetricsWriter::Mode::kAppend);
 }
 

@@ -5,7 +5,8 @@
 // so relaunching an interrupted (or preempted) job with the same command and
 // train.resume = "auto" just works. The continued metrics.jsonl keeps its lines up to the
 // checkpoint's step, drops those of the steps after it (they run again) and gets the new steps
-// appended; their elapsed_s counts from the relaunch.
+// appended; their elapsed_s counts from the relaunch. With no checkpoint yet (stopped before its
+// first save) the run starts over: every line goes.
 #pragma once
 
 #include <cstdint>
@@ -24,8 +25,7 @@ void check_out_dir(const TrainSection& train);
 
 // Rank 0, once the checkpoint the run resumes from is known (`resume_step`: its step, or none
 // for a fresh start): checks out_dir again, creates it, writes config.toml (`resolved`), and
-// opens metrics.jsonl, continued or new. A run with train.resume set that found no checkpoint
-// to resume from is refused when out_dir holds a run and train.overwrite is false.
+// opens metrics.jsonl, continued or new.
 MetricsWriter open_run_outputs(const TrainSection& train, const std::string& resolved,
                                std::optional<int64_t> resume_step);
 

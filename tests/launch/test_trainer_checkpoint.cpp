@@ -190,7 +190,8 @@ std::vector<std::pair<int64_t, std::string>> losses_of(const std::string& metric
 
 // Relaunching an interrupted run with the same command and train.resume = "auto" continues its
 // out_dir: metrics.jsonl keeps the steps up to the checkpoint, loses those after it (and a line
-// cut short) and ends up as the uninterrupted run's, step for step and loss for loss.
+// cut short) and ends up as the uninterrupted run's, step for step and loss for loss. Without a
+// checkpoint yet it starts over.
 TEST_F(TrainerCheckpoint, ResumedRunContinuesItsOwnOutDir) {
   const std::string dir = fresh_dir("continue");
   RunConfig c = testing::tiny_run_config(dir, 6);
@@ -229,12 +230,17 @@ TEST_F(TrainerCheckpoint, ResumedRunContinuesItsOwnOutDir) {
   std::string e = user_error_of([&] { train(other, comm, o); });
   EXPECT_NE(e.find("already holds a run"), std::string::npos) << e;
   EXPECT_NE(e.find("train.resume = \"auto\""), std::string::npos) << e;
-  // The same checkpoint_dir without a checkpoint to continue from: refused too.
-  fs::remove_all(c.train.checkpoint_dir);
-  e = user_error_of([&] { train(c, comm, o); });
-  EXPECT_NE(e.find("found no checkpoint"), std::string::npos) << e;
-  EXPECT_NE(e.find("train.overwrite = true"), std::string::npos) << e;
   EXPECT_EQ(read_file(metrics), before);
+  // A job stopped before its first checkpoint and relaunched: train.resume = "auto" finds none,
+  // and the run starts over in its out_dir.
+  fs::remove_all(c.train.checkpoint_dir);
+  c.train.steps = 2;
+  c.train.save_every = 0;
+  const TrainSummary again = train(c, comm, o);
+  EXPECT_EQ(again.first_step, 1);
+  const auto restarted = losses_of(read_file(metrics));
+  ASSERT_EQ(restarted.size(), 2u);
+  EXPECT_EQ(restarted[1].first, 2);
 }
 
 // Only the lines of later steps go, and a last line without its newline; lines without a step
