@@ -127,11 +127,10 @@ MetricsWriter open_run_outputs(const TrainSection& t, const std::string& resolve
   // the run over: every step runs again.
   const int64_t step = resume_step.value_or(0);
   const int64_t dropped = drop_metrics_after(metrics_path(t).string(), step);
-  const std::string what = dropped > 0 ? " (" + std::to_string(dropped) +
-                                             " lines of later steps dropped: those steps run again)"
-                                       : std::string();
+  const std::string what = " (" + std::to_string(dropped) + " lines dropped: those steps run again)";
   if (resume_step)
-    log_info("metrics: continuing ", metrics_path(t).string(), " after step ", step, what);
+    log_info("metrics: continuing ", metrics_path(t).string(), " after step ", step,
+             dropped > 0 ? what : std::string());
   else
     log_info("metrics: no checkpoint in ", t.checkpoint_dir, " yet, so the run starts over in ",
              metrics_path(t).string(), what);
