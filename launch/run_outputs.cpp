@@ -2,6 +2,7 @@
 #include "launch/run_outputs.h"
 
 #include <cstdio>
+#include <exception>
 #include <filesystem>
 #include <fstream>
 #include <sstream>
@@ -41,7 +42,7 @@ bool continues_out_dir(const TrainSection& t) {
                                  ? (fs::path(t.out_dir) / "checkpoints").string()
                                  : earlier.checkpoint_dir;
     return same_path(root, t.checkpoint_dir);
-  } catch (const UserError&) {
+  } catch (const std::exception&) {
     return false;  // not a config this version reads: not provably the same run
   }
 }

@@ -241,6 +241,13 @@ TEST_F(TrainerCheckpoint, ResumedRunContinuesItsOwnOutDir) {
   const auto restarted = losses_of(read_file(metrics));
   ASSERT_EQ(restarted.size(), 2u);
   EXPECT_EQ(restarted[1].first, 2);
+  // A config.toml that does not read back does not prove the same run: refused, nothing touched.
+  testing::write_file(c.train.out_dir, "config.toml", "[train\nnot toml");
+  const std::string kept = read_file(metrics);
+  c.train.steps = 4;  // past the checkpoint of step 2
+  e = user_error_of([&] { train(c, comm, o); });
+  EXPECT_NE(e.find("already holds a run"), std::string::npos) << e;
+  EXPECT_EQ(read_file(metrics), kept);
 }
 
 // Only the lines of later steps go, and a last line without its newline; lines without a step
