@@ -202,8 +202,9 @@ std::string format_estimate_table(const EstimateInput& in, const std::vector<Sta
     out += line;
   }
   out += "\nmax keep: the most blocks model.keep_activations (--keep-activations) can keep with\n"
-         "activation checkpointing on while the GPU still fits; " +
-         std::to_string(in.model.n_layer) + " keeps every block, as checkpointing off does.\n";
+         "activation checkpointing on while the GPU still fits, at " + gib(kept_block_bytes(in)) +
+         " per block per GPU;\n" + std::to_string(in.model.n_layer) +
+         " keeps every block, as checkpointing off does.\n";
   return out;
 }
 

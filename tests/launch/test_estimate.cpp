@@ -98,6 +98,8 @@ TEST(Estimate, MaxKeepIsTheMostKeptBlocksThatStillFit) {
   const EstimateArgs big = parse_estimate_args({"--gpus", "8", "--gpu-mem", "141GiB"});
   EXPECT_EQ(zero::estimate_memory(big.input, false)[3].max_keep_activations, 28);
   EXPECT_NE(run_estimate(a).find("max keep"), std::string::npos);
+  // The footnote gives the price of a kept block (GPT-J-6B at 4 x 2048 tokens).
+  EXPECT_NE(run_estimate(a).find("at 0.50 GiB per block per GPU"), std::string::npos);
 }
 
 // --set changes the config before the estimate reads it, wherever it stands.
