@@ -136,8 +136,10 @@ std::string kept_blocks_hint(const RunConfig& c, int64_t peak, int64_t device_by
   if (best <= keep) return "";
   return detail::concat("memory: the peak of ", format_bytes(double(peak)), " per GPU (of ",
                         format_bytes(double(device_bytes)),
-                        ") leaves room for model.keep_activations = ", best, " (now ", keep,
-                        "): each kept block skips its recompute for ",
+                        ") leaves room for model.keep_activations = ", best, " (now ", keep, ")",
+                        best == n_layer ? ", every block, as model.activation_checkpointing = false"
+                                        : "",
+                        ": each kept block skips its recompute for ",
                         format_bytes(double(per_block)),
                         " more (`zerotrain estimate --config RUN.toml --set model.keep_activations=",
                         best, "`)");

@@ -166,6 +166,12 @@ TEST(Trainer, KeptBlocksHintSaysHowManyMoreFit) {
             "memory: the peak of 66.10 GiB per GPU (of 79.20 GiB) leaves room for "
             "model.keep_activations = 18 (now 0): each kept block skips its recompute for 512.56 MiB "
             "more (`zerotrain estimate --config RUN.toml --set model.keep_activations=18`)");
+  // Room for every block: the same as checkpointing off, which the line says.
+  EXPECT_EQ(kept_blocks_hint(c, int64_t(94.25 * double(gib)), int64_t(139.8 * double(gib))),
+            "memory: the peak of 94.25 GiB per GPU (of 139.80 GiB) leaves room for "
+            "model.keep_activations = 28 (now 0), every block, as model.activation_checkpointing = "
+            "false: each kept block skips its recompute for 512.56 MiB more (`zerotrain estimate "
+            "--config RUN.toml --set model.keep_activations=28`)");
   // Nothing to say: no room, an unknown device size, every block kept, or checkpointing off.
   EXPECT_EQ(kept_blocks_hint(c, 75 * gib, h100), "");
   EXPECT_EQ(kept_blocks_hint(c, peak, 0), "");
