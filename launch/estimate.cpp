@@ -71,6 +71,16 @@ std::string estimate_usage_text() {
          "tokens, bf16, activation checkpointing on, no kept blocks.\n";
 }
 
+void apply_run_config(const RunConfig& c, zero::EstimateInput& in) {
+  in.model = c.model.shape;
+  in.micro_batch = c.train.micro_batch_size;
+  in.seq_len = c.train.seq_len;
+  in.activation_checkpointing = c.model.activation_checkpointing;
+  in.keep_activations = c.model.keep_activations;
+  in.bucket_elements = c.zero.bucket_elements;
+  if (c.train.precision != DType::kF32) in.precision = c.train.precision;
+}
+
 EstimateArgs parse_estimate_args(const std::vector<std::string>& args) {
   EstimateArgs a;
   a.input.model = model::gptj_preset("gptj-6b");
@@ -96,14 +106,7 @@ EstimateArgs parse_estimate_args(const std::vector<std::string>& args) {
       continue;  // collected above
     } else if (flag == "--config") {
       config_given = true;
-      const RunConfig c = load_config(value, overrides);
-      in.model = c.model.shape;
-      in.micro_batch = c.train.micro_batch_size;
-      in.seq_len = c.train.seq_len;
-      in.activation_checkpointing = c.model.activation_checkpointing;
-      in.keep_activations = c.model.keep_activations;
-      in.bucket_elements = c.zero.bucket_elements;
-      if (c.train.precision != DType::kF32) in.precision = c.train.precision;
+      apply_run_config(load_config(value, overrides), in);
     } else if (flag == "--gpus") {
       in.gpus = int(parse_int(flag, value, 1));
     } else if (flag == "--gpus-per-node") {

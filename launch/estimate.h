@@ -5,6 +5,7 @@
 #include <string>
 #include <vector>
 
+#include "launch/config.h"
 #include "zero/memory_estimate.h"
 
 namespace zt::launch {
@@ -13,6 +14,10 @@ struct EstimateArgs {
   zero::EstimateInput input;
   bool offload = false;  // also show stages 1-3 with the optimizer in host memory
 };
+
+// Sets what a training config decides in `input`: the model shape, micro-batch, sequence length,
+// precision (16-bit only), activation checkpointing, kept blocks and bucket size.
+void apply_run_config(const RunConfig& config, zero::EstimateInput& input);
 
 // Parses the flags after `estimate`; throws zt::UserError naming a bad flag or value.
 EstimateArgs parse_estimate_args(const std::vector<std::string>& args);

@@ -15,6 +15,7 @@
 #include <system_error>
 #include <utility>
 
+#include "launch/estimate.h"
 #include "launch/init_weights.h"
 #include "launch/run_checkpoints.h"
 #include "launch/run_outputs.h"
@@ -128,9 +129,7 @@ std::string kept_blocks_hint(const RunConfig& c, int64_t peak, int64_t device_by
   const int64_t keep = c.model.keep_activations, n_layer = c.model.shape.n_layer;
   if (!c.model.activation_checkpointing || keep >= n_layer || device_bytes <= 0) return "";
   zero::EstimateInput in;
-  in.model = c.model.shape;
-  in.micro_batch = c.train.micro_batch_size;
-  in.seq_len = c.train.seq_len;
+  apply_run_config(c, in);
   const int64_t per_block = zero::kept_block_bytes(in);
   const int64_t best = zero::max_keep_from_peak(peak, device_bytes, per_block, keep, n_layer);
   if (best <= keep) return "";
