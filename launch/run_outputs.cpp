@@ -69,18 +69,24 @@ std::optional<int64_t> step_of(const std::string& line) {
   return int64_t(step);
 }
 
-}  // namespace
-
-void check_out_dir(const TrainSection& t) {
+// check_out_dir's checks; returns whether this run continues out_dir's run.
+bool checked_continuation(const TrainSection& t) {
   std::error_code ec;
   if (fs::exists(t.out_dir, ec) && !fs::is_directory(t.out_dir, ec))
     throw_user_error("train.out_dir \"", t.out_dir, "\" is a file, not a folder: choose another train.out_dir");
-  if (fs::exists(metrics_path(t), ec) && !t.overwrite && !continues_out_dir(t))
+  if (!fs::exists(metrics_path(t), ec)) return false;
+  const bool continues = continues_out_dir(t);
+  if (!continues && !t.overwrite)
     throw_user_error("train.out_dir \"", t.out_dir, "\" already holds a run (", metrics_path(t).string(),
                      "); choose another train.out_dir, or set train.overwrite = true to replace it, "
                      "or continue that run from its checkpoints with train.resume = \"auto\" and "
                      "its train.checkpoint_dir");
+  return continues;
 }
+
+}  // namespace
+
+void check_out_dir(const TrainSection& t) { checked_continuation(t); }
 
 int64_t drop_metrics_after(const std::string& path, int64_t step) {
   std::ifstream in(path, std::ios::binary);
@@ -118,9 +124,8 @@ int64_t drop_metrics_after(const std::string& path, int64_t step) {
 
 MetricsWriter open_run_outputs(const TrainSection& t, const std::string& resolved,
                                std::optional<int64_t> resume_step) {
-  check_out_dir(t);  // again: nothing may be overwritten, even if the folder changed since
-  std::error_code ec;
-  const bool continuing = fs::exists(metrics_path(t), ec) && continues_out_dir(t);
+  // Checked again: nothing may be overwritten, even if the folder changed since.
+  const bool continuing = checked_continuation(t);
   create_out_dir(t.out_dir);
   write_text_file(fs::path(t.out_dir) / "config.toml", resolved);
   if (!continuing) return MetricsWriter(metrics_path(t).string(), MetricsWriter::Mode::kCreate);
