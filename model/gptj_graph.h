@@ -299,6 +299,13 @@ class GptjGraph final : public GptjModel {
     backend_.check_tokens(batch, need_targets);
   }
 
+  // p.ln_out = ln_1(x), with x's statistics in `a`: the block forward's first op, which the
+  // backward reruns when the scratch no longer holds it.
+  void ln_1(const LayerParams& w, const T* x, BlockActs& a, Workspace& p, int64_t n) {
+    backend_.layernorm_forward(x, w[kLn1Weight], w[kLn1Bias], p.ln_out, a.ln_mean, a.ln_rstd, n,
+                               config_.d_model, config_.layer_norm_eps);
+  }
+
   // Block forward: x [N, D] -> y [N, D], filling `a` and the scratch p.ln_out and p.act. A
   // recompute passes y = nullptr: the backward reads only those, so out_proj, fc_out and the
   // residual sum (5 of the block's 12 d^2 GEMM FLOPs per token) are skipped.
@@ -307,8 +314,7 @@ class GptjGraph final : public GptjModel {
     const GptjConfig& c = config_;
     const int64_t n = b.tokens(), d = c.d_model, f = c.d_ff, hd = c.head_dim();
     Backend& k = backend_;
-    k.layernorm_forward(x, w[kLn1Weight], w[kLn1Bias], p.ln_out, a.ln_mean, a.ln_rstd, n, d,
-                        c.layer_norm_eps);
+    ln_1(w, x, a, p, n);
     k.linear_forward(p.ln_out, w[kQProj], nullptr, a.q, n, d, d);
     k.linear_forward(p.ln_out, w[kKProj], nullptr, a.k, n, d, d);
     k.linear_forward(p.ln_out, w[kVProj], nullptr, a.v, n, d, d);
@@ -334,8 +340,7 @@ class GptjGraph final : public GptjModel {
     const int64_t n = b.tokens(), d = c.d_model, f = c.d_ff, hd = c.head_dim();
     Backend& k = backend_;
     if (!scratch_fresh) {
-      k.layernorm_forward(x, w[kLn1Weight], w[kLn1Bias], p.ln_out, a.ln_mean, a.ln_rstd, n, d,
-                          c.layer_norm_eps);
+      ln_1(w, x, a, p, n);
       k.gelu_forward(a.pre, p.act, n * f);
     }
     T* dh = p.dh;
