@@ -8,13 +8,13 @@
 #include <cstdio>
 #include <cstring>
 #include <filesystem>
-#include <fstream>
 #include <sstream>
 #include <unordered_map>
 
 #include "runtime/json_reader.h"
 #include "datasets/unicode_classes.h"
 #include "runtime/error.h"
+#include "runtime/file_io.h"
 #include "runtime/rng.h"
 
 namespace zt::datasets {
@@ -25,15 +25,6 @@ constexpr const char* kEndOfText = "<|endoftext|>";
 
 // ---------------------------------------------------------------------------------------------
 // Files
-
-std::string read_file(const std::filesystem::path& path) {
-  std::ifstream in(path, std::ios::binary);
-  if (!in) throw_user_error("cannot open tokenizer file \"", path.string(), "\"");
-  std::ostringstream ss;
-  ss << in.rdbuf();
-  if (in.bad()) throw_user_error("cannot read tokenizer file \"", path.string(), "\"");
-  return std::move(ss).str();
-}
 
 // Decodes one well-formed UTF-8 sequence (Unicode Table 3-7: no overlong forms, no surrogates,
 // nothing above U+10FFFF) at p. Returns its length in bytes, or 0 when the byte at p does not
@@ -476,7 +467,7 @@ struct RawFiles {
 // a problem in the JSON becomes a UserError naming the file, line and column.
 template <class F>
 void read_json_file(const std::filesystem::path& path, F&& read) {
-  const std::string text = read_file(path);
+  const std::string text = read_file(path, "tokenizer file");
   try {
     JsonReader r(text);
     read(r);
@@ -492,7 +483,7 @@ void read_vocab_json(JsonReader& r, RawFiles& raw) {
 }
 
 void read_merges_txt(const std::filesystem::path& path, RawFiles& raw) {
-  const std::string text = read_file(path);
+  const std::string text = read_file(path, "tokenizer file");
   size_t pos = 0, line = 0;
   while (pos < text.size()) {
     size_t eol = text.find('\n', pos);

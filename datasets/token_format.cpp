@@ -11,11 +11,11 @@
 #include <cstdio>
 #include <cstring>
 #include <filesystem>
-#include <fstream>
 #include <sstream>
 
 #include "datasets/manifest_toml.h"
 #include "runtime/error.h"
+#include "runtime/file_io.h"
 #include "runtime/rng.h"
 #include "runtime/text.h"
 
@@ -222,14 +222,11 @@ Manifest read_manifest(const std::string& dataset_dir) {
                      "check data.path, or make it with `zerotrain prepare --tokenizer DIR --out ",
                      dataset_dir, " FILES...`");
   const std::string path = (fs::path(dataset_dir) / kManifestFile).string();
-  std::ifstream in(path, std::ios::binary);
-  if (!in)
+  if (!fs::is_regular_file(path, ec))
     throw_user_error(path, " is missing: \"", dataset_dir,
                      "\" is not a prepared dataset, or its `zerotrain prepare` did not finish; ",
                      "run `zerotrain prepare --tokenizer DIR --out ", dataset_dir, " FILES...`");
-  std::stringstream ss;
-  ss << in.rdbuf();
-  return parse_manifest(ss.str(), path);
+  return parse_manifest(read_file(path, "dataset manifest"), path);
 }
 
 }  // namespace zt::datasets

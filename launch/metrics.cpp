@@ -73,6 +73,12 @@ void MetricsWriter::write(const StepMetrics& m) {
     throw_user_error("writing the metrics file \"", path_, "\" failed: ", std::strerror(errno));
 }
 
+void MetricsWriter::sync() {
+  if (file_ == nullptr) return;
+  if (std::fflush(file_) != 0 || ::fsync(fileno(file_)) != 0)
+    throw_user_error("flushing the metrics file \"", path_, "\" to disk failed: ", std::strerror(errno));
+}
+
 std::string format_step_line(const StepMetrics& m, int64_t total_steps) {
   char buf[256];
   std::snprintf(buf, sizeof(buf),

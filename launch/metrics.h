@@ -51,6 +51,9 @@ class MetricsWriter {
   MetricsWriter(MetricsWriter&& other) noexcept;
   MetricsWriter& operator=(MetricsWriter&& other) = delete;
   void write(const StepMetrics& m);
+  // Flushes the lines written so far to disk (fsync): the trainer calls it before it moves
+  // `latest` to a new checkpoint, so a resume after a power loss finds every line up to it.
+  void sync();
 
  private:
   std::FILE* file_ = nullptr;

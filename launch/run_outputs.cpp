@@ -4,12 +4,11 @@
 #include <cstdio>
 #include <exception>
 #include <filesystem>
-#include <fstream>
-#include <sstream>
 #include <system_error>
 #include <vector>
 
 #include "runtime/error.h"
+#include "runtime/file_io.h"
 #include "runtime/log.h"
 
 namespace zt::launch {
@@ -47,12 +46,7 @@ bool continues_out_dir(const TrainSection& t) {
   }
 }
 
-void write_text_file(const fs::path& path, const std::string& text) {
-  std::ofstream out(path, std::ios::trunc);
-  out << text;
-  out.close();
-  if (!out) throw_user_error("cannot write \"", path.string(), "\" (check that train.out_dir is writable)");
-}
+constexpr const char* kOutDirHint = "check that train.out_dir is writable and has space";
 
 void create_out_dir(const std::string& dir) {
   std::error_code ec;
@@ -89,11 +83,7 @@ bool checked_continuation(const TrainSection& t) {
 void check_out_dir(const TrainSection& t) { checked_continuation(t); }
 
 int64_t drop_metrics_after(const std::string& path, int64_t step) {
-  std::ifstream in(path, std::ios::binary);
-  if (!in) throw_user_error("cannot read the metrics file \"", path, "\" to continue it");
-  std::stringstream whole;
-  whole << in.rdbuf();
-  const std::string text = whole.str();
+  const std::string text = read_file(path, "the metrics file");
   std::string kept;
   int64_t dropped = 0;
   size_t begin = 0;
@@ -114,11 +104,7 @@ int64_t drop_metrics_after(const std::string& path, int64_t step) {
     begin = end + 1;
   }
   if (dropped == 0) return 0;
-  const std::string tmp = path + ".tmp";
-  write_text_file(tmp, kept);
-  std::error_code ec;
-  fs::rename(tmp, path, ec);
-  if (ec) throw_user_error("cannot replace the metrics file \"", path, "\": ", ec.message());
+  replace_file(path, kept, kOutDirHint);
   return dropped;
 }
 
@@ -127,7 +113,7 @@ MetricsWriter open_run_outputs(const TrainSection& t, const std::string& resolve
   // Checked again: nothing may be overwritten, even if the folder changed since.
   const bool continuing = checked_continuation(t);
   create_out_dir(t.out_dir);
-  write_text_file(fs::path(t.out_dir) / "config.toml", resolved);
+  replace_file(fs::path(t.out_dir) / "config.toml", resolved, kOutDirHint);
   if (!continuing) return MetricsWriter(metrics_path(t).string(), MetricsWriter::Mode::kCreate);
   // train.resume = "auto" without a checkpoint yet (a job stopped before its first save) starts
   // the run over: every step runs again.

@@ -333,6 +333,7 @@ TrainSummary train(const RunConfig& config, Comm& comm, const TrainOptions& opti
       zero::save_checkpoint(engine, *engine_comm, dir.string(), meta, save_options);
       run_agreed(comm, "updating the latest checkpoint", [&] {
         if (rank != 0) return;
+        if (metrics) metrics->sync();  // the lines up to `step` outlive a power loss, as the checkpoint does
         publish_latest(root, name);
         prune_checkpoints(root, t.keep_last, step, name);
       });

@@ -11,14 +11,13 @@
 #include <cstdio>
 #include <cstring>
 #include <filesystem>
-#include <fstream>
 #include <map>
 #include <set>
-#include <sstream>
 #include <vector>
 
 #include "model/params.h"
 #include "runtime/error.h"
+#include "runtime/file_io.h"
 #include "runtime/json_reader.h"
 #include "runtime/safetensors.h"
 
@@ -34,15 +33,6 @@ constexpr const char* kIndexName = "model.safetensors.index.json";
 constexpr const char* kConvertHint =
     "convert it with transformers: GPTJForCausalLM.from_pretrained(dir)"
     ".save_pretrained(out, safe_serialization=True)";
-
-std::string read_text_file(const std::string& path, const char* what) {
-  std::ifstream in(path, std::ios::binary);
-  if (!in) throw_user_error("cannot read ", what, " ", path, ": ", std::strerror(errno));
-  std::ostringstream ss;
-  ss << in.rdbuf();
-  if (in.bad()) throw_user_error("cannot read ", what, " ", path, ": ", std::strerror(errno));
-  return std::move(ss).str();
-}
 
 // A double as Python's repr() writes it (what json.dumps puts in config.json): the shortest
 // digits that read back exactly, positional for exponents -4..15, else d.ddde[+-]XX.
@@ -95,34 +85,6 @@ bool is_mask_buffer(const std::string& name) {
   return rest == ".attn.bias" || rest == ".attn.masked_bias";
 }
 
-// POSIX write + fsync, so that a completed export survives a crash.
-void write_file_synced(const std::string& path, const std::string& text) {
-  const int fd = ::open(path.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
-  if (fd < 0) throw_user_error("cannot create ", path, ": ", std::strerror(errno));
-  size_t done = 0;
-  while (done < text.size()) {
-    const ssize_t n = ::write(fd, text.data() + done, text.size() - done);
-    if (n < 0 && errno == EINTR) continue;
-    if (n <= 0) {
-      const int err = errno;
-      ::close(fd);
-      throw_user_error("cannot write ", path, ": ", std::strerror(err),
-                       ": check the disk space and permissions of the output directory");
-    }
-    done += size_t(n);
-  }
-  if (::fsync(fd) != 0 || ::close(fd) != 0)
-    throw_user_error("cannot write ", path, ": ", std::strerror(errno));
-}
-
-void sync_dir(const fs::path& dir) {
-  const int fd = ::open(dir.empty() ? "." : dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-  if (fd >= 0) {
-    ::fsync(fd);
-    ::close(fd);
-  }
-}
-
 // ---------------------------------------------------------------------------------------------
 // The WeightSource over a directory of safetensors files.
 
@@ -158,7 +120,7 @@ class HfGptjSource final : public WeightSource {
 
 // model.safetensors.index.json's weight_map: tensor name -> shard file name.
 std::map<std::string, std::string> read_weight_map(const std::string& index_path) {
-  const std::string text = read_text_file(index_path, "safetensors index");
+  const std::string text = read_file(index_path, "safetensors index");
   std::map<std::string, std::string> weight_map;
   bool has_map = false;
   try {
@@ -192,7 +154,7 @@ std::map<std::string, std::string> read_weight_map(const std::string& index_path
 // config.json
 
 GptjConfig gptj_config_from_hf(const std::string& path) {
-  const std::string text = read_text_file(path, "Hugging Face config");
+  const std::string text = read_file(path, "Hugging Face config");
   // transformers' GPTJConfig defaults (the 6B model): what from_pretrained uses for a missing key.
   GptjConfig c = gptj_preset("gptj-6b");
   c.layer_norm_eps = 1e-5;
@@ -478,8 +440,9 @@ void write_hf_gptj(const std::string& dir, WeightSource& src, DType dtype, bool 
     }
   }
   writer.finish();
-  write_file_synced((tmp / kConfigName).string(), hf_config_json(config, dtype));
-  sync_dir(tmp);
+  write_file_synced(tmp / kConfigName, hf_config_json(config, dtype),
+                    "check the disk space and permissions of the output directory");
+  sync_path(tmp);
 
   const fs::path parent = out.parent_path();
   if (!replace) {
@@ -505,7 +468,7 @@ void write_hf_gptj(const std::string& dir, WeightSource& src, DType dtype, bool 
     }
     fs::remove_all(old, ec);
   }
-  sync_dir(parent);
+  sync_path(parent);
 }
 
 }  // namespace zt::model

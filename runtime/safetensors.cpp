@@ -14,6 +14,7 @@
 #include <set>
 
 #include "runtime/error.h"
+#include "runtime/file_io.h"
 #include "runtime/json_reader.h"
 
 namespace zt {
@@ -413,13 +414,7 @@ void SafetensorsWriter::finish() {
   file_ = nullptr;
   if (rc != 0) io_error("cannot close");
   if (std::rename(tmp_path_.c_str(), path_.c_str()) != 0) io_error("cannot rename into place");
-  // Make the rename itself durable.
-  const std::string dir = std::filesystem::path(path_).parent_path().string();
-  const int dfd = ::open(dir.empty() ? "." : dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-  if (dfd >= 0) {
-    ::fsync(dfd);
-    ::close(dfd);
-  }
+  sync_path(std::filesystem::path(path_).parent_path());  // makes the rename durable
   finished_ = true;
 }
 

@@ -12,6 +12,7 @@
 #include "datasets/token_format.h"
 #include "model/params.h"
 #include "runtime/error.h"
+#include "runtime/file_io.h"
 #include "zero/checkpoint_io.h"
 
 namespace zt::zero {
@@ -121,7 +122,7 @@ void save_checkpoint(Engine& engine, Comm& comm, const std::string& dir, const C
     sync_path(partial);
     fs::rename(partial, rank_path);
     hook("rank_file");
-    write_text(rank_path.string() + ".zt64", datasets::format_checksum(sum));
+    write_file_synced(rank_path.string() + ".zt64", datasets::format_checksum(sum));
   });
 
   agreed(engine, "writing the checkpoint manifest", [&] {
@@ -137,7 +138,7 @@ void save_checkpoint(Engine& engine, Comm& comm, const std::string& dir, const C
       RankEntry e;
       e.file = rank_file_name(r);
       const fs::path sum_path = tmp_dir / (e.file + ".zt64");
-      if (!datasets::parse_checksum(read_text(sum_path), &e.checksum))
+      if (!datasets::parse_checksum(read_file(sum_path, "checkpoint checksum"), &e.checksum))
         throw_user_error(sum_path.string(), " does not hold a zt64 checksum");
       if (engine.stage() > 0 || r == 0) {
         const FlatLayout& layout = engine.layout();

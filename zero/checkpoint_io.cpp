@@ -15,6 +15,7 @@
 #include "datasets/manifest_toml.h"
 #include "datasets/token_format.h"
 #include "runtime/error.h"
+#include "runtime/file_io.h"
 #include "runtime/text.h"
 
 namespace zt::zero::checkpoint_io {
@@ -39,29 +40,6 @@ uint64_t file_checksum(const fs::path& path) {
   }
   if (in.bad()) throw_user_error("error reading checkpoint file ", path.string());
   return sum.value();
-}
-
-void sync_path(const fs::path& path) {
-  const int fd = ::open(path.c_str(), O_RDONLY);
-  if (fd < 0) throw_user_error("cannot open ", path.string(), " to flush it to disk");
-  const int rc = ::fsync(fd);
-  ::close(fd);
-  if (rc != 0) throw_user_error("cannot flush ", path.string(), " to disk (fsync failed)");
-}
-
-void write_text(const fs::path& path, const std::string& text) {
-  std::ofstream out(path, std::ios::binary | std::ios::trunc);
-  out << text;
-  out.close();
-  if (!out) throw_user_error("cannot write ", path.string(), ": check that the folder is writable and has space");
-}
-
-std::string read_text(const fs::path& path) {
-  std::ifstream in(path, std::ios::binary);
-  if (!in) throw_user_error("cannot read ", path.string());
-  std::stringstream ss;
-  ss << in.rdbuf();
-  return ss.str();
 }
 
 // ---- the manifest ----
@@ -204,7 +182,7 @@ CheckpointManifest read_manifest(const fs::path& dir) {
   if (!fs::is_regular_file(manifest_path, ec))
     throw_user_error(manifest_path.string(), " is missing: ", dir.string(),
                      " is not a complete zerotrain checkpoint (its save did not finish?)");
-  return parse_manifest(read_text(manifest_path), manifest_path.string());
+  return parse_manifest(read_file(manifest_path, "checkpoint manifest"), manifest_path.string());
 }
 
 void verify_rank_file(const fs::path& dir, const CheckpointManifest& m, size_t index) {
@@ -349,9 +327,7 @@ void check_destination(const fs::path& final_dir, bool overwrite) {
 
 void write_manifest(const fs::path& tmp_dir, const CheckpointManifest& m) {
   const fs::path manifest = tmp_dir / kManifest;
-  write_text(manifest.string() + ".tmp", manifest_to_toml(m));
-  sync_path(manifest.string() + ".tmp");
-  fs::rename(manifest.string() + ".tmp", manifest);
+  replace_file(manifest, manifest_to_toml(m));
 }
 
 void publish(const fs::path& tmp_dir, const fs::path& final_dir, bool overwrite, int64_t steps) {

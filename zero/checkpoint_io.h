@@ -36,11 +36,6 @@ void agreed(Engine& engine, const char* what, F&& f) {
 
 // zt64 over the whole file's bytes (read in 4 MiB blocks).
 uint64_t file_checksum(const fs::path& path);
-// Flushes a file's (or a folder's entries') data to the storage device, so a rename that
-// publishes it cannot survive a power loss that its contents do not.
-void sync_path(const fs::path& path);
-void write_text(const fs::path& path, const std::string& text);
-std::string read_text(const fs::path& path);
 
 // ---- the manifest ----
 

@@ -13,6 +13,7 @@
 
 #include "datasets/hdf5_check.h"
 #include "runtime/error.h"
+#include "runtime/file_io.h"
 #include "zero/checkpoint_io.h"
 
 namespace zt::zero {

@@ -167,7 +167,7 @@ TEST(HfGptjConfig, NullsDefaultsAndErrors) {
   for (const auto& [json, message] : errors)
     EXPECT_EQ(user_error_of([&] { config_of(json); }), message) << json;
   EXPECT_NE(user_error_of([&] { gptj_config_from_hf(dir + "/absent.json"); })
-                .find("cannot read Hugging Face config " + dir + "/absent.json"),
+                .find("cannot read Hugging Face config \"" + dir + "/absent.json\""),
             std::string::npos);
 }
 

@@ -1,0 +1,87 @@
+// Whole-file reads and crash-safe writes: exact bytes in and out, and on every failure an error
+// naming the file and the reason, with what was there before left as it was.
+#include "runtime/file_io.h"
+
+#include <gtest/gtest.h>
+
+#include <filesystem>
+#include <string>
+
+#include "tests/support/temp_dir.h"
+#include "tests/support/user_error.h"
+
+namespace zt {
+namespace {
+
+namespace fs = std::filesystem;
+using zt::testing::fresh_dir;
+using zt::testing::user_error_of;
+
+// Bytes a text-mode or C-string path would change: a NUL, CR LF, a lone CR, no final newline.
+const std::string kBytes = std::string("a\0b\r\nc\rd", 8) + "\xff\xfe";
+
+TEST(FileIo, ReadFileReturnsEveryByte) {
+  const std::string dir = fresh_dir("read");
+  EXPECT_EQ(read_file(zt::testing::write_file(dir, "f", kBytes), "test file"), kBytes);
+  EXPECT_EQ(read_file(zt::testing::write_file(dir, "empty", ""), "test file"), "");
+}
+
+TEST(FileIo, ReadFileNamesWhatItCouldNotRead) {
+  const std::string dir = fresh_dir("read_missing");
+  EXPECT_EQ(user_error_of([&] { read_file(dir + "/absent.json", "tokenizer file"); }),
+            "cannot read tokenizer file \"" + dir + "/absent.json\": No such file or directory");
+}
+
+TEST(FileIo, WriteFileSyncedWritesAndTruncates) {
+  const std::string dir = fresh_dir("write");
+  const std::string path = dir + "/f";
+  write_file_synced(path, std::string(1000, 'x'));
+  write_file_synced(path, kBytes);
+  EXPECT_EQ(zt::testing::read_file(path), kBytes);  // the longer old content is gone
+}
+
+TEST(FileIo, WriteFileSyncedNamesThePathTheReasonAndTheHint) {
+  const std::string dir = fresh_dir("write_missing");
+  EXPECT_EQ(user_error_of([&] { write_file_synced(dir + "/no/f", "x", "check the folder"); }),
+            "cannot write \"" + dir + "/no/f\": No such file or directory: check the folder");
+}
+
+TEST(FileIo, ReplaceFileReplacesAndLeavesNoTemporary) {
+  const std::string dir = fresh_dir("replace");
+  const std::string path = zt::testing::write_file(dir, "config.toml", "old = 1\n");
+  replace_file(path, kBytes);
+  EXPECT_EQ(zt::testing::read_file(path), kBytes);
+  EXPECT_FALSE(fs::exists(path + ".tmp"));
+  replace_file(dir + "/new.toml", "new = 2\n");  // onto nothing
+  EXPECT_EQ(zt::testing::read_file(dir + "/new.toml"), "new = 2\n");
+}
+
+TEST(FileIo, AFailedReplaceLeavesWhatWasThere) {
+  const std::string dir = fresh_dir("replace_fails");
+  // The rename fails: the destination is a folder that holds a file.
+  const std::string target = dir + "/metrics.jsonl";
+  fs::create_directories(target);
+  const std::string kept = zt::testing::write_file(target, "inside", "keep me");
+  const std::string message = user_error_of([&] { replace_file(target, "new", "check out_dir"); });
+  EXPECT_EQ(message.rfind("cannot replace \"" + target + "\": ", 0), 0u) << message;
+  EXPECT_NE(message.find(": check out_dir"), std::string::npos) << message;
+  EXPECT_EQ(zt::testing::read_file(kept), "keep me");
+  EXPECT_FALSE(fs::exists(target + ".tmp"));  // the temporary does not stay behind either
+  // The temporary cannot be written: the destination is not touched.
+  const std::string file = zt::testing::write_file(dir, "config.toml", "old");
+  fs::create_directories(file + ".tmp/x");
+  EXPECT_EQ(user_error_of([&] { replace_file(file, "new", "check out_dir"); }),
+            "cannot write \"" + file + ".tmp\": Is a directory: check out_dir");
+  EXPECT_EQ(zt::testing::read_file(file), "old");
+}
+
+TEST(FileIo, SyncPathFlushesFilesAndFoldersAndNamesAMissingOne) {
+  const std::string dir = fresh_dir("sync");
+  sync_path(zt::testing::write_file(dir, "f", "x"));
+  sync_path(dir);
+  EXPECT_EQ(user_error_of([&] { sync_path(dir + "/absent"); }),
+            "cannot open \"" + dir + "/absent\" to flush it to disk: No such file or directory");
+}
+
+}  // namespace
+}  // namespace zt
