@@ -10,10 +10,12 @@
 #include <cstdlib>
 #include <functional>
 #include <string>
+#include <vector>
 
 #include "launch/flags.h"
 #include "runtime/device.h"
 #include "runtime/error.h"
+#include "runtime/rng.h"
 
 #ifdef ZT_WITH_CUDA
 #include <cuda_runtime.h>
@@ -44,10 +46,11 @@ std::string bench_usage_text() {
          "Times the CUDA ops at the model's layer shapes on GPU 0 (N = B x T tokens): every GEMM\n"
          "of a block and of the head, forward and backward, in TFLOP/s and as a share of a bf16\n"
          "8192^3 GEMM measured in the same run; the fused causal attention in TFLOP/s (causal\n"
-         "FLOPs: forward 2 B H T^2 Dh, backward 2.5x that) and as a share of the 989 TFLOP/s dense\n"
-         "bf16 peak of an H100 SXM / H200; LayerNorm, gelu, cross-entropy and AdamW in GB/s.\n"
+         "FLOPs: forward 2 B H T^2 Dh, backward 2.5x that) and as a share of the 989 TFLOP/s\n"
+         "dense bf16 peak of an H100 SXM / H200; LayerNorm, gelu, cross-entropy and AdamW in GB/s.\n"
          "Defaults: gptj-6b, micro-batch 4 x 2048 tokens, bf16, 20 timed iterations after a\n"
-         "warm-up of at least 50 ms of GPU work per op.\n";
+         "warm-up of at least 50 ms of GPU work per op. Operands hold random values: constant\n"
+         "ones draw less power, which a power-capped GPU turns into faster GEMMs than training sees.\n";
 }
 
 BenchArgs parse_bench_args(const std::vector<std::string>& args) {
@@ -92,7 +95,10 @@ namespace {
 constexpr double kPeakTflops = 989.0;  // dense bf16, H100 SXM and H200 (DESIGN.md section 6)
 
 // Device memory for the benchmark, freed at scope end; filled with small values so no op sees
-// NaN or inf.
+// NaN or inf. Operands whose values reach the tensor cores get fill_random: a constant fill
+// draws less power than training data does, and under the GPU's power cap that showed as up to
+// 20% more GEMM throughput than real tensors get (H200, bf16: the 8192^3 reference at 894
+// TFLOP/s with every byte 0x3c, 797 with random values; fc_out dx 819 against 681).
 class DeviceBuffer {
  public:
   DeviceBuffer(size_t bytes) : bytes_(bytes) {
@@ -110,6 +116,23 @@ class DeviceBuffer {
   void* ptr_ = nullptr;
   size_t bytes_;
 };
+
+// Fills the first n elements (of dtype dt) of `buffer` with values uniform in [-scale, scale):
+// random signs and mantissas, as activations and weights have. Made on the host, 16M at a time.
+void fill_random(const DeviceBuffer& buffer, DType dt, int64_t n, float scale, uint64_t stream) {
+  constexpr int64_t kChunk = int64_t(1) << 24;
+  std::vector<float> values(size_t(std::min(n, kChunk)));
+  std::vector<char> converted(values.size() * dtype_size(dt));
+  for (int64_t begin = 0; begin < n; begin += kChunk) {
+    const int64_t count = std::min(kChunk, n - begin);
+#pragma omp parallel for schedule(static)
+    for (int64_t i = 0; i < count; ++i)
+      values[size_t(i)] = float((2.0 * random_uniform(2026, stream, uint64_t(begin + i)) - 1.0) * scale);
+    convert_cpu(values.data(), DType::kF32, converted.data(), dt, size_t(count));
+    ZT_CUDA_CHECK(cudaMemcpy(static_cast<char*>(buffer.get()) + begin * int64_t(dtype_size(dt)),
+                             converted.data(), size_t(count) * dtype_size(dt), cudaMemcpyHostToDevice));
+  }
+}
 
 // Milliseconds between two events around `calls` calls of `fn` on ctx's stream.
 double events_ms(const CudaContext& ctx, int calls, const std::function<void()>& fn) {
@@ -173,6 +196,8 @@ std::string run_bench(const BenchArgs& a) {
   {
     const int64_t s = 8192;
     DeviceBuffer A(size_t(s * s) * 2), B(size_t(s * s) * 2), C(size_t(s * s) * 2);
+    fill_random(A, DType::kBF16, s * s, 1.0f, 1);
+    fill_random(B, DType::kBF16, s * s, 0.02f, 2);
     const double ms = time_ms(ctx, a.iters, [&] {
       model::cuda::gemm(ctx, false, true, s, s, s, 1.0f, A.get(), s, B.get(), s, 0.0f, C.get(), s,
                         DType::kBF16, DType::kBF16);
@@ -185,6 +210,8 @@ std::string run_bench(const BenchArgs& a) {
   out += line("\n%-34s %10s %12s %12s", "GEMM (M x N x K)", "ms", "TFLOP/s", "of 8192^3");
   auto gemm_row = [&](const char* name, bool ta, bool tb, int64_t M, int64_t N, int64_t K) {
     DeviceBuffer A(size_t(M * K) * e), B(size_t(K * N) * e), C(size_t(M * N) * e);
+    fill_random(A, dt, M * K, 1.0f, 1);  // activations (or output gradients) around 1
+    fill_random(B, dt, K * N, 0.02f, 2);  // weights at GPT-J's init scale
     const int64_t lda = ta ? M : K, ldb = tb ? K : N;
     const double ms = time_ms(ctx, a.iters, [&] {
       model::cuda::gemm(ctx, ta, tb, M, N, K, 1.0f, A.get(), lda, B.get(), ldb, 0.0f, C.get(), N, dt, dt);
@@ -212,6 +239,11 @@ std::string run_bench(const BenchArgs& a) {
     DeviceBuffer q(size_t(n * d) * e), k(size_t(n * d) * e), vv(size_t(n * d) * e), o(size_t(n * d) * e),
         dout(size_t(n * d) * e), dq(size_t(n * d) * e), dk(size_t(n * d) * e), dv(size_t(n * d) * e),
         lse(size_t(b * h * t) * 4);
+    // The forward, timed first, writes the output and log-sum-exp that the backward reads.
+    fill_random(q, dt, n * d, 1.0f, 3);
+    fill_random(k, dt, n * d, 1.0f, 4);
+    fill_random(vv, dt, n * d, 1.0f, 5);
+    fill_random(dout, dt, n * d, 1.0f, 6);
     const double fwd = time_ms(ctx, a.iters, [&] {
       model::cuda::attention_forward(ctx, q.get(), k.get(), vv.get(), o.get(), lse.as<float>(), b, t, h, hd, dt);
     });
@@ -238,6 +270,8 @@ std::string run_bench(const BenchArgs& a) {
   {
     DeviceBuffer x(size_t(n * d) * e), y(size_t(n * d) * e), w(size_t(d) * e), bias(size_t(d) * e),
         mean(size_t(n) * 4), rstd(size_t(n) * 4), dx(size_t(n * d) * e), dw(size_t(d) * e), db(size_t(d) * e);
+    fill_random(x, dt, n * d, 1.0f, 7);
+    fill_random(w, dt, d, 1.0f, 8);
     bw_row("layernorm forward", double(n * d) * e * 2, [&] {
       model::cuda::layernorm_forward(ctx, x.get(), w.get(), bias.get(), y.get(), mean.as<float>(),
                                      rstd.as<float>(), n, d, 1e-5, dt);
@@ -249,12 +283,15 @@ std::string run_bench(const BenchArgs& a) {
   }
   {
     DeviceBuffer x(size_t(n * f) * e), y(size_t(n * f) * e), dy(size_t(n * f) * e);
+    fill_random(x, dt, n * f, 1.0f, 9);
+    fill_random(dy, dt, n * f, 1.0f, 10);
     bw_row("gelu forward", double(n * f) * e * 2, [&] { model::cuda::gelu_forward(ctx, x.get(), y.get(), n * f, dt); });
     bw_row("gelu backward", double(n * f) * e * 3,
            [&] { model::cuda::gelu_backward(ctx, x.get(), dy.get(), y.get(), n * f, dt); });
   }
   {
     DeviceBuffer logits(size_t(n * v) * e), targets(size_t(n) * 4), losses(size_t(n) * 4);
+    fill_random(logits, dt, n * v, 1.0f, 11);
     ZT_CUDA_CHECK(cudaMemset(targets.get(), 0, size_t(n) * 4));
     // dloss != 0: the training case, reading the logits and writing dlogits over them.
     bw_row("cross-entropy + dlogits", double(n * v) * e * 2, [&] {
@@ -267,6 +304,8 @@ std::string run_bench(const BenchArgs& a) {
     DeviceBuffer master(size_t(p) * 4), m(size_t(p) * 4), vv(size_t(p) * 4), g(size_t(p) * e), p16(size_t(p) * e);
     ZT_CUDA_CHECK(cudaMemset(m.get(), 0, size_t(p) * 4));
     ZT_CUDA_CHECK(cudaMemset(vv.get(), 0, size_t(p) * 4));
+    fill_random(master, DType::kF32, p, 0.02f, 12);
+    fill_random(g, dt, p, 1e-3f, 13);
     optim::AdamWStep hp;
     bw_row("AdamW (fp32 state, 16-bit grad+param)", double(p) * (4 * 6 + e * 2), [&] {
       optim::adamw_step_cuda(ctx, master.as<float>(), m.as<float>(), vv.as<float>(), g.get(), dt, p, hp, p16.get(), dt);
