@@ -3,9 +3,7 @@
 // HDF5 array I/O and the crash-safe publish of note "engine checkpoint format" (checkpoint.h).
 #include "zero/checkpoint_io.h"
 
-#include <fcntl.h>
 #include <toml++/toml.h>
-#include <unistd.h>
 
 #include <cstdio>
 #include <fstream>
