@@ -1,7 +1,8 @@
 // Internals shared by the engine checkpoints (zero/checkpoint.cpp) and the weight import/export
-// (zero/weights.cpp): rank-file names, checksums, the manifest record and its TOML, HDF5
-// array I/O, opening a saved rank file, and the crash-safe publish (flushed by runtime/file_io.h). Not part of the public API;
-// the format they implement is the note "engine checkpoint format" in zero/checkpoint.h.
+// (zero/weights.cpp): rank-file names, checksums, the manifest record and its TOML, HDF5 array
+// I/O, opening a saved rank file, and the crash-safe publish (flushed to disk with
+// runtime/file_io.h). Not part of the public API; the format they implement is the note "engine
+// checkpoint format" in zero/checkpoint.h.
 #pragma once
 
 #include <cstdint>
