@@ -16,6 +16,9 @@ namespace zt {
 namespace fs = std::filesystem;
 
 std::string read_file(const fs::path& path, std::string_view what) {
+  std::error_code ec;
+  if (fs::is_directory(path, ec))  // a stream opens a folder and then reads nothing, silently
+    throw_user_error("cannot read ", what, " \"", path.string(), "\": it is a folder, not a file");
   std::ifstream in(path, std::ios::binary);
   if (!in) throw_user_error("cannot read ", what, " \"", path.string(), "\": ", std::strerror(errno));
   std::ostringstream ss;

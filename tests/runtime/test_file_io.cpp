@@ -30,6 +30,8 @@ TEST(FileIo, ReadFileNamesWhatItCouldNotRead) {
   const std::string dir = fresh_dir("read_missing");
   EXPECT_EQ(user_error_of([&] { read_file(dir + "/absent.json", "tokenizer file"); }),
             "cannot read tokenizer file \"" + dir + "/absent.json\": No such file or directory");
+  EXPECT_EQ(user_error_of([&] { read_file(dir, "Hugging Face config"); }),
+            "cannot read Hugging Face config \"" + dir + "\": it is a folder, not a file");
 }
 
 TEST(FileIo, WriteFileSyncedWritesAndTruncates) {
