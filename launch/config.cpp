@@ -403,6 +403,9 @@ RunConfig parse_config(std::string_view toml_text, std::string_view source_name,
   if (config.train.resume == "auto" && config.train.checkpoint_dir.empty())
     throw_user_error(where_of({"train.resume"}), ": train.resume = \"auto\" needs train.checkpoint_dir, "
                      "the folder whose `latest` checkpoint to continue from");
+  if (config.train.eval_at_start && config.train.eval_every == 0)
+    throw_user_error(where_of({"train.eval_at_start"}), ": train.eval_at_start = true needs "
+                     "train.eval_every > 0, which also chooses the validation data and its checks");
   if (config.train.save_every > 0 && config.train.checkpoint_dir.empty())
     throw_user_error(where_of({"train.save_every"}), ": train.save_every = ", config.train.save_every,
                      " needs train.checkpoint_dir, the folder to save the checkpoints in");

@@ -38,6 +38,7 @@ struct TrainSection {
   std::string device = "auto";
   int64_t eval_every = 0;    // evaluate the validation split every this many steps; 0 = never
   int64_t eval_batches = 8;  // global batches of micro_batch_size x world sequences per evaluation
+  bool eval_at_start = false;  // also evaluate before step 1 (a fresh run only; needs eval_every > 0)
   // Checkpoints (launch/trainer.h, note "trainer checkpoints"): "" = none.
   std::string checkpoint_dir;
   int64_t save_every = 0;  // steps between saves; 0 = only after the last step

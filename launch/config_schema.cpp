@@ -240,6 +240,11 @@ std::vector<ConfigKey> build_schema() {
   keys.push_back(int_key(
       "train", "eval_batches", [](auto& c) -> auto& { return c.train.eval_batches; }, 1,
       "Batches of micro_batch_size sequences per rank in one evaluation (the same ones each time)"));
+  keys.push_back(bool_key(
+      "train", "eval_at_start", [](auto& c) -> auto& { return c.train.eval_at_start; },
+      "Also evaluate before the first step: the starting weights' val_loss (random init or "
+      "model.init_from), logged and written to metrics.jsonl as step 0; not when resuming"));
+  keys.back().cross_rule = "needs train.eval_every > 0";
   keys.push_back(string_key(
       "train", "checkpoint_dir", [](auto& c) -> auto& { return c.train.checkpoint_dir; },
       "Folder for checkpoints (step-NNNNNNNN folders and a `latest` file naming the newest); "

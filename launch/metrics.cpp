@@ -73,10 +73,25 @@ void MetricsWriter::write(const StepMetrics& m) {
     throw_user_error("writing the metrics file \"", path_, "\" failed: ", std::strerror(errno));
 }
 
+void MetricsWriter::write_eval(int64_t step, double val_loss) {
+  if (file_ == nullptr) return;
+  std::fprintf(file_, "{\"step\": %lld, \"val_loss\": %s, \"val_ppl\": %s}\n", (long long)step,
+               json_number(val_loss).c_str(), json_number(std::exp(val_loss)).c_str());
+  if (std::fflush(file_) != 0)
+    throw_user_error("writing the metrics file \"", path_, "\" failed: ", std::strerror(errno));
+}
+
 void MetricsWriter::sync() {
   if (file_ == nullptr) return;
   if (std::fflush(file_) != 0 || ::fsync(fileno(file_)) != 0)
     throw_user_error("flushing the metrics file \"", path_, "\" to disk failed: ", std::strerror(errno));
+}
+
+std::string format_eval_line(int64_t step, int64_t total_steps, double val_loss) {
+  char buf[128];
+  std::snprintf(buf, sizeof(buf), "step %lld/%lld | val loss %.4f | val ppl %.2f", (long long)step,
+                (long long)total_steps, val_loss, std::exp(val_loss));
+  return buf;
 }
 
 std::string format_step_line(const StepMetrics& m, int64_t total_steps) {

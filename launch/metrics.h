@@ -51,6 +51,9 @@ class MetricsWriter {
   MetricsWriter(MetricsWriter&& other) noexcept;
   MetricsWriter& operator=(MetricsWriter&& other) = delete;
   void write(const StepMetrics& m);
+  // An evaluation outside a step (train.eval_at_start: step 0): {"step": 0, "val_loss": ...,
+  // "val_ppl": ...}.
+  void write_eval(int64_t step, double val_loss);
   // Flushes the lines written so far to disk (fsync): the trainer calls it before it moves
   // `latest` to a new checkpoint, so a resume after a power loss finds every line up to it.
   void sync();
@@ -62,6 +65,8 @@ class MetricsWriter {
 
 // The log line of a step: "step 10/200 | loss 4.1234 | lr 3.00e-03 | grad norm 1.23 | ...".
 std::string format_step_line(const StepMetrics& m, int64_t total_steps);
+// The log line of an evaluation outside a step: "step 0/200 | val loss 6.2400 | val ppl 512.00".
+std::string format_eval_line(int64_t step, int64_t total_steps, double val_loss);
 
 // On a terminal, a single self-overwriting line with progress and ETA; elsewhere (pipes, files,
 // CI logs) nothing, so logs hold only the regular step lines.

@@ -359,6 +359,12 @@ TrainSummary train(const RunConfig& config, Comm& comm, const TrainOptions& opti
       t.checkpoint_dir.empty() ? (fs::path(t.out_dir) / "checkpoints").string() : t.checkpoint_dir;
   int64_t consecutive_skips = 0;
 
+  if (t.eval_at_start && first_step == 1) {
+    summary.start_val_loss = evaluate();
+    log_info(format_eval_line(0, t.steps, summary.start_val_loss), " (before training)");
+    if (metrics) metrics->write_eval(0, summary.start_val_loss);
+  }
+
   ProgressLine progress;
   Timer run_timer;
   std::vector<model::LossTicket> loss_tickets;

@@ -2,6 +2,7 @@
 // rank of a Comm (data parallel: each rank its own samples, the engine keeps ranks in step).
 #pragma once
 
+#include <cmath>
 #include <cstdint>
 #include <functional>
 #include <string>
@@ -21,6 +22,7 @@ namespace zt::launch {
 
 struct TrainSummary {
   std::vector<StepMetrics> steps;  // every step run, in order (the same on every rank)
+  double start_val_loss = NAN;     // train.eval_at_start: the val loss before step 1
   int64_t first_step = 1;          // the first step run: 1, or the resumed checkpoint's step + 1
   int64_t num_params = 0;
   double loss_floor = 0.0;         // the synthetic corpus's entropy rate (nats/token); 0 for hdf5

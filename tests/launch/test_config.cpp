@@ -55,6 +55,7 @@ void expect_same_config(const RunConfig& a, const RunConfig& b) {
   EXPECT_EQ(a.train.threads, b.train.threads);
   EXPECT_EQ(a.train.precision, b.train.precision);
   EXPECT_EQ(a.train.device, b.train.device);
+  EXPECT_EQ(a.train.eval_at_start, b.train.eval_at_start);
   EXPECT_EQ(a.train.checkpoint_dir, b.train.checkpoint_dir);
   EXPECT_EQ(a.train.save_every, b.train.save_every);
   EXPECT_EQ(a.train.keep_last, b.train.keep_last);
@@ -131,6 +132,7 @@ RunConfig every_key_changed() {
   c.train.precision = DType::kBF16;
   c.train.eval_every = 25;
   c.train.eval_batches = 3;
+  c.train.eval_at_start = true;
   c.train.checkpoint_dir = "ckpt/with \"quotes\"";
   c.train.save_every = 5;
   c.train.keep_last = 7;
@@ -153,6 +155,8 @@ RunConfig every_key_changed() {
 
 TEST(ConfigRules, CheckpointKeys) {
   EXPECT_NE(parse_error("", {"train.resume=auto"}).find("train.resume = \"auto\" needs train.checkpoint_dir"),
+            std::string::npos);
+  EXPECT_NE(parse_error("", {"train.eval_at_start=true"}).find("train.eval_at_start = true needs train.eval_every > 0"),
             std::string::npos);
   EXPECT_NE(parse_error("", {"train.save_every=5"}).find("train.save_every = 5 needs train.checkpoint_dir"),
             std::string::npos);

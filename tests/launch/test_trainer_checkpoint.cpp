@@ -1,8 +1,10 @@
 // Trainer checkpoints on one rank (CPU, gptj-tiny): an interrupted HDF5 run resumed with
 // train.resume = "auto" continues exactly (losses, parameters, sampler state); keep_last and
-// `latest`; and the resume errors. Multi-rank resume: tests/mpi/test_resume_mpi.cpp.
+// `latest`; the resume errors; a resumed run's metrics.jsonl and train.eval_at_start's step 0.
+// Multi-rank resume: tests/mpi/test_resume_mpi.cpp.
 #include <gtest/gtest.h>
 
+#include <cmath>
 #include <filesystem>
 #include <cstdio>
 #include <fstream>
@@ -248,6 +250,64 @@ TEST_F(TrainerCheckpoint, ResumedRunContinuesItsOwnOutDir) {
   e = user_error_of([&] { train(c, comm, o); });
   EXPECT_NE(e.find("already holds a run"), std::string::npos) << e;
   EXPECT_EQ(read_file(metrics), kept);
+}
+
+// train.eval_at_start evaluates the starting weights once, as step 0 of metrics.jsonl: a random
+// init predicts about uniformly (val loss near ln(vocab)), above what training reaches; it changes
+// no training step or later evaluation; and a resumed run does not evaluate again, so its
+// metrics.jsonl ends up as the uninterrupted run's.
+TEST_F(TrainerCheckpoint, EvalAtStartIsStepZeroOfAFreshRunOnly) {
+  const std::string dir = fresh_dir("eval_at_start");
+  RunConfig plain = testing::tiny_run_config(dir, 12);
+  plain.optimizer.warmup_steps = 0;
+  plain.train.eval_every = 6;
+  plain.train.eval_batches = 2;
+  RunConfig c = plain;
+  c.train.eval_at_start = true;
+  c.train.checkpoint_dir = (fs::path(dir) / "ckpt").string();
+  c.train.save_every = 6;
+  c.train.resume = "auto";
+  plain.train.out_dir = (fs::path(dir) / "plain").string();
+  RunConfig whole = c;
+  whole.train.out_dir = (fs::path(dir) / "whole").string();
+  whole.train.checkpoint_dir = (fs::path(dir) / "whole-ckpt").string();
+  SelfComm comm;
+  TrainOptions o;
+  const TrainSummary a = train(plain, comm, o), b = train(whole, comm, o);
+  EXPECT_FALSE(std::isfinite(a.start_val_loss));
+  ASSERT_TRUE(std::isfinite(b.start_val_loss));
+  // gptj-tiny's init (std 0.02) gives logits of a few hundredths: within 0.05 of uniform.
+  EXPECT_NEAR(b.start_val_loss, std::log(double(plain.model.shape.vocab_size)), 0.05);
+  ASSERT_EQ(a.steps.size(), 12u);
+  ASSERT_EQ(b.steps.size(), 12u);
+  for (size_t i = 0; i < 12; ++i) {
+    EXPECT_EQ(a.steps[i].loss, b.steps[i].loss) << i;
+    if (std::isfinite(a.steps[i].val_loss) || std::isfinite(b.steps[i].val_loss)) {
+      EXPECT_EQ(a.steps[i].val_loss, b.steps[i].val_loss) << i;
+    }
+  }
+  // 12 steps at lr 3e-3 learn something (6.25 -> 5.98 here): the start is not the end weights.
+  EXPECT_LT(b.steps[11].val_loss, b.start_val_loss - 0.1);
+  const std::string expect = read_file(fs::path(whole.train.out_dir) / "metrics.jsonl");
+  char first[96];
+  std::snprintf(first, sizeof(first), "{\"step\": 0, \"val_loss\": %.9g, ", b.start_val_loss);
+  EXPECT_EQ(expect.rfind(first, 0), 0u) << expect.substr(0, 120);
+  EXPECT_NE(read_file(fs::path(plain.train.out_dir) / "metrics.jsonl").rfind("{\"step\": 1, ", 0),
+            std::string::npos);
+
+  testing::interrupt_at(o, 9);  // the checkpoint of step 6 saved
+  EXPECT_THROW(train(c, comm, o), testing::Interrupted);
+  o.before_optimizer_step = nullptr;
+  const TrainSummary resumed = train(c, comm, o);
+  EXPECT_EQ(resumed.first_step, 7);
+  EXPECT_FALSE(std::isfinite(resumed.start_val_loss));
+  // One step-0 line, as the uninterrupted run's, and the same steps and losses (the timings
+  // differ from run to run).
+  const std::string got = read_file(fs::path(c.train.out_dir) / "metrics.jsonl");
+  EXPECT_EQ(got.substr(0, got.find('\n')), expect.substr(0, expect.find('\n')));
+  EXPECT_EQ(got.find("{\"step\": 0,", 1), std::string::npos) << got;
+  EXPECT_EQ(losses_of(got), losses_of(expect));
+  EXPECT_EQ(losses_of(got).size(), 12u);
 }
 
 // Only the lines of later steps go, and a last line without its newline; lines without a step
