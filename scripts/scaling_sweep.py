@@ -280,10 +280,11 @@ def read_metrics(path):
 def loss_rel_diff(metrics, reference):
     """Largest |loss - reference loss| / |reference loss| over the steps both logged (None when
     they share no step). A non-finite loss on either side counts as infinitely far."""
-    ref = {m["step"]: m.get("loss") for m in reference if "step" in m}
+    # Lines without a "loss" key are evaluations outside a step (train.eval_at_start's step 0).
+    ref = {m["step"]: m.get("loss") for m in reference if "step" in m and "loss" in m}
     worst = None
     for m in metrics:
-        if m.get("step") not in ref:
+        if m.get("step") not in ref or "loss" not in m:
             continue
         x, r = m.get("loss"), ref[m["step"]]
         if not all(isinstance(v, (int, float)) and math.isfinite(v) for v in (x, r)):

@@ -91,6 +91,10 @@ assert abs(sw.loss_rel_diff(run, ref) - 0.9 / 9.9) < 1e-12
 assert sw.loss_rel_diff(run, run) == 0.0
 assert sw.loss_rel_diff([{"step": 1, "loss": float("nan")}], ref) == math.inf
 assert sw.loss_rel_diff([{"step": 7, "loss": 1.0}], ref) is None
+# train.eval_at_start's step-0 line has no loss: not a step to compare.
+evals = [{"step": 0, "val_loss": 6.2, "val_ppl": 493.0}]
+assert abs(sw.loss_rel_diff(evals + run, evals + ref) - 0.9 / 9.9) < 1e-12
+assert sw.loss_rel_diff([{"step": 1, "loss": None}], ref) == math.inf  # JSON null: non-finite
 print("loss matching OK")
 PY
 
