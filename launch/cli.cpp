@@ -96,6 +96,7 @@ std::string usage_text() {
          "  zerotrain train examples/tiny-cpu.toml\n"
          "  zerotrain train examples/tiny-cpu.toml --set train.steps=50 --set optimizer.lr=1e-3\n"
          "  mpirun -np 4 zerotrain train examples/tiny-cpu.toml --set zero.stage=2\n"
+         "  mpirun -np 2 zerotrain train examples/gptj-6b-finetune.toml   # from Hugging Face weights\n"
          "  zerotrain estimate --model gptj-6b --gpus 8 --gpu-mem 80GiB --offload\n";
 }
 
