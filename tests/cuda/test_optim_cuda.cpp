@@ -6,6 +6,7 @@
 #include <cstdint>
 #include <cstdio>
 #include <cstring>
+#include <iterator>
 #include <limits>
 #include <optional>
 #include <string>
@@ -104,6 +105,15 @@ AdamWInputs make_adamw_inputs(int64_t n, int steps) {
     in.m[size_t(i)] = float(1e-2 * random_normal(11, 1, u));
     const double r = random_normal(11, 2, u);
     in.v[size_t(i)] = i % 13 == 0 ? 0.0f : float(1e-4 * r * r);
+  }
+  // The 16-bit copy at fp16's edges: where the gradient is 0 (every 97th element) and m = v = 0,
+  // a step only multiplies p by the weight decay's factor, so these stay past fp16's largest
+  // finite value (inf), at it, at a subnormal and below half the smallest subnormal.
+  const float edges[] = {7e4f, -7e4f, 65510.0f, 65519.0f, 1e-5f, -3e-7f, 4e-8f, 2.5e-8f};
+  for (size_t k = 0; k < std::size(edges) && int64_t(k) * 97 < n; ++k) {
+    in.param[k * 97] = edges[k];
+    in.m[k * 97] = 0.0f;
+    in.v[k * 97] = 0.0f;
   }
   in.grads.resize(size_t(steps));
   for (int s = 0; s < steps; ++s) {
