@@ -152,7 +152,7 @@ void save_checkpoint(Engine& engine, Comm& comm, const std::string& dir, const C
     hook("manifest");
     write_manifest(tmp_dir, m);
     for (int r = 0; r < comm.size(); ++r) fs::remove(tmp_dir / (rank_file_name(r) + ".zt64"));
-    sync_path(tmp_dir);  // the renamed rank files and manifest are entries of it
+    sync_path(tmp_dir);  // the checksum files' removal (write_manifest flushed the renames)
     hook("publish");
     publish(tmp_dir, final_dir, options.overwrite, steps);
   });

@@ -98,7 +98,8 @@ SavedFile open_saved(const fs::path& path, const RankEntry& entry, const std::ve
 // Nothing, an empty folder, or (with overwrite) a complete checkpoint at final_dir; anything else
 // is not ours to replace (UserError).
 void check_destination(const fs::path& final_dir, bool overwrite);
-// tmp_dir/manifest.toml via manifest.toml.tmp, flushed before the rename.
+// tmp_dir/manifest.toml via manifest.toml.tmp, flushed before the rename; then tmp_dir is flushed
+// too, which makes every rename into it so far (the rank files') durable.
 void write_manifest(const fs::path& tmp_dir, const CheckpointManifest& m);
 // Renames the complete tmp_dir to final_dir (an existing complete checkpoint there is moved to
 // final_dir.old-<steps> first and deleted after), then flushes the parent folder.

@@ -255,8 +255,7 @@ void save_weights_checkpoint(const std::string& dir, model::WeightSource& src, D
     m.stage = 0;
     m.counters = EngineCounters{};  // steps 0; the scaler fields are unused without moments
     m.ranks.push_back(RankEntry{rank_file_name(0), sum, int64_t(specs.size()), elements});
-    write_manifest(tmp_dir, m);
-    sync_path(tmp_dir);  // the renamed rank file and manifest are entries of it
+    write_manifest(tmp_dir, m);  // also flushes tmp_dir, with the renamed rank file in it
     publish(tmp_dir, final_dir, overwrite, kSteps);
   } catch (...) {
     // Single process: nobody else can be using the temporary folder; a partial multi-GB file
