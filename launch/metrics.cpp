@@ -33,6 +33,16 @@ std::string format_duration(double seconds) {
     std::snprintf(buf, sizeof(buf), "%lld:%02lld", (long long)(s / 60), (long long)(s % 60));
   return buf;
 }
+
+// The validation fields, in metrics.jsonl and in the log line.
+std::string val_json(double val_loss, double val_ppl) {
+  return "\"val_loss\": " + json_number(val_loss) + ", \"val_ppl\": " + json_number(val_ppl);
+}
+std::string val_text(double val_loss, double val_ppl) {
+  char buf[64];
+  std::snprintf(buf, sizeof(buf), " | val loss %.4f | val ppl %.2f", val_loss, val_ppl);
+  return buf;
+}
 }  // namespace
 
 MetricsWriter::MetricsWriter(const std::string& path, Mode mode) : path_(path) {
@@ -51,9 +61,7 @@ MetricsWriter::~MetricsWriter() {
 
 void MetricsWriter::write(const StepMetrics& m) {
   if (file_ == nullptr) return;
-  const std::string val = std::isnan(m.val_loss) ? std::string()
-                                                 : ", \"val_loss\": " + json_number(m.val_loss) +
-                                                       ", \"val_ppl\": " + json_number(m.val_ppl);
+  const std::string val = std::isnan(m.val_loss) ? std::string() : ", " + val_json(m.val_loss, m.val_ppl);
   std::string times = ", \"fwd_bwd_s\": " + json_number(m.fwd_bwd_s) +
                       ", \"optimizer_s\": " + json_number(m.optimizer_s);
   if (!std::isnan(m.comm_s)) times += ", \"comm_s\": " + json_number(m.comm_s);
@@ -69,14 +77,17 @@ void MetricsWriter::write(const StepMetrics& m) {
                json_number(m.grad_norm).c_str(), json_number(m.tokens_per_s).c_str(),
                (long long)m.peak_mem_bytes, json_number(m.elapsed_s).c_str(),
                json_number(m.mfu).c_str(), m.skipped ? "true" : "false", val.c_str(), times.c_str());
-  if (std::fflush(file_) != 0)
-    throw_user_error("writing the metrics file \"", path_, "\" failed: ", std::strerror(errno));
+  flush_line();
 }
 
 void MetricsWriter::write_eval(int64_t step, double val_loss) {
   if (file_ == nullptr) return;
-  std::fprintf(file_, "{\"step\": %lld, \"val_loss\": %s, \"val_ppl\": %s}\n", (long long)step,
-               json_number(val_loss).c_str(), json_number(std::exp(val_loss)).c_str());
+  std::fprintf(file_, "{\"step\": %lld, %s}\n", (long long)step,
+               val_json(val_loss, std::exp(val_loss)).c_str());
+  flush_line();
+}
+
+void MetricsWriter::flush_line() {
   if (std::fflush(file_) != 0)
     throw_user_error("writing the metrics file \"", path_, "\" failed: ", std::strerror(errno));
 }
@@ -88,10 +99,8 @@ void MetricsWriter::sync() {
 }
 
 std::string format_eval_line(int64_t step, int64_t total_steps, double val_loss) {
-  char buf[128];
-  std::snprintf(buf, sizeof(buf), "step %lld/%lld | val loss %.4f | val ppl %.2f", (long long)step,
-                (long long)total_steps, val_loss, std::exp(val_loss));
-  return buf;
+  return "step " + std::to_string(step) + "/" + std::to_string(total_steps) +
+         val_text(val_loss, std::exp(val_loss));
 }
 
 std::string format_step_line(const StepMetrics& m, int64_t total_steps) {
@@ -105,10 +114,7 @@ std::string format_step_line(const StepMetrics& m, int64_t total_steps) {
     std::snprintf(buf, sizeof(buf), " | MFU %.1f%%", 100 * m.mfu);
     line += buf;
   }
-  if (!std::isnan(m.val_loss)) {
-    std::snprintf(buf, sizeof(buf), " | val loss %.4f | val ppl %.2f", m.val_loss, m.val_ppl);
-    line += buf;
-  }
+  if (!std::isnan(m.val_loss)) line += val_text(m.val_loss, m.val_ppl);
   if (!std::isnan(m.comm_s)) {
     std::snprintf(buf, sizeof(buf), " | comm %.2f s", m.comm_s);
     line += buf;

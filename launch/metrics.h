@@ -59,6 +59,8 @@ class MetricsWriter {
   void sync();
 
  private:
+  void flush_line();  // after each line: a crash loses at most the line being written
+
   std::FILE* file_ = nullptr;
   std::string path_;
 };
