@@ -127,9 +127,10 @@ std::pair<std::string_view, std::string_view> split_key(std::string_view key) {
                    did_you_mean(closest_key(section, name)));
 }
 
-std::string_view expected_text(KeyType type) {
-  switch (type) {
-    case KeyType::kInt: return "an integer";
+std::string expected_text(const ConfigKey& key) {
+  switch (key.type) {
+    case KeyType::kInt:
+      return key.int_word.empty() ? "an integer" : "an integer or \"" + key.int_word + "\"";
     case KeyType::kFloat: return "a number";
     case KeyType::kBool: return "true or false";
     case KeyType::kString:
@@ -176,7 +177,8 @@ std::string toml_text(const toml::node& node) {
 void check_range(const std::string& where, const ConfigKey& key, const ConfigValue& value) {
   const std::string problem = check_config_range(key, value);
   if (problem.empty()) return;
-  const bool numeric = key.type == KeyType::kInt || key.type == KeyType::kFloat;
+  const bool numeric = (key.type == KeyType::kInt || key.type == KeyType::kFloat) &&
+                       !std::holds_alternative<std::string>(value);
   throw_user_error(where, ": ", key.key, " = ", format_config_value(value),
                    numeric ? " is out of range: " : " is not allowed: ", problem);
 }
@@ -187,6 +189,8 @@ std::optional<ConfigValue> value_from_node(const ConfigKey& key, const toml::nod
   switch (key.type) {
     case KeyType::kInt:
       if (auto v = node.as_integer()) return ConfigValue(int64_t(v->get()));
+      // Any string, so that check_range names what is allowed.
+      if (auto v = node.as_string(); v && !key.int_word.empty()) return ConfigValue(std::string(v->get()));
       break;
     case KeyType::kFloat:
       if (auto v = node.as_floating_point()) return ConfigValue(double(v->get()));
@@ -266,7 +270,7 @@ void read_toml(std::string_view text, std::string_view source, std::vector<Assig
     std::optional<ConfigValue> value = value_from_node(*key, node);
     if (!value)
       throw_user_error(where, ": ", full, " = ", toml_text(node), " has the wrong type: expected ",
-                       expected_text(key->type), ", got ", toml_type_text(node.type()));
+                       expected_text(*key), ", got ", toml_type_text(node.type()));
     check_range(where, *key, *value);
     out.push_back({key, std::move(*value), where});
   }
@@ -283,11 +287,15 @@ std::string_view trim(std::string_view s) {
 std::optional<ConfigValue> value_from_text(const ConfigKey& key, std::string_view text) {
   switch (key.type) {
     case KeyType::kInt: {
-      if (text.starts_with('+')) text.remove_prefix(1);
+      std::string_view digits = text.starts_with('+') ? text.substr(1) : text;
       int64_t v = 0;
-      auto [end, ec] = std::from_chars(text.data(), text.data() + text.size(), v);
-      if (ec != std::errc() || end != text.data() + text.size() || text.empty()) break;
-      return ConfigValue(v);
+      auto [end, ec] = std::from_chars(digits.data(), digits.data() + digits.size(), v);
+      if (ec == std::errc() && end == digits.data() + digits.size() && !digits.empty())
+        return ConfigValue(v);
+      // Not a number: the key's word (bare or quoted), or any other text for check_range to refuse.
+      if (key.int_word.empty()) break;
+      const bool quoted = text.size() >= 2 && text.front() == '"' && text.back() == '"';
+      return ConfigValue(std::string(quoted ? text.substr(1, text.size() - 2) : text));
     }
     case KeyType::kFloat: {
       if (text.starts_with('+')) text.remove_prefix(1);
@@ -327,7 +335,7 @@ void read_override(const std::string& override_text, std::vector<Assignment>& ou
   const ConfigKey* key = find_config_key(key_text);
   if (!key) throw_unknown_key(where, key_text);
   std::optional<ConfigValue> value = value_from_text(*key, value_text);
-  if (!value) throw_user_error(where, ": expected ", expected_text(key->type));
+  if (!value) throw_user_error(where, ": expected ", expected_text(*key));
   check_range(where, *key, *value);
   out.push_back({key, std::move(*value), where});
 }
@@ -371,10 +379,10 @@ RunConfig parse_config(std::string_view toml_text, std::string_view source_name,
         ": model.keep_activations = ", config.model.keep_activations,
         " is out of range: must be <= model.n_layer = ", config.model.shape.n_layer,
         " (keeping every block's activations is model.activation_checkpointing = false)");
-  if (config.model.keep_activations > 0 && !config.model.activation_checkpointing)
+  if (config.model.keep_activations != 0 && !config.model.activation_checkpointing)
     throw_user_error(
         where_of({"model.keep_activations", "model.activation_checkpointing"}),
-        ": model.keep_activations = ", config.model.keep_activations,
+        ": model.keep_activations = ", format_config_value(find_config_key("model.keep_activations")->get(config)),
         " needs model.activation_checkpointing = true: without checkpointing every block already "
         "keeps its activations; turn checkpointing on, or set model.keep_activations = 0");
   if (config.optimizer.min_lr > config.optimizer.lr)

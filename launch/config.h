@@ -14,11 +14,16 @@
 
 namespace zt::launch {
 
+// model.keep_activations = "auto", as the struct holds it.
+inline constexpr int64_t kKeepActivationsAuto = -1;
+
 struct ModelSection {
   std::string preset = "gptj-tiny";
   model::GptjConfig shape;  // the preset's shapes with any explicitly set key applied on top
   bool activation_checkpointing = false;
-  int64_t keep_activations = 0;  // with checkpointing: the last N blocks are not recomputed
+  // With checkpointing: the last N blocks are not recomputed; kKeepActivationsAuto ("auto") lets
+  // the trainer pick the most that fit in the GPU's memory (launch/trainer.h).
+  int64_t keep_activations = 0;
   std::string init_from;    // weights to start from (launch/init_weights.h); "" = random init
 };
 

@@ -182,8 +182,19 @@ std::vector<ConfigKey> build_schema() {
       "model", "keep_activations", [](auto& c) -> auto& { return c.model.keep_activations; }, 0,
       "With activation_checkpointing: the last N blocks keep their activations and are not "
       "recomputed, which saves N blocks' recompute for N blocks' activations of memory "
-      "(`zerotrain estimate --keep-activations N` sizes it); 0 = recompute every block"));
-  keys.back().cross_rule = "<= model.n_layer; > 0 needs model.activation_checkpointing = true";
+      "(`zerotrain estimate --keep-activations N` sizes it); 0 = recompute every block; "
+      "\"auto\" = the most blocks that fit in the GPU's memory by `zerotrain estimate`'s count "
+      "(0 on the CPU backend)"));
+  keys.back().int_word = "auto";
+  keys.back().get = [](const RunConfig& c) {
+    return c.model.keep_activations == kKeepActivationsAuto ? ConfigValue(std::string("auto"))
+                                                           : ConfigValue(c.model.keep_activations);
+  };
+  keys.back().set = [](RunConfig& c, const ConfigValue& v) {
+    c.model.keep_activations =
+        std::holds_alternative<std::string>(v) ? kKeepActivationsAuto : std::get<int64_t>(v);
+  };
+  keys.back().cross_rule = "<= model.n_layer; > 0 or \"auto\" needs model.activation_checkpointing = true";
   keys.push_back(string_key(
       "model", "init_from", [](auto& c) -> auto& { return c.model.init_from; },
       "Start from these weights instead of a random init: a Hugging Face GPT-J folder "
@@ -450,6 +461,10 @@ std::string check_config_range(const ConfigKey& k, const ConfigValue& value) {
   switch (k.type) {
     case KeyType::kInt:
     case KeyType::kFloat: {
+      if (const auto* word = std::get_if<std::string>(&value)) {  // a kInt key's int_word
+        if (k.int_word.empty()) return "must be a number";
+        return *word == k.int_word ? "" : "use an integer or \"" + k.int_word + "\"";
+      }
       const double v =
           k.type == KeyType::kInt ? double(std::get<int64_t>(value)) : std::get<double>(value);
       const std::string interval = interval_text(k);
@@ -492,6 +507,7 @@ std::string config_allowed_text(const ConfigKey& k) {
     case KeyType::kString: text = k.non_empty ? "non-empty" : "any"; break;
     case KeyType::kEnum: text = quoted_list(k.choices); break;
   }
+  if (!k.int_word.empty()) text += (text.empty() ? "\"" : " or \"") + k.int_word + "\"";
   if (!k.cross_rule.empty()) text += (text.empty() ? "" : ", ") + k.cross_rule;
   return text;
 }

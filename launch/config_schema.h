@@ -16,8 +16,8 @@ namespace zt::launch {
 
 enum class KeyType { kInt, kFloat, kBool, kString, kEnum };
 
-// A key's value after reading: int64_t for kInt, double for kFloat, bool for kBool, and
-// std::string for kString and kEnum (the enum's spelling, e.g. "bf16").
+// A key's value after reading: int64_t for kInt (or std::string for its int_word), double for
+// kFloat, bool for kBool, and std::string for kString and kEnum (the enum's spelling, e.g. "bf16").
 using ConfigValue = std::variant<int64_t, double, bool, std::string>;
 
 struct ConfigKey {
@@ -33,6 +33,9 @@ struct ConfigKey {
   std::optional<double> max;
   bool max_exclusive = false;
   std::vector<std::string> choices;  // kEnum: the allowed spellings, in the order shown
+  // kInt: a word the key also takes in place of a number ("auto"); its value is then that
+  // string, which `get` returns and `set` accepts.
+  std::string int_word;
   bool non_empty = false;            // kString: the empty string is not allowed
   // A rule against another key, checked by parse_config after every key is read; shown in the
   // reference beside the range, e.g. "<= model.n_positions".

@@ -1,6 +1,7 @@
 // Flags and report of `zerotrain estimate`.
 #include "launch/estimate.h"
 
+#include <algorithm>
 #include <cctype>
 #include <cmath>
 #include <cstdlib>
@@ -54,7 +55,7 @@ std::string estimate_usage_text() {
   return "usage: zerotrain estimate [--model gptj-6b|gptj-tiny] [--config RUN.toml [--set KEY=VALUE]]\n"
          "                          [--gpus N] [--gpus-per-node 8] [--gpu-mem 80GiB] [--cpu-mem 512GiB]\n"
          "                          [--micro-batch B] [--seq-len T] [--precision bf16|fp16]\n"
-         "                          [--activation-checkpointing on|off] [--keep-activations N]\n"
+         "                          [--activation-checkpointing on|off] [--keep-activations N|auto]\n"
          "                          [--offload]\n"
          "\n"
          "Prints, for ZeRO stages 0-3 (and with --offload stages 1-3 with the fp32 master and Adam\n"
@@ -63,7 +64,8 @@ std::string estimate_usage_text() {
          "buffers, the host memory per node, and whether the run fits. The model state\n"
          "comes from the same flat layout a run uses, so it equals what a run reports.\n"
          "--keep-activations N: with checkpointing on, the last N blocks keep their activations\n"
-         "(model.keep_activations), so each one costs a block's activations and saves its recompute.\n"
+         "(model.keep_activations), so each one costs a block's activations and saves its recompute;\n"
+         "auto (as a run with model.keep_activations = \"auto\" does) keeps each row's max keep.\n"
          "--config takes the model shape, micro-batch, sequence length, precision, activation\n"
          "checkpointing, kept blocks and bucket size from a training config; flags given after it\n"
          "override. --set KEY=VALUE (repeatable) changes a config key first, as `zerotrain train`\n"
@@ -76,9 +78,32 @@ void apply_run_config(const RunConfig& c, zero::EstimateInput& in) {
   in.micro_batch = c.train.micro_batch_size;
   in.seq_len = c.train.seq_len;
   in.activation_checkpointing = c.model.activation_checkpointing;
-  in.keep_activations = c.model.keep_activations;
+  in.keep_activations = c.model.keep_activations == kKeepActivationsAuto ? 0 : c.model.keep_activations;
   in.bucket_elements = c.zero.bucket_elements;
   if (c.train.precision != DType::kF32) in.precision = c.train.precision;
+}
+
+AutoKeep auto_keep_activations(const RunConfig& c, int world, int64_t gpu_bytes) {
+  zero::EstimateInput in;
+  apply_run_config(c, in);
+  in.gpus = world;
+  in.gpu_bytes = gpu_bytes;
+  const bool offload = c.zero.offload_optimizer == "cpu", offload_params = c.zero.offload_params == "cpu";
+  auto row = [&] {
+    for (const zero::StageEstimate& e : zero::estimate_memory(in, /*with_offload=*/true))
+      if (e.stage == c.zero.stage && e.offload == offload && e.offload_params == offload_params)
+        return e;
+    throw_user_error("zero.stage = ", c.zero.stage, " with zero.offload_optimizer = \"",
+                     c.zero.offload_optimizer, "\" and zero.offload_params = \"",
+                     c.zero.offload_params, "\" has no memory estimate");
+  };
+  AutoKeep out;
+  if (c.model.activation_checkpointing) out.keep = std::max<int64_t>(0, row().max_keep_activations);
+  in.keep_activations = out.keep;
+  const zero::StageEstimate e = row();
+  out.gpu_total = e.gpu_total();
+  out.fits = e.fits_gpu;
+  return out;
 }
 
 EstimateArgs parse_estimate_args(const std::vector<std::string>& args) {
@@ -106,7 +131,9 @@ EstimateArgs parse_estimate_args(const std::vector<std::string>& args) {
       continue;  // collected above
     } else if (flag == "--config") {
       config_given = true;
-      apply_run_config(load_config(value, overrides), in);
+      const RunConfig config = load_config(value, overrides);
+      apply_run_config(config, in);
+      a.keep_auto = config.model.keep_activations == kKeepActivationsAuto;
     } else if (flag == "--gpus") {
       in.gpus = int(parse_int(flag, value, 1));
     } else if (flag == "--gpus-per-node") {
@@ -130,7 +157,10 @@ EstimateArgs parse_estimate_args(const std::vector<std::string>& args) {
     } else if (flag == "--activation-checkpointing") {
       in.activation_checkpointing = parse_on_off(flag, value);
     } else if (flag == "--keep-activations") {
-      in.keep_activations = parse_int(flag, value, 0);
+      a.keep_auto = value == "auto";
+      if (!a.keep_auto && (value.empty() || value.find_first_not_of("+-0123456789") != std::string::npos))
+        throw_user_error(flag, " ", value, ": expected an integer or auto");
+      in.keep_activations = a.keep_auto ? 0 : parse_int(flag, value, 0);
       keep_given = true;
     } else {
       r.unknown_option();
@@ -141,8 +171,8 @@ EstimateArgs parse_estimate_args(const std::vector<std::string>& args) {
   if (a.input.keep_activations > a.input.model.n_layer)
     throw_user_error("--keep-activations ", a.input.keep_activations, " exceeds the model's ",
                      a.input.model.n_layer, " blocks");
-  if (keep_given && a.input.keep_activations > 0 && !a.input.activation_checkpointing)
-    throw_user_error("--keep-activations ", a.input.keep_activations,
+  if (keep_given && (a.input.keep_activations > 0 || a.keep_auto) && !a.input.activation_checkpointing)
+    throw_user_error("--keep-activations ", a.keep_auto ? "auto" : std::to_string(a.input.keep_activations),
                      " needs activation checkpointing on: without it every block keeps its "
                      "activations");
   if (a.input.seq_len > a.input.model.n_positions)
@@ -156,6 +186,9 @@ std::string run_estimate(const EstimateArgs& args) {
   std::string out = zero::format_estimate_table(args.input, rows);
   bool any = false;
   for (const zero::StageEstimate& e : rows) any = any || (e.fits_gpu && e.fits_cpu);
+  if (args.keep_auto)
+    out += "\nmodel.keep_activations = \"auto\": the rows keep no block; a run keeps its row's max keep,\n"
+           "computed with its GPU's own memory in place of --gpu-mem.\n";
   out += any ? "\n" : "\nNothing fits: add GPUs, lower --micro-batch or --seq-len, turn activation "
                       "checkpointing on, or try --offload.\n";
   return out;

@@ -13,11 +13,25 @@ namespace zt::launch {
 struct EstimateArgs {
   zero::EstimateInput input;
   bool offload = false;  // also show stages 1-3 with the optimizer in host memory
+  // model.keep_activations = "auto" (--keep-activations auto): the rows are those of no kept
+  // block, and the report says that a run keeps its row's `max keep`.
+  bool keep_auto = false;
 };
 
 // Sets what a training config decides in `input`: the model shape, micro-batch, sequence length,
-// precision (16-bit only), activation checkpointing, kept blocks and bucket size.
+// precision (16-bit only), activation checkpointing, kept blocks (0 for "auto") and bucket size.
 void apply_run_config(const RunConfig& config, zero::EstimateInput& input);
+
+// What model.keep_activations = "auto" resolves to for `config` on `world` ranks with GPUs of
+// `gpu_bytes` each: the `max keep` of `zerotrain estimate --gpu-mem gpu_bytes` in the row of the
+// config's stage and offload, so the estimated peak stays under 95% of gpu_bytes; 0 when even
+// recomputing every block does not fit (fits = false), or checkpointing is off.
+struct AutoKeep {
+  int64_t keep = 0;
+  int64_t gpu_total = 0;  // the estimated peak per GPU with `keep` blocks kept
+  bool fits = false;
+};
+AutoKeep auto_keep_activations(const RunConfig& config, int world, int64_t gpu_bytes);
 
 // Parses the flags after `estimate`; throws zt::UserError naming a bad flag or value.
 EstimateArgs parse_estimate_args(const std::vector<std::string>& args);

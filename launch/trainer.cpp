@@ -214,9 +214,31 @@ TrainSummary train(const RunConfig& config, Comm& comm, const TrainOptions& opti
   std::unique_ptr<CudaContext> cuda;
   std::unique_ptr<NcclComm> nccl;
 #endif
+  // model.keep_activations = "auto": as many blocks as the smallest GPU of the run has room for by
+  // the estimate (launch/estimate.h); 0 on the CPU backend, whose memory the estimate does not model.
+  int64_t keep_activations = config.model.keep_activations;
+  if (keep_activations == kKeepActivationsAuto) {
+    int64_t gpu_bytes = 0;
+#ifdef ZT_WITH_CUDA
+    if (device.is_cuda()) gpu_bytes = int64_t(cuda_total_memory(device.index));
+#endif
+    gpu_bytes = int64_t(-all_reduce_scalar(comm, -double(gpu_bytes), ReduceOp::kMax));  // the minimum
+    keep_activations = 0;
+    if (gpu_bytes > 0) {
+      const AutoKeep choice = auto_keep_activations(config, world, gpu_bytes);
+      keep_activations = choice.keep;
+      log_info("model.keep_activations = \"auto\": ", choice.keep, " of ", shape.n_layer,
+               " blocks keep their activations; estimated peak ", format_bytes(double(choice.gpu_total)),
+               " per GPU of ", format_bytes(double(gpu_bytes)),
+               choice.fits ? "" : " (more than the 95% the estimate allows: expect to run out of "
+                                  "memory; see `zerotrain estimate --config RUN.toml`)");
+    } else {
+      log_info("model.keep_activations = \"auto\": 0 on the CPU backend (every block is recomputed)");
+    }
+  }
   model::ModelOptions model_options;
   model_options.activation_checkpointing = config.model.activation_checkpointing;
-  model_options.keep_activations = config.model.keep_activations;
+  model_options.keep_activations = keep_activations;
   std::unique_ptr<model::GptjModel> model;
   std::unique_ptr<zero::DeviceOps> device_ops;
   Comm* engine_comm = &comm;
@@ -257,8 +279,7 @@ TrainSummary train(const RunConfig& config, Comm& comm, const TrainOptions& opti
   log_info("model gptj (", config.model.preset, " shapes): ", summary.num_params, " parameters, ",
            shape.n_layer, " layers, d_model ", shape.d_model, "; precision ", dtype_name(t.precision),
            "; activation checkpointing ",
-           model::describe_checkpointing(config.model.activation_checkpointing,
-                                         config.model.keep_activations),
+           model::describe_checkpointing(config.model.activation_checkpointing, keep_activations),
            "; ", device.is_cuda() ? "one GPU per rank (" + device.str() + " on rank 0)"
                                   : "device cpu (" + std::to_string(omp_get_max_threads()) + " threads per rank)");
   log_info("world size ", world, ", zero stage ", config.zero.stage, ", ",
@@ -426,8 +447,10 @@ TrainSummary train(const RunConfig& config, Comm& comm, const TrainOptions& opti
     }
 #ifdef ZT_WITH_CUDA
     if (device.is_cuda() && step == first_step) {
+      RunConfig resolved = config;  // with "auto"'s choice
+      resolved.model.keep_activations = keep_activations;
       const std::string hint =
-          kept_blocks_hint(config, m.peak_mem_bytes, int64_t(cuda_total_memory(device.index)));
+          kept_blocks_hint(resolved, m.peak_mem_bytes, int64_t(cuda_total_memory(device.index)));
       if (!hint.empty()) log_info(hint);
     }
 #endif

@@ -523,6 +523,40 @@ TEST(ConfigErrors, KeptActivationsNeedCheckpointingAndAtMostEveryBlock) {
   EXPECT_EQ(parse_config("", "run.toml", {}).model.keep_activations, 0);
 }
 
+// model.keep_activations = "auto" (the trainer picks the count; launch/estimate.h): the one word
+// the key takes besides an integer, in the file and through --set, written back as "auto".
+TEST(ConfigErrors, KeptActivationsTakeAutoAndNoOtherWord) {
+  const std::string on = "[model]\nactivation_checkpointing = true\n";
+  const RunConfig a = parse_config(on + "keep_activations = \"auto\"\n", "run.toml", {});
+  EXPECT_EQ(a.model.keep_activations, kKeepActivationsAuto);
+  EXPECT_NE(config_to_toml(a).find("keep_activations = \"auto\"\n"), std::string::npos);
+  expect_same_config(parse_config(config_to_toml(a), "resolved.toml", {}), a);
+  EXPECT_EQ(parse_config(on, "run.toml", {"model.keep_activations=auto"}).model.keep_activations,
+            kKeepActivationsAuto);
+  EXPECT_EQ(parse_config(on, "run.toml", {"model.keep_activations=\"auto\""}).model.keep_activations,
+            kKeepActivationsAuto);
+  // A number after "auto" replaces it.
+  EXPECT_EQ(parse_config(on + "keep_activations = \"auto\"\n", "run.toml", {"model.keep_activations=1"})
+                .model.keep_activations,
+            1);
+  EXPECT_EQ(parse_error(on + "keep_activations = \"max\"\n"),
+            "run.toml:3: model.keep_activations = \"max\" is not allowed: use an integer or \"auto\"");
+  EXPECT_EQ(parse_error(on, {"model.keep_activations=Auto"}),
+            "--set model.keep_activations=Auto: model.keep_activations = \"Auto\" is not allowed: use "
+            "an integer or \"auto\"");
+  EXPECT_EQ(parse_error(on + "keep_activations = 1.5\n"),
+            "run.toml:3: model.keep_activations = 1.5 has the wrong type: expected an integer or "
+            "\"auto\", got a float");
+  EXPECT_EQ(parse_error("[model]\nkeep_activations = \"auto\"\n"),
+            "run.toml:2: model.keep_activations = \"auto\" needs model.activation_checkpointing = "
+            "true: without checkpointing every block already keeps its activations; turn "
+            "checkpointing on, or set model.keep_activations = 0");
+  // Other integer keys still take no word.
+  EXPECT_EQ(parse_error("[train]\nsteps = \"auto\"\n"),
+            "run.toml:2: train.steps = \"auto\" has the wrong type: expected an integer, got a string");
+  EXPECT_EQ(parse_error("", {"train.steps=auto"}), "--set train.steps=auto: expected an integer");
+}
+
 TEST(ConfigErrors, OffloadNeedsAPartitioningStage) {
   EXPECT_EQ(parse_error("[zero]\noffload_optimizer = \"cpu\"\n"),
             "run.toml:2: zero.offload_optimizer = \"cpu\" needs zero.stage 1, 2 or 3: stage 0 keeps "

@@ -162,6 +162,83 @@ TEST(Estimate, KeepActivationsFlag) {
             std::string::npos);
 }
 
+// model.keep_activations = "auto": the row of the run's stage and offload, its max keep, and the
+// estimated peak with that many blocks kept (GPT-J-6B at 4 x 2048 tokens).
+TEST(Estimate, AutoKeepIsTheMaxKeepOfTheRunsRow) {
+  RunConfig c;
+  c.model.shape = model::gptj_preset("gptj-6b");
+  c.model.activation_checkpointing = true;
+  c.model.keep_activations = kKeepActivationsAuto;
+  c.train.micro_batch_size = 4;
+  c.train.seq_len = 2048;
+  c.train.precision = DType::kBF16;
+  const int64_t gib = int64_t(1) << 30, h200 = int64_t(139.8 * double(gib));
+  // One H200 at stage 0: every block fits (107.76 GiB measured and estimated, docs/performance.md).
+  AutoKeep k = auto_keep_activations(c, 1, h200);
+  EXPECT_EQ(k.keep, 28);
+  EXPECT_TRUE(k.fits);
+  EXPECT_NEAR(double(k.gpu_total) / double(gib), 107.76, 0.01);
+  // Two 80 GB GPUs: ZeRO-1 keeps the estimate's max keep (some, not all); the total is that
+  // row's with those blocks kept, under 95% of the GPU.
+  c.zero.stage = 1;
+  k = auto_keep_activations(c, 2, 80 * gib);
+  zero::EstimateInput in;
+  apply_run_config(c, in);
+  in.gpus = 2;
+  in.gpu_bytes = 80 * gib;
+  const int64_t max_keep = zero::estimate_memory(in, false)[1].max_keep_activations;
+  EXPECT_GT(max_keep, 0);
+  EXPECT_LT(max_keep, 28);
+  EXPECT_EQ(k.keep, max_keep);
+  in.keep_activations = max_keep;
+  EXPECT_EQ(k.gpu_total, zero::estimate_memory(in, false)[1].gpu_total());
+  EXPECT_LE(double(k.gpu_total), 0.95 * double(80 * gib));
+  EXPECT_TRUE(k.fits);
+  // Offload rows: stage 3 with both offloads on one 24 GB GPU.
+  c.zero.stage = 3;
+  c.zero.offload_optimizer = "cpu";
+  c.zero.offload_params = "cpu";
+  k = auto_keep_activations(c, 1, 24 * gib);
+  in = zero::EstimateInput{};
+  apply_run_config(c, in);
+  in.gpu_bytes = 24 * gib;
+  EXPECT_EQ(k.keep, zero::estimate_memory(in, true).back().max_keep_activations);
+  EXPECT_TRUE(k.fits);
+  // Stage 0 on one 80 GB GPU does not fit even with every block recomputed: 0, and says so.
+  c.zero = ZeroSection{};
+  k = auto_keep_activations(c, 1, 80 * gib);
+  EXPECT_EQ(k.keep, 0);
+  EXPECT_FALSE(k.fits);
+  EXPECT_GT(k.gpu_total, 80 * gib);
+  // Without checkpointing there is nothing to choose.
+  c.model.activation_checkpointing = false;
+  c.model.keep_activations = 0;
+  EXPECT_EQ(auto_keep_activations(c, 1, h200).keep, 0);
+}
+
+TEST(Estimate, KeepActivationsAutoFromTheConfigOrTheFlag) {
+  const std::string config = std::string(ZT_SOURCE_DIR) + "/examples/gptj-6b-2gpu.toml";
+  const EstimateArgs a =
+      parse_estimate_args({"--config", config, "--set", "model.keep_activations=auto"});
+  EXPECT_TRUE(a.keep_auto);
+  EXPECT_EQ(a.input.keep_activations, 0);
+  EXPECT_NE(run_estimate(a).find("model.keep_activations = \"auto\": the rows keep no block; a run "
+                                 "keeps its row's max keep"),
+            std::string::npos);
+  EXPECT_FALSE(parse_estimate_args({"--config", config}).keep_auto);
+  // The flag after the config wins, either way.
+  EXPECT_FALSE(parse_estimate_args({"--config", config, "--set", "model.keep_activations=auto",
+                                    "--keep-activations", "3"})
+                   .keep_auto);
+  EXPECT_TRUE(parse_estimate_args({"--keep-activations", "auto"}).keep_auto);
+  EXPECT_EQ(run_estimate(parse_estimate_args({})).find("\"auto\""), std::string::npos);
+  EXPECT_NE(error_of({"--keep-activations", "auto", "--activation-checkpointing", "off"})
+                .find("--keep-activations auto needs activation checkpointing on"),
+            std::string::npos);
+  EXPECT_NE(error_of({"--keep-activations", "most"}).find("--keep-activations most: expected an integer or auto"),
+            std::string::npos);
+}
+
 // The estimator's model state is the engine's, byte for byte (one rank here; tests/mpi checks N).
 TEST(Estimate, ModelStateEqualsARealEngineOnOneRank) {
   zero::EstimateInput in;

@@ -144,10 +144,15 @@ TEST(Trainer, ActivationCheckpointingGivesTheSameRun) {
   RunConfig kept = quick_config(fresh_dir("ckpt2"), 4);
   kept.model.activation_checkpointing = true;
   kept.model.keep_activations = 1;  // of gptj-tiny's 2 blocks: one recomputed, one kept
-  const TrainSummary a = train(plain), b = train(ckpt), k = train(kept);
+  // "auto" on the CPU backend recomputes every block (a -1 reaching the model would throw).
+  RunConfig automatic = quick_config(fresh_dir("ckpt3"), 4);
+  automatic.model.activation_checkpointing = true;
+  automatic.model.keep_activations = kKeepActivationsAuto;
+  const TrainSummary a = train(plain), b = train(ckpt), k = train(kept), x = train(automatic);
   for (size_t i = 0; i < 4; ++i) {
     EXPECT_EQ(a.steps[i].loss, b.steps[i].loss) << "step " << i + 1;
     EXPECT_EQ(a.steps[i].loss, k.steps[i].loss) << "step " << i + 1;
+    EXPECT_EQ(a.steps[i].loss, x.steps[i].loss) << "step " << i + 1;
   }
 }
 
