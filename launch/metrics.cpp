@@ -3,6 +3,7 @@
 
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <cmath>
 #include <cstring>
@@ -129,6 +130,33 @@ std::string format_step_line(const StepMetrics& m, int64_t total_steps) {
   }
   if (m.skipped) line += " | SKIPPED";
   return line;
+}
+
+std::string format_throughput_line(const std::vector<StepMetrics>& steps, int world) {
+  if (steps.size() < 2) return "";
+  const size_t first = std::min<size_t>(2, steps.size() - 1);
+  // Every step of a run has the same tokens, so the throughput over steps [first, end) is the
+  // harmonic mean of their rates; MFU is proportional to the rate, so it averages the same way.
+  double inv_rate = 0.0, inv_mfu = 0.0;
+  int64_t peak = 0;
+  bool gpu = true;
+  for (size_t i = first; i < steps.size(); ++i) {
+    inv_rate += 1.0 / steps[i].tokens_per_s;
+    if (steps[i].mfu > 0) inv_mfu += 1.0 / steps[i].mfu; else gpu = false;
+    peak = std::max(peak, steps[i].peak_mem_bytes);
+  }
+  const double n = double(steps.size() - first);
+  const double rate = n / inv_rate;
+  char buf[256];
+  std::snprintf(buf, sizeof(buf), "throughput, steps %lld-%lld: %.0f tokens/s, %.0f per %s",
+                (long long)steps[first].step, (long long)steps.back().step, rate,
+                rate / double(world), gpu ? "GPU" : "rank");
+  std::string line = buf;
+  if (gpu) {
+    std::snprintf(buf, sizeof(buf), ", MFU %.1f%%", 100 * n / inv_mfu);
+    line += buf;
+  }
+  return line + ", peak mem " + format_bytes(double(peak)) + (gpu ? " per GPU" : " per rank");
 }
 
 ProgressLine::ProgressLine() : enabled_(isatty(STDOUT_FILENO) == 1 && log_enabled(LogLevel::kInfo)) {}

@@ -5,6 +5,7 @@
 #include <cstdint>
 #include <cstdio>
 #include <string>
+#include <vector>
 
 namespace zt::launch {
 
@@ -67,6 +68,13 @@ class MetricsWriter {
 
 // The log line of a step: "step 10/200 | loss 4.1234 | lr 3.00e-03 | grad norm 1.23 | ...".
 std::string format_step_line(const StepMetrics& m, int64_t total_steps);
+// The line after a run's last step: its steady-state throughput over the steps of this launch
+// but the first two (the memory pool grows and cuBLASLt plans are made in them; with only 2
+// steps, the second): "throughput, steps 3-10: 28416 tokens/s, 14208 per GPU, MFU 56.1%, peak
+// mem 110.03 GiB per GPU". tokens/s is the tokens of those steps over their time (so a slow step
+// weighs as it cost), MFU likewise (left out on the CPU backend, where it is 0; "per rank"
+// there in place of "per GPU"). "" with fewer than 2 steps.
+std::string format_throughput_line(const std::vector<StepMetrics>& steps, int world);
 // The log line of an evaluation outside a step: "step 0/200 | val loss 6.2400 | val ppl 512.00".
 std::string format_eval_line(int64_t step, int64_t total_steps, double val_loss);
 

@@ -6,8 +6,8 @@
 
 #include <algorithm>
 #include <cmath>
-#include <filesystem>
 #include <cstdio>
+#include <filesystem>
 #include <map>
 #include <optional>
 #include <string>
@@ -122,6 +122,13 @@ void log_stop(const TrainSection& t, int sig, int64_t step, const std::string& r
       "train.resume = \"auto\" (train.max_skipped_steps = 0 never stops)");
 }
 
+
+// One number as printf formats it ("%.4f"), for log lines built with log_info's pieces.
+std::string printf_text(const char* format, double value) {
+  char buf[64];
+  std::snprintf(buf, sizeof(buf), format, value);
+  return buf;
+}
 
 }  // namespace
 
@@ -293,13 +300,15 @@ TrainSummary train(const RunConfig& config, Comm& comm, const TrainOptions& opti
     ZT_CHECK(meta.step == resume->step, "checkpoint ", resume->dir, " changed while loading it");
     if (resume->data_state) data.resume_from(*resume->data_state);
     first_step = meta.step + 1;
-    log_info("resumed from ", resume->dir, " at step ", meta.step, " (in ", load_timer.seconds(),
-             " s); continuing with step ", first_step, " of ", t.steps);
+    log_info("resumed from ", resume->dir, " at step ", meta.step, " (in ",
+             printf_text("%.2f s", load_timer.seconds()), "); continuing with step ", first_step,
+             " of ", t.steps);
   }
   if (init_weights) {
     const Timer load_timer;
     zero::load_weights(engine, *engine_comm, *init_weights);
-    log_info("initialised from ", init_weights->describe(), " (in ", load_timer.seconds(), " s)");
+    log_info("initialised from ", init_weights->describe(), " (in ",
+             printf_text("%.2f s", load_timer.seconds()), ")");
   } else if (resume && !config.model.init_from.empty()) {
     log_info("model.init_from is not used: the run continues from its checkpoint");
   }
@@ -372,7 +381,8 @@ TrainSummary train(const RunConfig& config, Comm& comm, const TrainOptions& opti
                        "space or fix the folder's permissions, then resume with train.resume = \"auto\"; "
                        "or set train.on_checkpoint_error = \"continue\" to train on when a save fails");
     }
-    log_info("checkpoint: step ", step, " saved to ", dir.string(), " in ", save_timer.seconds(), " s");
+    log_info("checkpoint: step ", step, " saved to ", dir.string(), " in ",
+             printf_text("%.2f s", save_timer.seconds()));
     return true;
   };
   // Where a stop request saves: train.checkpoint_dir, else a folder in out_dir.
@@ -484,10 +494,14 @@ TrainSummary train(const RunConfig& config, Comm& comm, const TrainOptions& opti
   const StepMetrics& last = summary.steps.back();
   log_info(summary.interrupted() ? "stopped: " : "done: ",
            first_step > 1 ? "steps " + std::to_string(first_step) + ".." : std::string(),
-           first_step > 1 ? std::to_string(last.step) : std::to_string(last.step) + " steps", " in ", run_timer.seconds(), " s; loss ", summary.steps.front().loss,
-           " -> ", last.loss, engine.skipped_steps() > 0 ? "; skipped steps: " : "",
+           first_step > 1 ? std::to_string(last.step) : std::to_string(last.step) + " steps", " in ",
+           printf_text("%.1f s", run_timer.seconds()), "; loss ",
+           printf_text("%.4f", summary.steps.front().loss), " -> ", printf_text("%.4f", last.loss),
+           engine.skipped_steps() > 0 ? "; skipped steps: " : "",
            engine.skipped_steps() > 0 ? std::to_string(engine.skipped_steps()) : "",
            writer ? "; metrics in " + (fs::path(t.out_dir) / "metrics.jsonl").string() : "");
+  if (const std::string line = format_throughput_line(summary.steps, world); !line.empty())
+    log_info(line);
   return summary;
 }
 

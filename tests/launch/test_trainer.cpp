@@ -10,6 +10,7 @@
 
 #include "launch/cli.h"
 #include "launch/config.h"
+#include "launch/metrics.h"
 #include "launch/trainer.h"
 #include "runtime/error.h"
 #include "runtime/device.h"
@@ -185,6 +186,38 @@ TEST(Trainer, KeptBlocksHintSaysHowManyMoreFit) {
   c.model.keep_activations = 0;
   c.model.activation_checkpointing = false;
   EXPECT_EQ(kept_blocks_hint(c, peak, h100), "");
+}
+
+// The line after the last step: the throughput of the steps after the first two (warm-up), as
+// tokens over time (the harmonic mean of the per-step rates), with MFU and peak memory.
+TEST(Trainer, ThroughputLineIsTheSteadyStateOfTheLaunch) {
+  const int64_t gib = int64_t(1) << 30;
+  auto step = [&](int64_t k, double rate, double mfu, int64_t peak) {
+    StepMetrics m;
+    m.step = k;
+    m.tokens_per_s = rate;
+    m.mfu = mfu;
+    m.peak_mem_bytes = peak * gib;
+    return m;
+  };
+  // A resumed launch (steps 11-15) on 2 GPUs: steps 13-15 count. Each step has the same tokens,
+  // so 4000, 2000 and 4000 tokens/s make 3 / (1/4000 + 1/2000 + 1/4000) = 3000, not the mean 3333.
+  const std::vector<StepMetrics> gpu = {step(11, 100, 0.01, 90), step(12, 3000, 0.3, 100),
+                                        step(13, 4000, 0.4, 110), step(14, 2000, 0.2, 110),
+                                        step(15, 4000, 0.4, 110)};
+  EXPECT_EQ(format_throughput_line(gpu, 2),
+            "throughput, steps 13-15: 3000 tokens/s, 1500 per GPU, MFU 30.0%, peak mem 110.00 GiB "
+            "per GPU");
+  // Two steps: the second; one step: nothing to say.
+  EXPECT_EQ(format_throughput_line({gpu[0], gpu[1]}, 1),
+            "throughput, steps 12-12: 3000 tokens/s, 3000 per GPU, MFU 30.0%, peak mem 100.00 GiB "
+            "per GPU");
+  EXPECT_EQ(format_throughput_line({gpu[0]}, 1), "");
+  EXPECT_EQ(format_throughput_line({}, 1), "");
+  // The CPU backend has no MFU, and its ranks are not GPUs.
+  const std::vector<StepMetrics> cpu = {step(1, 10, 0, 1), step(2, 20, 0, 1), step(3, 30, 0, 1)};
+  EXPECT_EQ(format_throughput_line(cpu, 3),
+            "throughput, steps 3-3: 30 tokens/s, 10 per rank, peak mem 1.00 GiB per rank");
 }
 
 TEST(Trainer, Bf16ParametersTrainToo) {
