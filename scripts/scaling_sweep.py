@@ -376,12 +376,14 @@ def parse_estimate_table(text):
 _estimate_cache = {}
 
 
-def estimate(a, config_path, g):
-    key = (config_path, g)
+def estimate(a, config_path, g, keep=None):
+    key = (config_path, g, keep)
     if key not in _estimate_cache:
         cmd = [a.zerotrain, "estimate", "--config", config_path, "--gpus", str(g), "--offload"]
         for kv in a.sets:  # the runs' overrides (micro-batch, kept blocks, ...) size them too
             cmd += ["--set", kv]
+        if keep is not None:  # what model.keep_activations = "auto" chose in the run
+            cmd += ["--keep-activations", str(keep)]
         try:
             p = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
             _estimate_cache[key] = parse_estimate_table(p.stdout) if p.returncode == 0 else {}
@@ -393,11 +395,13 @@ def estimate(a, config_path, g):
     return _estimate_cache[key]
 
 
-def estimate_for_run(a, run_config, g, s, offload):
+def estimate_for_run(a, run_config, g, s, offload, log_text=""):
     # The resolved config.toml the run wrote carries every --set (n_layer, micro-batch, ...);
-    # the base config is the fallback for a run that died before writing it.
+    # the base config is the fallback for a run that died before writing it. A run with
+    # model.keep_activations = "auto" logged the count it chose for its GPUs.
     config_path = run_config if os.path.exists(run_config) else a.config
-    table = estimate(a, config_path, g)
+    chosen = re.search(r'model\.keep_activations = "auto": (\d+) of', log_text)
+    table = estimate(a, config_path, g, int(chosen.group(1)) if chosen else None)
     design = design_model_state_bytes(table["psi"], g, s, offload) if "psi" in table else None
     row = table.get((s, "cpu+params" if offload else "none"))
     if not row or row.get("total") is None:
@@ -707,7 +711,7 @@ def main(argv):
         summary = summarize(metrics, g) or {}
         if g in refs and refs[g][0] == name and status == "ok":  # the sweep's g1-s0
             ref_metrics[g] = metrics
-        est_state, est_total, design_state = estimate_for_run(a, os.path.join(out_dir, "config.toml"), g, s, off)
+        est_state, est_total, design_state = estimate_for_run(a, os.path.join(out_dir, "config.toml"), g, s, off, text)
         state = measured_model_state_bytes(text)
         row = {
             "gpus": g, "stage": s, "offload": "cpu+params" if off else "none",
