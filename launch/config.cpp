@@ -373,6 +373,12 @@ RunConfig parse_config(std::string_view toml_text, std::string_view source_name,
         where_of({"train.seq_len", "model.n_positions", "model.preset"}),
         ": train.seq_len = ", config.train.seq_len,
         " is out of range: must be <= model.n_positions = ", config.model.shape.n_positions);
+  if (config.train.global_batch_size % config.train.micro_batch_size != 0)
+    throw_user_error(
+        where_of({"train.global_batch_size", "train.micro_batch_size"}),
+        ": train.global_batch_size = ", config.train.global_batch_size,
+        " is not a multiple of train.micro_batch_size = ", config.train.micro_batch_size,
+        ": each rank runs whole micro-batches (global = micro x grad_accum_steps x ranks)");
   if (config.model.keep_activations > config.model.shape.n_layer)
     throw_user_error(
         where_of({"model.keep_activations", "model.n_layer", "model.preset"}),
@@ -445,6 +451,27 @@ RunConfig load_config(const std::string& path, const std::vector<std::string>& o
   std::fclose(file);
   if (read_error) fail(err);  // e.g. a directory: EISDIR
   return parse_config(text, path, overrides);
+}
+
+RunConfig with_rank_count(const RunConfig& config, int ranks) {
+  RunConfig c = config;
+  const TrainSection& t = config.train;
+  if (t.global_batch_size == 0) return c;
+  const int64_t per_micro = t.micro_batch_size * ranks;  // sequences of one micro-batch on every rank
+  if (t.global_batch_size % per_micro != 0)
+    throw_user_error("train.global_batch_size = ", t.global_batch_size,
+                     " cannot be split into whole micro-batches on ", ranks, ranks == 1 ? " rank" : " ranks",
+                     ": it must be a multiple of train.micro_batch_size x ranks = ",
+                     t.micro_batch_size, " x ", ranks, " = ", per_micro,
+                     "; change the global batch, the micro-batch or the number of ranks");
+  const int64_t accum = t.global_batch_size / per_micro;
+  if (t.grad_accum_steps != 1 && t.grad_accum_steps != accum)
+    throw_user_error("train.grad_accum_steps = ", t.grad_accum_steps, " disagrees with train.global_batch_size = ",
+                     t.global_batch_size, ", which on ", ranks, ranks == 1 ? " rank" : " ranks",
+                     " of train.micro_batch_size = ", t.micro_batch_size, " needs ", accum,
+                     ": set only one of them (global_batch_size derives the accumulation)");
+  c.train.grad_accum_steps = accum;
+  return c;
 }
 
 std::string config_to_toml(const RunConfig& config) {

@@ -30,6 +30,9 @@ struct ModelSection {
 struct TrainSection {
   int64_t micro_batch_size = 8;
   int64_t grad_accum_steps = 1;
+  // Sequences per optimizer step over all ranks (DeepSpeed's train_batch_size); > 0 derives
+  // grad_accum_steps from the rank count at launch (with_rank_count below); 0 = not fixed.
+  int64_t global_batch_size = 0;
   int64_t seq_len = 64;
   int64_t steps = 200;
   int64_t seed = 1234;
@@ -90,6 +93,11 @@ RunConfig parse_config(std::string_view toml_text, std::string_view source_name,
                        const std::vector<std::string>& overrides);
 // Reads the file at `path` (empty path: defaults only) and calls parse_config.
 RunConfig load_config(const std::string& path, const std::vector<std::string>& overrides);
+
+// The config of a run on `ranks` ranks: with train.global_batch_size > 0, grad_accum_steps =
+// global_batch_size / (micro_batch_size x ranks). Throws zt::UserError, naming the keys and
+// what would work, when that is not a whole number or grad_accum_steps was set (> 1) to another.
+RunConfig with_rank_count(const RunConfig& config, int ranks);
 
 // The resolved config as TOML, every key present, loadable by parse_config to the same result.
 std::string config_to_toml(const RunConfig& config);

@@ -210,6 +210,13 @@ std::vector<ConfigKey> build_schema() {
       "train", "grad_accum_steps", [](auto& c) -> auto& { return c.train.grad_accum_steps; }, 1,
       "Micro-batches per optimizer step; the step follows the mean of their gradients"));
   keys.push_back(int_key(
+      "train", "global_batch_size", [](auto& c) -> auto& { return c.train.global_batch_size; }, 0,
+      "Sequences per optimizer step over all ranks (DeepSpeed's train_batch_size): when > 0, "
+      "grad_accum_steps becomes global_batch_size / (micro_batch_size x ranks) at launch, so one "
+      "config keeps its batch on any number of GPUs; 0 = micro_batch_size x grad_accum_steps x ranks"));
+  keys.back().cross_rule =
+      "a multiple of train.micro_batch_size (x ranks at launch); grad_accum_steps > 1 must agree";
+  keys.push_back(int_key(
       "train", "seq_len", [](auto& c) -> auto& { return c.train.seq_len; }, 1,
       "Tokens per training sequence"));
   keys.back().cross_rule = "<= model.n_positions";

@@ -170,12 +170,19 @@ Device resolve_device(const TrainSection& t, int local_rank, int local_size) {
   return Device::cuda(local_rank);
 }
 
-TrainSummary train(const RunConfig& config, Comm& comm, const TrainOptions& options) {
+TrainSummary train(const RunConfig& given, Comm& comm, const TrainOptions& options) {
+  const int rank = comm.rank(), world = comm.size();
+  // train.global_batch_size fixes the accumulation for this many ranks; out_dir's config.toml
+  // keeps the config as given, so it runs again on any number of ranks.
+  const RunConfig config = with_rank_count(given, world);
   const TrainSection& t = config.train;
   const model::GptjConfig& shape = config.model.shape;
-  const int rank = comm.rank(), world = comm.size();
   const bool writer = options.write_outputs && rank == 0;
   if (t.threads > 0) omp_set_num_threads(int(t.threads));
+  if (given.train.global_batch_size > 0)
+    log_info("batch: train.global_batch_size = ", t.global_batch_size, " sequences per step = ",
+             t.micro_batch_size, " (micro-batch) x ", t.grad_accum_steps, " (grad_accum_steps) x ",
+             world, world == 1 ? " rank" : " ranks");
 
   TrainingData data(config, comm);  // HDF5 data is checked here, before anything is written
   // So is the checkpoint a resumed run continues from (note "trainer checkpoints").
@@ -208,7 +215,7 @@ TrainSummary train(const RunConfig& config, Comm& comm, const TrainOptions& opti
 
   std::optional<MetricsWriter> metrics;
   if (writer) {
-    const std::string resolved = config_to_toml(config);
+    const std::string resolved = config_to_toml(given);
     metrics.emplace(open_run_outputs(t, resolved, resume ? std::optional<int64_t>(resume->step)
                                                          : std::nullopt));
     log_info("resolved config:\n", resolved);

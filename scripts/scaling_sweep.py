@@ -195,29 +195,32 @@ def train_command(a, g, s, offload, out_dir, extra_sets=()):
     return cmd
 
 
-def grad_accum_steps(a):
-    """train.grad_accum_steps of the runs: the last --set of it, else the config's, else 1."""
+def train_setting(a, name, default):
+    """An integer train.<name> of the runs: the last --set of it, else the config's, else default."""
     for kv in reversed(a.sets):
         key, value = kv.split("=", 1)
-        if key.strip() == "train.grad_accum_steps":
+        if key.strip() == "train." + name:
             return int(value)
     try:
         with open(a.config, "rb") as f:
-            return int(tomllib.load(f).get("train", {}).get("grad_accum_steps", 1))
+            return int(tomllib.load(f).get("train", {}).get(name, default))
     except (OSError, tomllib.TOMLDecodeError) as e:
         sys.exit(f"scaling_sweep.py: cannot read {a.config}: {e}")
 
 
 def reference_runs(a, runs):
     """{G: (name, extra --set values)} of the --match-losses references: 1 rank, stage 0, the
-    global batch of G ranks. At G = 1 the sweep's own 1-GPU stage-0 run is the reference."""
-    accum = grad_accum_steps(a)
+    global batch of G ranks. At G = 1 the sweep's own 1-GPU stage-0 run is the reference. With
+    train.global_batch_size the global batch is the same at every G, and the 1-rank run derives
+    its accumulation from it."""
+    fixed_global = train_setting(a, "global_batch_size", 0) > 0
+    accum = train_setting(a, "grad_accum_steps", 1)
     refs = {}
     for g in sorted({g for g, _, _ in runs}):
         if g == 1 and (1, 0, False) in runs:
             refs[g] = (run_name(1, 0, False), None)
         else:
-            refs[g] = (f"ref-g{g}", [f"train.grad_accum_steps={g * accum}"])
+            refs[g] = (f"ref-g{g}", ["train.grad_accum_steps=" + ("1" if fixed_global else str(g * accum))])
     return refs
 
 

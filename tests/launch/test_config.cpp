@@ -46,6 +46,7 @@ void expect_same_config(const RunConfig& a, const RunConfig& b) {
 
   EXPECT_EQ(a.train.micro_batch_size, b.train.micro_batch_size);
   EXPECT_EQ(a.train.grad_accum_steps, b.train.grad_accum_steps);
+  EXPECT_EQ(a.train.global_batch_size, b.train.global_batch_size);
   EXPECT_EQ(a.train.seq_len, b.train.seq_len);
   EXPECT_EQ(a.train.steps, b.train.steps);
   EXPECT_EQ(a.train.seed, b.train.seed);
@@ -122,6 +123,7 @@ RunConfig every_key_changed() {
   c.optimizer.grad_clip = 0.0;
   c.train.micro_batch_size = 3;
   c.train.grad_accum_steps = 4;
+  c.train.global_batch_size = 12;
   c.train.seq_len = 300;
   c.train.steps = 9000000000;  // past 32 bits
   c.train.seed = 0;
@@ -521,6 +523,46 @@ TEST(ConfigErrors, KeptActivationsNeedCheckpointingAndAtMostEveryBlock) {
       "[model]\nactivation_checkpointing = true\nkeep_activations = 2\n", "run.toml", {});
   EXPECT_EQ(ok.model.keep_activations, 2);
   EXPECT_EQ(parse_config("", "run.toml", {}).model.keep_activations, 0);
+}
+
+// train.global_batch_size: a multiple of the micro-batch in the config; the accumulation follows
+// from the rank count at launch (with_rank_count), and a conflicting grad_accum_steps is an error.
+TEST(ConfigErrors, GlobalBatchSizeDerivesTheAccumulationForTheRankCount) {
+  EXPECT_EQ(parse_error("[train]\nmicro_batch_size = 4\nglobal_batch_size = 10\n"),
+            "run.toml:3: train.global_batch_size = 10 is not a multiple of train.micro_batch_size = "
+            "4: each rank runs whole micro-batches (global = micro x grad_accum_steps x ranks)");
+  const RunConfig c = parse_config("[train]\nmicro_batch_size = 4\nglobal_batch_size = 32\n", "run.toml", {});
+  EXPECT_EQ(with_rank_count(c, 1).train.grad_accum_steps, 8);
+  EXPECT_EQ(with_rank_count(c, 2).train.grad_accum_steps, 4);
+  EXPECT_EQ(with_rank_count(c, 8).train.grad_accum_steps, 1);
+  EXPECT_EQ(with_rank_count(c, 2).train.global_batch_size, 32);
+  auto error = [](const RunConfig& config, int ranks) {
+    try {
+      with_rank_count(config, ranks);
+    } catch (const UserError& e) {
+      return std::string(e.what());
+    }
+    return std::string("(no error)");
+  };
+  EXPECT_EQ(error(c, 3),
+            "train.global_batch_size = 32 cannot be split into whole micro-batches on 3 ranks: it must "
+            "be a multiple of train.micro_batch_size x ranks = 4 x 3 = 12; change the global batch, "
+            "the micro-batch or the number of ranks");
+  // More ranks than the global batch has micro-batches.
+  EXPECT_NE(error(c, 16).find("on 16 ranks: it must be a multiple of train.micro_batch_size x ranks = "
+                              "4 x 16 = 64"),
+            std::string::npos);
+  // An accumulation that agrees is fine; another one is refused.
+  RunConfig both = c;
+  both.train.grad_accum_steps = 4;
+  EXPECT_EQ(with_rank_count(both, 2).train.grad_accum_steps, 4);
+  EXPECT_EQ(error(both, 1),
+            "train.grad_accum_steps = 4 disagrees with train.global_batch_size = 32, which on 1 rank of "
+            "train.micro_batch_size = 4 needs 8: set only one of them (global_batch_size derives the "
+            "accumulation)");
+  // 0 leaves the config as it is.
+  RunConfig plain = parse_config("[train]\ngrad_accum_steps = 3\n", "run.toml", {});
+  EXPECT_EQ(with_rank_count(plain, 5).train.grad_accum_steps, 3);
 }
 
 // model.keep_activations = "auto" (the trainer picks the count; launch/estimate.h): the one word

@@ -188,6 +188,27 @@ TEST(Trainer, KeptBlocksHintSaysHowManyMoreFit) {
   EXPECT_EQ(kept_blocks_hint(c, peak, h100), "");
 }
 
+// train.global_batch_size = 16 with micro-batches of 8 on one rank is grad_accum_steps = 2: the
+// same run. out_dir's config.toml keeps the config as given, so it runs on any rank count.
+TEST(Trainer, GlobalBatchSizeIsTheDerivedAccumulation) {
+  RunConfig explicit_accum = quick_config(fresh_dir("gbs0"), 3);
+  explicit_accum.train.grad_accum_steps = 2;
+  RunConfig global = quick_config(fresh_dir("gbs1"), 3);
+  global.train.global_batch_size = 2 * global.train.micro_batch_size;
+  const TrainSummary a = train(explicit_accum), b = train(global);
+  ASSERT_EQ(b.steps.size(), 3u);
+  for (size_t i = 0; i < 3; ++i) EXPECT_EQ(a.steps[i].loss, b.steps[i].loss) << "step " << i + 1;
+  const RunConfig written = load_config((fs::path(global.train.out_dir) / "config.toml").string(), {});
+  EXPECT_EQ(written.train.global_batch_size, 16);
+  EXPECT_EQ(written.train.grad_accum_steps, 1);
+  // A rank count the global batch does not split into is refused before anything is written.
+  RunConfig odd = quick_config(fresh_dir("gbs2"), 3);
+  odd.train.global_batch_size = 24;
+  odd.train.grad_accum_steps = 2;
+  EXPECT_THROW(train(odd), UserError);
+  EXPECT_FALSE(fs::exists(fs::path(odd.train.out_dir) / "config.toml"));
+}
+
 // The line after the last step: the throughput of the steps after the first two (warm-up), as
 // tokens over time (the harmonic mean of the per-step rates), with MFU and peak memory.
 TEST(Trainer, ThroughputLineIsTheSteadyStateOfTheLaunch) {
