@@ -83,7 +83,7 @@ void apply_run_config(const RunConfig& c, zero::EstimateInput& in) {
   if (c.train.precision != DType::kF32) in.precision = c.train.precision;
 }
 
-AutoKeep auto_keep_activations(const RunConfig& c, int world, int64_t gpu_bytes) {
+RunMemory estimate_run_memory(const RunConfig& c, int world, int64_t gpu_bytes) {
   zero::EstimateInput in;
   apply_run_config(c, in);
   in.gpus = world;
@@ -97,8 +97,10 @@ AutoKeep auto_keep_activations(const RunConfig& c, int world, int64_t gpu_bytes)
                      c.zero.offload_optimizer, "\" and zero.offload_params = \"",
                      c.zero.offload_params, "\" has no memory estimate");
   };
-  AutoKeep out;
-  if (c.model.activation_checkpointing) out.keep = std::max<int64_t>(0, row().max_keep_activations);
+  RunMemory out;
+  out.keep = in.keep_activations;
+  if (c.model.keep_activations == kKeepActivationsAuto && c.model.activation_checkpointing)
+    out.keep = std::max<int64_t>(0, row().max_keep_activations);
   in.keep_activations = out.keep;
   const zero::StageEstimate e = row();
   out.gpu_total = e.gpu_total();

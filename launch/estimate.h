@@ -22,16 +22,17 @@ struct EstimateArgs {
 // precision (16-bit only), activation checkpointing, kept blocks (0 for "auto") and bucket size.
 void apply_run_config(const RunConfig& config, zero::EstimateInput& input);
 
-// What model.keep_activations = "auto" resolves to for `config` on `world` ranks with GPUs of
-// `gpu_bytes` each: the `max keep` of `zerotrain estimate --gpu-mem gpu_bytes` in the row of the
-// config's stage and offload, so the estimated peak stays under 95% of gpu_bytes; 0 when even
-// recomputing every block does not fit (fits = false), or checkpointing is off.
-struct AutoKeep {
+// The estimate of a run of `config` on `world` ranks with GPUs of `gpu_bytes` each, from the row
+// of its stage and offload (as `zerotrain estimate --gpu-mem gpu_bytes` prints it): the blocks
+// that keep their activations (the config's count, or for model.keep_activations = "auto" the
+// row's `max keep`, 0 when even recomputing every block does not fit or checkpointing is off),
+// the estimated peak per GPU with them, and whether it stays under 95% of gpu_bytes.
+struct RunMemory {
   int64_t keep = 0;
-  int64_t gpu_total = 0;  // the estimated peak per GPU with `keep` blocks kept
+  int64_t gpu_total = 0;
   bool fits = false;
 };
-AutoKeep auto_keep_activations(const RunConfig& config, int world, int64_t gpu_bytes);
+RunMemory estimate_run_memory(const RunConfig& config, int world, int64_t gpu_bytes);
 
 // Parses the flags after `estimate`; throws zt::UserError naming a bad flag or value.
 EstimateArgs parse_estimate_args(const std::vector<std::string>& args);

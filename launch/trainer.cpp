@@ -228,27 +228,31 @@ TrainSummary train(const RunConfig& given, Comm& comm, const TrainOptions& optio
   std::unique_ptr<CudaContext> cuda;
   std::unique_ptr<NcclComm> nccl;
 #endif
-  // model.keep_activations = "auto": as many blocks as the smallest GPU of the run has room for by
-  // the estimate (launch/estimate.h); 0 on the CPU backend, whose memory the estimate does not model.
+  // The estimated peak per GPU (launch/estimate.h), against the smallest GPU of the run, before
+  // anything large is allocated; model.keep_activations = "auto" takes its count from it (0 on the
+  // CPU backend, whose memory the estimate does not model).
   int64_t keep_activations = config.model.keep_activations;
-  if (keep_activations == kKeepActivationsAuto) {
-    int64_t gpu_bytes = 0;
+  const bool keep_auto = keep_activations == kKeepActivationsAuto;
+  if (keep_auto) keep_activations = 0;
+  int64_t gpu_bytes = 0;
 #ifdef ZT_WITH_CUDA
-    if (device.is_cuda()) gpu_bytes = int64_t(cuda_total_memory(device.index));
+  if (device.is_cuda()) gpu_bytes = int64_t(cuda_total_memory(device.index));
 #endif
-    gpu_bytes = int64_t(-all_reduce_scalar(comm, -double(gpu_bytes), ReduceOp::kMax));  // the minimum
-    keep_activations = 0;
-    if (gpu_bytes > 0) {
-      const AutoKeep choice = auto_keep_activations(config, world, gpu_bytes);
-      keep_activations = choice.keep;
-      log_info("model.keep_activations = \"auto\": ", choice.keep, " of ", shape.n_layer,
-               " blocks keep their activations; estimated peak ", format_bytes(double(choice.gpu_total)),
-               " per GPU of ", format_bytes(double(gpu_bytes)),
-               choice.fits ? "" : " (more than the 95% the estimate allows: expect to run out of "
-                                  "memory; see `zerotrain estimate --config RUN.toml`)");
-    } else {
-      log_info("model.keep_activations = \"auto\": 0 on the CPU backend (every block is recomputed)");
-    }
+  gpu_bytes = int64_t(-all_reduce_scalar(comm, -double(gpu_bytes), ReduceOp::kMax));  // the minimum
+  if (gpu_bytes > 0) {
+    const RunMemory estimate = estimate_run_memory(config, world, gpu_bytes);
+    keep_activations = estimate.keep;
+    log_info("memory: estimated peak ", format_bytes(double(estimate.gpu_total)), " per GPU of ",
+             format_bytes(double(gpu_bytes)),
+             keep_auto ? detail::concat(", with model.keep_activations = \"auto\" keeping ", estimate.keep,
+                                        " of ", shape.n_layer, " blocks' activations")
+                       : std::string(),
+             estimate.fits ? std::string()
+                           : "; that is over the 95% the estimate allows, so the run may run out of "
+                             "memory: see `zerotrain estimate --config RUN.toml` for a stage, offload "
+                             "or micro-batch that fits");
+  } else if (keep_auto) {
+    log_info("model.keep_activations = \"auto\": 0 on the CPU backend (every block is recomputed)");
   }
   model::ModelOptions model_options;
   model_options.activation_checkpointing = config.model.activation_checkpointing;

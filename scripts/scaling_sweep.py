@@ -403,7 +403,7 @@ def estimate_for_run(a, run_config, g, s, offload, log_text=""):
     # the base config is the fallback for a run that died before writing it. A run with
     # model.keep_activations = "auto" logged the count it chose for its GPUs.
     config_path = run_config if os.path.exists(run_config) else a.config
-    chosen = re.search(r'model\.keep_activations = "auto": (\d+) of', log_text)
+    chosen = re.search(r'model\.keep_activations = "auto" keeping (\d+) of', log_text)
     table = estimate(a, config_path, g, int(chosen.group(1)) if chosen else None)
     design = design_model_state_bytes(table["psi"], g, s, offload) if "psi" in table else None
     row = table.get((s, "cpu+params" if offload else "none"))

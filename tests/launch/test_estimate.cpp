@@ -162,9 +162,9 @@ TEST(Estimate, KeepActivationsFlag) {
             std::string::npos);
 }
 
-// model.keep_activations = "auto": the row of the run's stage and offload, its max keep, and the
-// estimated peak with that many blocks kept (GPT-J-6B at 4 x 2048 tokens).
-TEST(Estimate, AutoKeepIsTheMaxKeepOfTheRunsRow) {
+// The estimate a GPU run logs at its start: the row of its stage and offload, its max keep for
+// model.keep_activations = "auto", and the peak with the kept blocks (GPT-J-6B, 4 x 2048 tokens).
+TEST(Estimate, RunMemoryAndAutoKeepAreThoseOfTheRunsRow) {
   RunConfig c;
   c.model.shape = model::gptj_preset("gptj-6b");
   c.model.activation_checkpointing = true;
@@ -174,14 +174,14 @@ TEST(Estimate, AutoKeepIsTheMaxKeepOfTheRunsRow) {
   c.train.precision = DType::kBF16;
   const int64_t gib = int64_t(1) << 30, h200 = int64_t(139.8 * double(gib));
   // One H200 at stage 0: every block fits (107.76 GiB measured and estimated, docs/performance.md).
-  AutoKeep k = auto_keep_activations(c, 1, h200);
+  RunMemory k = estimate_run_memory(c, 1, h200);
   EXPECT_EQ(k.keep, 28);
   EXPECT_TRUE(k.fits);
   EXPECT_NEAR(double(k.gpu_total) / double(gib), 107.76, 0.01);
   // Two 80 GB GPUs: ZeRO-1 keeps the estimate's max keep (some, not all); the total is that
   // row's with those blocks kept, under 95% of the GPU.
   c.zero.stage = 1;
-  k = auto_keep_activations(c, 2, 80 * gib);
+  k = estimate_run_memory(c, 2, 80 * gib);
   zero::EstimateInput in;
   apply_run_config(c, in);
   in.gpus = 2;
@@ -198,7 +198,7 @@ TEST(Estimate, AutoKeepIsTheMaxKeepOfTheRunsRow) {
   c.zero.stage = 3;
   c.zero.offload_optimizer = "cpu";
   c.zero.offload_params = "cpu";
-  k = auto_keep_activations(c, 1, 24 * gib);
+  k = estimate_run_memory(c, 1, 24 * gib);
   in = zero::EstimateInput{};
   apply_run_config(c, in);
   in.gpu_bytes = 24 * gib;
@@ -206,14 +206,24 @@ TEST(Estimate, AutoKeepIsTheMaxKeepOfTheRunsRow) {
   EXPECT_TRUE(k.fits);
   // Stage 0 on one 80 GB GPU does not fit even with every block recomputed: 0, and says so.
   c.zero = ZeroSection{};
-  k = auto_keep_activations(c, 1, 80 * gib);
+  k = estimate_run_memory(c, 1, 80 * gib);
   EXPECT_EQ(k.keep, 0);
   EXPECT_FALSE(k.fits);
   EXPECT_GT(k.gpu_total, 80 * gib);
-  // Without checkpointing there is nothing to choose.
+  // A count in the config is taken as it is, fitting or not: 20 kept blocks at stage 0 on one
+  // H200 cost 20 x 512.56 MiB over every block recomputed (94.25 GiB).
+  c.model.keep_activations = 20;
+  k = estimate_run_memory(c, 1, h200);
+  EXPECT_EQ(k.keep, 20);
+  EXPECT_TRUE(k.fits);
+  EXPECT_NEAR(double(k.gpu_total) / double(gib), 94.25 + 20 * 512.56 / 1024, 0.01);
+  EXPECT_FALSE(estimate_run_memory(c, 1, 80 * gib).fits);
+  // Without checkpointing there is nothing to choose: every block keeps its activations.
   c.model.activation_checkpointing = false;
   c.model.keep_activations = 0;
-  EXPECT_EQ(auto_keep_activations(c, 1, h200).keep, 0);
+  k = estimate_run_memory(c, 1, h200);
+  EXPECT_EQ(k.keep, 0);
+  EXPECT_NEAR(double(k.gpu_total) / double(gib), 107.76, 0.01);
 }
 
 TEST(Estimate, KeepActivationsAutoFromTheConfigOrTheFlag) {
