@@ -118,7 +118,8 @@ void raw_memset_zero(Device device, void* ptr, size_t bytes, [[maybe_unused]] St
 
 void throw_out_of_memory(Device device, size_t bytes, MemCategory category, std::string_view what) {
   const MemStats s = MemoryTracker::of(device).stats();
-  ZT_FAIL("out of memory on ", device.str(), " allocating ", format_bytes(double(bytes)), " for ",
+  // A run too big for its device, not a bug: a user error (exit status 2, no source location).
+  throw_user_error("out of memory on ", device.str(), " allocating ", format_bytes(double(bytes)), " for ",
           what, " (", mem_category_name(category), "); in use: ", s.describe_current(),
           ". Try a smaller micro_batch_size or seq_len, model.activation_checkpointing = true "
           "(with a lower model.keep_activations), a higher zero.stage, or zero.offload_optimizer = \"cpu\" (and with stage 3 "

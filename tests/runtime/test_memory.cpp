@@ -47,6 +47,22 @@ TEST(Memory, BufferMovesOwnership) {
   EXPECT_EQ(static_cast<unsigned char*>(c.data())[63], 0);
 }
 
+// An allocation the device cannot give is the user's to fix (a smaller run, more sharding): a
+// UserError that names what was being allocated, what is in use, and what to try.
+TEST(Memory, OutOfMemoryIsAUserErrorThatSaysWhatToTry) {
+  Buffer kept = Buffer::allocate(Device::cpu(), 4096, MemCategory::kParams, "test params");
+  try {
+    Buffer::allocate(Device::cpu(), size_t(1) << 60, MemCategory::kActivations, "an exabyte");
+    FAIL() << "an allocation of 2^60 bytes succeeded";
+  } catch (const UserError& e) {
+    const std::string m = e.what();
+    for (const char* part : {"out of memory on cpu allocating 1048576.00 TiB for an exabyte (activations)",
+                             "in use: params", "micro_batch_size", "zero.stage", "zerotrain estimate"})
+      EXPECT_NE(m.find(part), std::string::npos) << part << " missing from: " << m;
+    EXPECT_EQ(m.find("memory.cpp"), std::string::npos) << "a user error carries no source location: " << m;
+  }
+}
+
 TEST(Memory, CudaBufferWithoutCudaIsAClearError) {
   if (built_with_cuda()) GTEST_SKIP() << "built with CUDA";
   try {
