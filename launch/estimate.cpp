@@ -184,13 +184,23 @@ EstimateArgs parse_estimate_args(const std::vector<std::string>& args) {
 }
 
 std::string run_estimate(const EstimateArgs& args) {
-  const std::vector<zero::StageEstimate> rows = zero::estimate_memory(args.input, args.offload);
+  std::vector<zero::StageEstimate> rows = zero::estimate_memory(args.input, args.offload);
+  // "auto": each row as its run would be, with its own max keep (the rows come in the same order
+  // for any keep, and max keep does not depend on it).
+  if (args.keep_auto) {
+    for (size_t i = 0; i < rows.size(); ++i) {
+      if (rows[i].max_keep_activations <= 0) continue;
+      zero::EstimateInput kept = args.input;
+      kept.keep_activations = rows[i].max_keep_activations;
+      rows[i] = zero::estimate_memory(kept, args.offload)[i];
+    }
+  }
   std::string out = zero::format_estimate_table(args.input, rows);
   bool any = false;
   for (const zero::StageEstimate& e : rows) any = any || (e.fits_gpu && e.fits_cpu);
   if (args.keep_auto)
-    out += "\nmodel.keep_activations = \"auto\": the rows keep no block; a run keeps its row's max keep,\n"
-           "computed with its GPU's own memory in place of --gpu-mem.\n";
+    out += "\nmodel.keep_activations = \"auto\": each row keeps its max keep blocks (its activations and\n"
+           "total include them), as a run on GPUs of --gpu-mem would; a run uses its GPUs' own memory.\n";
   out += any ? "\n" : "\nNothing fits: add GPUs, lower --micro-batch or --seq-len, turn activation "
                       "checkpointing on, or try --offload.\n";
   return out;

@@ -13,8 +13,8 @@ namespace zt::launch {
 struct EstimateArgs {
   zero::EstimateInput input;
   bool offload = false;  // also show stages 1-3 with the optimizer in host memory
-  // model.keep_activations = "auto" (--keep-activations auto): the rows are those of no kept
-  // block, and the report says that a run keeps its row's `max keep`.
+  // model.keep_activations = "auto" (--keep-activations auto): each row keeps its own `max keep`
+  // blocks, as a run would, and the report says so.
   bool keep_auto = false;
 };
 

@@ -1,6 +1,7 @@
 // `zerotrain estimate`: flag parsing, sizes, agreement with a real engine, and docs/zero.md.
 #include <gtest/gtest.h>
 
+#include <cstdio>
 #include <cstdlib>
 #include <fstream>
 #include <sstream>
@@ -232,9 +233,26 @@ TEST(Estimate, KeepActivationsAutoFromTheConfigOrTheFlag) {
       parse_estimate_args({"--config", config, "--set", "model.keep_activations=auto"});
   EXPECT_TRUE(a.keep_auto);
   EXPECT_EQ(a.input.keep_activations, 0);
-  EXPECT_NE(run_estimate(a).find("model.keep_activations = \"auto\": the rows keep no block; a run "
-                                 "keeps its row's max keep"),
+  EXPECT_NE(run_estimate(a).find("model.keep_activations = \"auto\": each row keeps its max keep "
+                                 "blocks"),
             std::string::npos);
+  // Each row is the estimate at its own max keep: on two 80 GiB GPUs ZeRO-1 keeps 19 blocks and
+  // ZeRO-2 all 28; stage 0 does not fit at all and stays at 0.
+  EstimateArgs on2 = parse_estimate_args({"--config", config, "--set", "model.keep_activations=auto",
+                                          "--gpus", "2", "--gpu-mem", "80GiB"});
+  const std::string table = run_estimate(on2);
+  const auto plain = zero::estimate_memory(on2.input, false);
+  ASSERT_EQ(plain[1].max_keep_activations, 19);
+  ASSERT_EQ(plain[2].max_keep_activations, 28);
+  for (int stage : {1, 2}) {
+    zero::EstimateInput kept = on2.input;
+    kept.keep_activations = plain[size_t(stage)].max_keep_activations;
+    const zero::StageEstimate row = zero::estimate_memory(kept, false)[size_t(stage)];
+    char total[32];
+    std::snprintf(total, sizeof(total), "%.2f GiB", double(row.gpu_total()) / double(int64_t(1) << 30));
+    EXPECT_GT(row.gpu_total(), plain[size_t(stage)].gpu_total());
+    EXPECT_NE(table.find(total), std::string::npos) << "stage " << stage << " " << total << ":\n" << table;
+  }
   EXPECT_FALSE(parse_estimate_args({"--config", config}).keep_auto);
   // The flag after the config wins, either way.
   EXPECT_FALSE(parse_estimate_args({"--config", config, "--set", "model.keep_activations=auto",
