@@ -172,9 +172,10 @@ Device resolve_device(const TrainSection& t, int local_rank, int local_size) {
 
 TrainSummary train(const RunConfig& given, Comm& comm, const TrainOptions& options) {
   const int rank = comm.rank(), world = comm.size();
-  // train.global_batch_size fixes the accumulation for this many ranks; out_dir's config.toml
-  // keeps the config as given, so it runs again on any number of ranks.
-  const RunConfig config = with_rank_count(given, world);
+  // The config of this launch: train.global_batch_size fixes the accumulation for this many ranks,
+  // and model.keep_activations = "auto" becomes a count below. out_dir's config.toml keeps the
+  // config as given, so it runs again on any number of ranks and GPUs.
+  RunConfig config = with_rank_count(given, world);
   const TrainSection& t = config.train;
   const model::GptjConfig& shape = config.model.shape;
   const bool writer = options.write_outputs && rank == 0;
@@ -231,9 +232,7 @@ TrainSummary train(const RunConfig& given, Comm& comm, const TrainOptions& optio
   // The estimated peak per GPU (launch/estimate.h), against the smallest GPU of the run, before
   // anything large is allocated; model.keep_activations = "auto" takes its count from it (0 on the
   // CPU backend, whose memory the estimate does not model).
-  int64_t keep_activations = config.model.keep_activations;
-  const bool keep_auto = keep_activations == kKeepActivationsAuto;
-  if (keep_auto) keep_activations = 0;
+  const bool keep_auto = config.model.keep_activations == kKeepActivationsAuto;
   int64_t gpu_bytes = 0;
 #ifdef ZT_WITH_CUDA
   if (device.is_cuda()) gpu_bytes = int64_t(cuda_total_memory(device.index));
@@ -241,7 +240,7 @@ TrainSummary train(const RunConfig& given, Comm& comm, const TrainOptions& optio
   gpu_bytes = int64_t(-all_reduce_scalar(comm, -double(gpu_bytes), ReduceOp::kMax));  // the minimum
   if (gpu_bytes > 0) {
     const RunMemory estimate = estimate_run_memory(config, world, gpu_bytes);
-    keep_activations = estimate.keep;
+    config.model.keep_activations = estimate.keep;
     log_info("memory: estimated peak ", format_bytes(double(estimate.gpu_total)), " per GPU of ",
              format_bytes(double(gpu_bytes)),
              keep_auto ? detail::concat(", with model.keep_activations = \"auto\" keeping ", estimate.keep,
@@ -252,11 +251,12 @@ TrainSummary train(const RunConfig& given, Comm& comm, const TrainOptions& optio
                              "memory: see `zerotrain estimate --config RUN.toml` for a stage, offload "
                              "or micro-batch that fits");
   } else if (keep_auto) {
+    config.model.keep_activations = 0;
     log_info("model.keep_activations = \"auto\": 0 on the CPU backend (every block is recomputed)");
   }
   model::ModelOptions model_options;
   model_options.activation_checkpointing = config.model.activation_checkpointing;
-  model_options.keep_activations = keep_activations;
+  model_options.keep_activations = config.model.keep_activations;
   std::unique_ptr<model::GptjModel> model;
   std::unique_ptr<zero::DeviceOps> device_ops;
   Comm* engine_comm = &comm;
@@ -297,7 +297,8 @@ TrainSummary train(const RunConfig& given, Comm& comm, const TrainOptions& optio
   log_info("model gptj (", config.model.preset, " shapes): ", summary.num_params, " parameters, ",
            shape.n_layer, " layers, d_model ", shape.d_model, "; precision ", dtype_name(t.precision),
            "; activation checkpointing ",
-           model::describe_checkpointing(config.model.activation_checkpointing, keep_activations),
+           model::describe_checkpointing(config.model.activation_checkpointing,
+                                         config.model.keep_activations),
            "; ", device.is_cuda() ? "one GPU per rank (" + device.str() + " on rank 0)"
                                   : "device cpu (" + std::to_string(omp_get_max_threads()) + " threads per rank)");
   log_info("world size ", world, ", zero stage ", config.zero.stage, ", ",
@@ -468,10 +469,8 @@ TrainSummary train(const RunConfig& given, Comm& comm, const TrainOptions& optio
     }
 #ifdef ZT_WITH_CUDA
     if (device.is_cuda() && step == first_step) {
-      RunConfig resolved = config;  // with "auto"'s choice
-      resolved.model.keep_activations = keep_activations;
       const std::string hint =
-          kept_blocks_hint(resolved, m.peak_mem_bytes, int64_t(cuda_total_memory(device.index)));
+          kept_blocks_hint(config, m.peak_mem_bytes, int64_t(cuda_total_memory(device.index)));
       if (!hint.empty()) log_info(hint);
     }
 #endif
