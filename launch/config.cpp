@@ -414,6 +414,11 @@ RunConfig parse_config(std::string_view toml_text, std::string_view source_name,
                      "and the CPU AdamW writes them into host memory); got zero.stage = ",
                      config.zero.stage, " and zero.offload_optimizer = ",
                      format_config_value(config.zero.offload_optimizer));
+  if (config.comm.backend == "nccl" && config.train.device == "cpu")
+    throw_user_error(where_of({"comm.backend", "train.device"}),
+                     ": comm.backend = \"nccl\" needs GPUs, but train.device = \"cpu\" (the CPU "
+                     "backend always uses MPI): set train.device = \"cuda\", or comm.backend = "
+                     "\"auto\"");
   if (config.train.resume == "auto" && config.train.checkpoint_dir.empty())
     throw_user_error(where_of({"train.resume"}), ": train.resume = \"auto\" needs train.checkpoint_dir, "
                      "the folder whose `latest` checkpoint to continue from");

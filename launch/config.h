@@ -66,6 +66,9 @@ struct ZeroSection {
 
 struct CommSection {
   double timeout_s = 600.0;  // a collective without progress this long aborts the run; 0 = never
+  // How GPU ranks exchange tensors: "nccl" (one rank per GPU), "mpi" (through host memory over
+  // MPI; ranks may share a GPU) or "auto" (nccl). The CPU backend always uses MPI.
+  std::string backend = "auto";
 };
 
 struct DataSection {

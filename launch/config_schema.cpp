@@ -399,6 +399,14 @@ std::vector<ConfigKey> build_schema() {
       "comm", "timeout_s", [](auto& c) -> auto& { return c.comm.timeout_s; }, 0, false,
       "Seconds a collective may make no progress before the run is aborted on every rank (NCCL "
       "communicators are aborted, so no rank waits forever for a dead one); 0 = wait forever"));
+  keys.push_back(enum_key(
+      "comm", "backend", {"auto", "nccl", "mpi"}, [](const RunConfig& c) { return c.comm.backend; },
+      [](RunConfig& c, const std::string& name) { c.comm.backend = name; },
+      "How GPU ranks exchange tensors: nccl (one rank per GPU), mpi (copied through host memory and "
+      "reduced by MPI: much slower and without overlap, but several ranks may share a GPU, to "
+      "debug a multi-GPU run on fewer GPUs; comm.timeout_s does not apply), or auto (nccl). The "
+      "CPU backend always uses MPI"));
+  keys.back().cross_rule = "nccl needs GPUs (train.device = \"cuda\" or \"auto\")";
 
   // [fp16]
   keys.push_back(float_key(

@@ -36,6 +36,7 @@
 #ifdef ZT_WITH_CUDA
 #include "runtime/cuda/context.h"
 #include "runtime/cuda/cuda_device.h"
+#include "runtime/cuda/host_staged_comm.h"
 #include "runtime/cuda/nccl_comm.h"
 #endif
 
@@ -123,6 +124,16 @@ void log_stop(const TrainSection& t, int sig, int64_t step, const std::string& r
 }
 
 
+// The model line's words for where a GPU run computes and how its ranks talk.
+std::string gpu_placement_text(const CommSection& c, const Device& device, int ranks_sharing) {
+  const std::string where = device.str() + " on rank 0";
+  if (c.backend != "mpi") return "one GPU per rank (" + where + "), NCCL between them";
+  return detail::concat(ranks_sharing > 1 ? detail::concat(ranks_sharing, " ranks per GPU (")
+                                          : std::string("one GPU per rank ("),
+                        where, "), collectives over MPI through host memory (comm.backend = "
+                        "\"mpi\": slower than NCCL)");
+}
+
 // One number as printf formats it ("%.4f"), for log lines built with log_info's pieces.
 std::string printf_text(const char* format, double value) {
   char buf[64];
@@ -151,10 +162,16 @@ std::string kept_blocks_hint(const RunConfig& c, int64_t peak, int64_t device_by
                         best, "`)");
 }
 
-Device resolve_device(const TrainSection& t, int local_rank, int local_size) {
+Device resolve_device(const TrainSection& t, const CommSection& c, int local_rank, int local_size) {
   const bool sixteen_bit = t.precision == DType::kBF16 || t.precision == DType::kF16;
   const int gpus = cuda_device_count();
-  if (t.device == "cpu" || (t.device == "auto" && (gpus == 0 || !sixteen_bit))) return Device::cpu();
+  if (t.device == "cpu" || (t.device == "auto" && (gpus == 0 || !sixteen_bit))) {
+    if (c.backend == "nccl")  // train.device = "cpu" with it is refused when the config is parsed
+      throw_user_error("comm.backend = \"nccl\" needs GPUs, but train.device = \"auto\" chose the "
+                       "CPU (", gpus == 0 ? "no GPU is visible" : "train.precision is not bf16 or fp16",
+                       "): set train.device = \"cuda\", or comm.backend = \"auto\"");
+    return Device::cpu();
+  }
   if (!built_with_cuda())
     throw_user_error("train.device = \"cuda\", but this zerotrain was built without CUDA: rebuild "
                      "on a machine with the CUDA toolkit, or set train.device = \"cpu\"");
@@ -164,10 +181,18 @@ Device resolve_device(const TrainSection& t, int local_rank, int local_size) {
   if (!sixteen_bit)
     throw_user_error("train.precision = \"", dtype_name(t.precision), "\" runs on the CPU backend "
                      "only; on GPUs use \"bf16\" or \"fp16\" (or set train.device = \"cpu\")");
-  if (local_size > gpus)
+  if (local_size > gpus && c.backend != "mpi")
     throw_user_error(local_size, " ranks on this node but only ", gpus, " GPUs: NCCL needs one GPU "
-                     "per rank, so start at most ", gpus, " ranks per node (mpirun -np / --map-by)");
-  return Device::cuda(local_rank);
+                     "per rank, so start at most ", gpus, " ranks per node (mpirun -np / --map-by), "
+                     "or set comm.backend = \"mpi\" to let ranks share GPUs (collectives through "
+                     "host memory: slow, for debugging)");
+  return Device::cuda(local_rank % gpus);
+}
+
+int ranks_on_gpu(int local_rank, int local_size, int gpus) {
+  ZT_CHECK(gpus > 0 && local_rank >= 0 && local_rank < local_size, "ranks_on_gpu(", local_rank, ", ",
+           local_size, ", ", gpus, ")");
+  return local_size / gpus + (local_rank % gpus < local_size % gpus ? 1 : 0);
 }
 
 TrainSummary train(const RunConfig& given, Comm& comm, const TrainOptions& options) {
@@ -203,7 +228,10 @@ TrainSummary train(const RunConfig& given, Comm& comm, const TrainOptions& optio
 
   // Checked before anything is written: a device or precision the run cannot use is a config
   // error, and must not leave an out_dir behind that the corrected run would refuse to reuse.
-  const Device device = resolve_device(t, options.local_rank, options.local_size);
+  const Device device = resolve_device(t, config.comm, options.local_rank, options.local_size);
+  // comm.backend = "mpi" lets ranks share a GPU: each rank's memory is then its share of it.
+  const int ranks_sharing =
+      device.is_cuda() ? ranks_on_gpu(options.local_rank, options.local_size, cuda_device_count()) : 1;
   // The offloaded CPU AdamW runs on this rank's share of the host's cores, so ranks that share a
   // host (one per GPU) do not fight over them; train.threads still caps the count.
   if (config.zero.offload_optimizer == "cpu" && device.is_cuda()) {
@@ -223,19 +251,20 @@ TrainSummary train(const RunConfig& given, Comm& comm, const TrainOptions& optio
   }
 
   // The backend: on the CPU the engine uses `comm` directly; on a GPU it gets a CUDA context
-  // (stream, cuBLASLt) and an NcclComm bootstrapped over `comm`.
+  // (stream, cuBLASLt) and an NcclComm bootstrapped over `comm`, or with comm.backend = "mpi" a
+  // HostStagedComm that moves its buffers over `comm` through host memory.
 #ifdef ZT_WITH_CUDA
   // Declared first so they outlive the model and engine that queue work on them.
   std::unique_ptr<CudaContext> cuda;
-  std::unique_ptr<NcclComm> nccl;
+  std::unique_ptr<Comm> device_comm;
 #endif
-  // The estimated peak per GPU (launch/estimate.h), against the smallest GPU of the run, before
-  // anything large is allocated; model.keep_activations = "auto" takes its count from it (0 on the
+  // The estimated peak per GPU (launch/estimate.h), against the smallest GPU of the run (a rank's
+  // share of it when ranks share GPUs), before anything large is allocated; model.keep_activations = "auto" takes its count from it (0 on the
   // CPU backend, whose memory the estimate does not model).
   const bool keep_auto = config.model.keep_activations == kKeepActivationsAuto;
   int64_t gpu_bytes = 0;
 #ifdef ZT_WITH_CUDA
-  if (device.is_cuda()) gpu_bytes = int64_t(cuda_total_memory(device.index));
+  if (device.is_cuda()) gpu_bytes = int64_t(cuda_total_memory(device.index)) / ranks_sharing;
 #endif
   gpu_bytes = int64_t(-all_reduce_scalar(comm, -double(gpu_bytes), ReduceOp::kMax));  // the minimum
   if (gpu_bytes > 0) {
@@ -243,6 +272,9 @@ TrainSummary train(const RunConfig& given, Comm& comm, const TrainOptions& optio
     config.model.keep_activations = estimate.keep;
     log_info("memory: estimated peak ", format_bytes(double(estimate.gpu_total)), " per GPU of ",
              format_bytes(double(gpu_bytes)),
+             ranks_sharing > 1 ? detail::concat(" (1/", ranks_sharing, " of a GPU shared by ",
+                                                ranks_sharing, " ranks)")
+                               : std::string(),
              keep_auto ? detail::concat(", with model.keep_activations = \"auto\" keeping ", estimate.keep,
                                         " of ", shape.n_layer, " blocks' activations")
                        : std::string(),
@@ -263,8 +295,11 @@ TrainSummary train(const RunConfig& given, Comm& comm, const TrainOptions& optio
 #ifdef ZT_WITH_CUDA
   if (device.is_cuda()) {
     cuda = std::make_unique<CudaContext>(device.index);
-    nccl = std::make_unique<NcclComm>(comm, device.index, cuda->stream(), config.comm.timeout_s);
-    engine_comm = nccl.get();
+    if (config.comm.backend == "mpi")
+      device_comm = std::make_unique<HostStagedComm>(comm, device.index);
+    else
+      device_comm = std::make_unique<NcclComm>(comm, device.index, cuda->stream(), config.comm.timeout_s);
+    engine_comm = device_comm.get();
     model_options.compute_dtype = t.precision;
     model = model::make_cuda_gptj(shape, model_options, *cuda);
     device_ops = zero::make_cuda_device_ops(*cuda);
@@ -299,7 +334,7 @@ TrainSummary train(const RunConfig& given, Comm& comm, const TrainOptions& optio
            "; activation checkpointing ",
            model::describe_checkpointing(config.model.activation_checkpointing,
                                          config.model.keep_activations),
-           "; ", device.is_cuda() ? "one GPU per rank (" + device.str() + " on rank 0)"
+           "; ", device.is_cuda() ? gpu_placement_text(config.comm, device, ranks_sharing)
                                   : "device cpu (" + std::to_string(omp_get_max_threads()) + " threads per rank)");
   log_info("world size ", world, ", zero stage ", config.zero.stage, ", ",
            engine.layout().buckets.size(), " buckets of up to ", config.zero.bucket_elements,
@@ -470,7 +505,7 @@ TrainSummary train(const RunConfig& given, Comm& comm, const TrainOptions& optio
 #ifdef ZT_WITH_CUDA
     if (device.is_cuda() && step == first_step) {
       const std::string hint =
-          kept_blocks_hint(config, m.peak_mem_bytes, int64_t(cuda_total_memory(device.index)));
+          kept_blocks_hint(config, m.peak_mem_bytes, gpu_bytes);
       if (!hint.empty()) log_info(hint);
     }
 #endif

@@ -50,9 +50,14 @@ struct TrainOptions {
   std::function<void(int64_t step, std::string_view point)> checkpoint_fault_hook;
 };
 
-// Where train.device sends this run: cpu or this rank's GPU. Throws zt::UserError when cuda is
-// asked for and cannot be had (no CUDA build or GPU, fp32 precision, more ranks than GPUs).
-Device resolve_device(const TrainSection& train, int local_rank, int local_size);
+// Where train.device sends this run: cpu or this rank's GPU (local rank r on GPU r % GPUs). Throws
+// zt::UserError when cuda is asked for and cannot be had (no CUDA build or GPU, fp32 precision,
+// more ranks than GPUs without comm.backend = "mpi"), or comm.backend = "nccl" without a GPU.
+Device resolve_device(const TrainSection& train, const CommSection& comm, int local_rank,
+                      int local_size);
+// How many of a node's `local_size` ranks share local rank `local_rank`'s GPU when ranks take the
+// node's `gpus` GPUs round-robin (as resolve_device places them): 1 with one rank per GPU.
+int ranks_on_gpu(int local_rank, int local_size, int gpus);
 
 // The line a checkpointed GPU run logs after its first step when its measured peak (bytes per
 // GPU) leaves room on a device of `device_bytes` for more blocks of model.keep_activations; ""

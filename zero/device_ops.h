@@ -70,7 +70,7 @@ class DeviceOps {
   // `comm`'s collectives queued after this call run after every upload queued so far, while the
   // compute stream stays free to run on (stage 3 with offload_params: a layer's all-gather reads
   // its uploaded shard piece, and the prefetch overlaps the current layer's compute). `comm`
-  // must be the comm of this device (an NcclComm on a GPU).
+  // must be the comm of this device (an NcclComm or HostStagedComm on a GPU).
   virtual void comm_after_uploads(Comm& comm) = 0;
   // Work queued after this call sees the collective's result (the host waits on the CPU; on a
   // GPU the compute stream waits on the device).

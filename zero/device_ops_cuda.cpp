@@ -6,6 +6,7 @@
 #include "optim/adamw_cuda.h"
 #include "runtime/cuda/cuda_check.h"
 #include "runtime/cuda/cuda_device.h"
+#include "runtime/cuda/host_staged_comm.h"
 #include "runtime/cuda/nccl_comm.h"
 #include "zero/device_ops.h"
 
@@ -110,10 +111,12 @@ class CudaDeviceOps final : public DeviceOps {
   }
   // The communication stream waits for the uploads on the device: neither the host nor the
   // compute stream waits, and gradient downloads still running do not hold the gather back.
+  // A HostStagedComm needs nothing: each of its collectives waits for the whole GPU first.
   void comm_after_uploads(Comm& comm) override {
+    if (dynamic_cast<HostStagedComm*>(&comm) != nullptr) return;
     auto* nccl = dynamic_cast<NcclComm*>(&comm);
     ZT_CHECK(nccl != nullptr,
-             "comm_after_uploads needs the NcclComm that moves this GPU's buffers");
+             "comm_after_uploads needs the NcclComm or HostStagedComm that moves this GPU's buffers");
     after(nccl->comm_stream(), upload_stream_);
   }
   void add_sum_of_squares(const void* data, DType dtype, int64_t n) override {
@@ -129,8 +132,12 @@ class CudaDeviceOps final : public DeviceOps {
              const optim::AdamWStep& hp, void* param16, DType param16_dtype) override {
     optim::adamw_step_cuda(ctx_, param, m, v, grad, grad_dtype, n, hp, param16, param16_dtype);
   }
-  // Device buffers move through an NcclComm, whose requests carry an event to wait on.
-  void wait(CommRequest& request) override { NcclComm::stream_wait(request, ctx_.stream()); }
+  // Device buffers move through an NcclComm, whose requests carry an event to wait on, or a
+  // HostStagedComm, whose result is in device memory once the host wait returns.
+  void wait(CommRequest& request) override {
+    if (HostStagedComm::owns(request)) request.wait();
+    else NcclComm::stream_wait(request, ctx_.stream());
+  }
   double all_reduce_scalar(Comm& comm, double value, ReduceOp op) override {
     if (comm.device().is_cpu()) {
       comm.all_reduce(&value, 1, DType::kF64, op)->wait();

@@ -125,7 +125,7 @@ ModelStateBytes model_state_bytes(const FlatLayout& layout, int stage, DType par
 class Engine final : public model::ParamProvider {
  public:
   // `ops` says where the buffers live and how they are worked on (null: the host); `comm` must
-  // move buffers of that device (MpiComm/SelfComm on the host, NcclComm on a GPU).
+  // move buffers of that device (MpiComm/SelfComm on the host, NcclComm or HostStagedComm on a GPU).
   Engine(const model::GptjConfig& config, const EngineOptions& options, Comm& comm,
          std::unique_ptr<DeviceOps> ops = nullptr);
   ~Engine() override;

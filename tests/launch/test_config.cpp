@@ -68,6 +68,8 @@ void expect_same_config(const RunConfig& a, const RunConfig& b) {
   EXPECT_EQ(a.zero.bucket_elements, b.zero.bucket_elements);
   EXPECT_EQ(a.zero.offload_optimizer, b.zero.offload_optimizer);
   EXPECT_EQ(a.zero.offload_params, b.zero.offload_params);
+  EXPECT_EQ(a.comm.timeout_s, b.comm.timeout_s);
+  EXPECT_EQ(a.comm.backend, b.comm.backend);
   EXPECT_EQ(a.fp16.initial_scale, b.fp16.initial_scale);
   EXPECT_EQ(a.fp16.growth_interval, b.fp16.growth_interval);
   EXPECT_EQ(a.fp16.hysteresis, b.fp16.hysteresis);
@@ -111,6 +113,7 @@ RunConfig every_key_changed() {
   c.train.on_checkpoint_error = "continue";
   c.train.max_skipped_steps = 7;
   c.comm.timeout_s = 12.5;
+  c.comm.backend = "mpi";  // with train.device = "cpu" below: "nccl" would be refused
   c.optimizer.lr = 2.0 / 3.0;
   c.optimizer.min_lr = 1e-300;
   c.optimizer.warmup_steps = 7;
@@ -169,6 +172,17 @@ TEST(ConfigRules, CheckpointKeys) {
                                                     "train.resume=auto"});
   EXPECT_EQ(c.train.save_every, 5);
   EXPECT_EQ(c.train.keep_last, 2);
+}
+
+TEST(ConfigRules, CommBackend) {
+  EXPECT_EQ(parse_config("", "run.toml", {"comm.backend=mpi"}).comm.backend, "mpi");
+  EXPECT_EQ(parse_config("", "run.toml", {"comm.backend=nccl", "train.device=cuda"}).comm.backend, "nccl");
+  // The CPU backend always uses MPI: asking it for NCCL is a mistake worth naming.
+  const std::string cpu = parse_error("", {"comm.backend=nccl", "train.device=cpu"});
+  EXPECT_NE(cpu.find("comm.backend = \"nccl\" needs GPUs, but train.device = \"cpu\""), std::string::npos) << cpu;
+  const std::string word = parse_error("", {"comm.backend=gloo"});
+  EXPECT_NE(word.find("comm.backend"), std::string::npos) << word;
+  EXPECT_NE(word.find("\"mpi\""), std::string::npos) << word;
 }
 
 TEST(ConfigParse, EmptyTextGivesDefaults) {

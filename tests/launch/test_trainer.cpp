@@ -299,12 +299,12 @@ namespace {
 
 TEST(Device, AutoPicksTheCpuForFp32OrWithoutAGpu) {
   TrainSection t;
-  EXPECT_TRUE(resolve_device(t, 0, 1).is_cpu());  // fp32 default
+  EXPECT_TRUE(resolve_device(t, CommSection{}, 0, 1).is_cpu());  // fp32 default
   t.precision = DType::kBF16;
-  if (cuda_device_count() == 0) EXPECT_TRUE(resolve_device(t, 0, 1).is_cpu());
+  if (cuda_device_count() == 0) EXPECT_TRUE(resolve_device(t, CommSection{}, 0, 1).is_cpu());
   else {  // the last rank of a node with one rank per GPU gets the last GPU
     const int gpus = cuda_device_count();
-    EXPECT_EQ(resolve_device(t, gpus - 1, gpus), Device::cuda(gpus - 1));
+    EXPECT_EQ(resolve_device(t, CommSection{}, gpus - 1, gpus), Device::cuda(gpus - 1));
   }
 }
 
@@ -314,7 +314,7 @@ TEST(Device, CudaThatCannotBeHadIsAClearError) {
   t.precision = DType::kBF16;
   std::string message;
   try {
-    resolve_device(t, 0, 64);  // more ranks on a node than any machine here has GPUs
+    resolve_device(t, CommSection{}, 0, 64);  // more ranks on a node than any machine here has GPUs
   } catch (const UserError& e) {
     message = e.what();
   }
@@ -324,7 +324,54 @@ TEST(Device, CudaThatCannotBeHadIsAClearError) {
       << message;
   if (cuda_device_count() > 0) {
     t.precision = DType::kF32;
-    EXPECT_THROW(resolve_device(t, 0, 1), UserError);  // the CUDA backend computes in 16 bits
+    EXPECT_THROW(resolve_device(t, CommSection{}, 0, 1), UserError);  // the CUDA backend computes in 16 bits
+  }
+}
+
+// comm.backend = "nccl" when train.device = "auto" lands on the CPU (fp32 here, or no GPU): the
+// user asked for NCCL, so the run says why it cannot have it instead of quietly using MPI.
+TEST(Device, NcclOnTheCpuIsAClearError) {
+  TrainSection t;  // device auto, precision fp32: the CPU backend
+  CommSection c;
+  c.backend = "nccl";
+  std::string message;
+  try {
+    resolve_device(t, c, 0, 1);
+  } catch (const UserError& e) {
+    message = e.what();
+  }
+  EXPECT_NE(message.find("comm.backend = \"nccl\" needs GPUs, but train.device = \"auto\" chose the CPU"),
+            std::string::npos) << message;
+  c.backend = "mpi";
+  EXPECT_TRUE(resolve_device(t, c, 0, 1).is_cpu());
+}
+
+// With comm.backend = "mpi" more ranks than GPUs is allowed: rank r takes GPU r % gpus, and the
+// ranks sharing a GPU split its memory.
+TEST(Device, RanksShareGpusRoundRobin) {
+  EXPECT_EQ(ranks_on_gpu(0, 1, 1), 1);
+  EXPECT_EQ(ranks_on_gpu(1, 2, 2), 1);  // one rank per GPU
+  EXPECT_EQ(ranks_on_gpu(0, 4, 1), 4);
+  // 5 ranks on 2 GPUs: GPU 0 runs ranks 0, 2, 4; GPU 1 runs ranks 1, 3.
+  for (int r : {0, 2, 4}) EXPECT_EQ(ranks_on_gpu(r, 5, 2), 3) << r;
+  for (int r : {1, 3}) EXPECT_EQ(ranks_on_gpu(r, 5, 2), 2) << r;
+  const int gpus = cuda_device_count();
+  if (gpus > 0) {
+    TrainSection t;
+    t.device = "cuda";
+    t.precision = DType::kBF16;
+    CommSection c;
+    c.backend = "mpi";
+    EXPECT_EQ(resolve_device(t, c, gpus, 2 * gpus), Device::cuda(0));
+    EXPECT_EQ(resolve_device(t, c, 2 * gpus - 1, 2 * gpus), Device::cuda(gpus - 1));
+    std::string message;
+    try {
+      resolve_device(t, CommSection{}, 0, 2 * gpus);
+    } catch (const UserError& e) {
+      message = e.what();
+    }
+    EXPECT_NE(message.find("or set comm.backend = \"mpi\" to let ranks share GPUs"), std::string::npos)
+        << message;
   }
 }
 

@@ -1,29 +1,35 @@
-// NcclComm over device buffers (one rank per GPU): each collective against values known exactly,
-// in place and out of place, and stream ordering through events. Skips without enough GPUs.
+// The Comms over device buffers, NcclComm (one rank per GPU) and HostStagedComm (ranks may share
+// GPUs): each collective against values known exactly, in place and out of place, and ordering
+// after the compute stream and before the work that waits for the result. Skips without GPUs.
 #include <gtest/gtest.h>
 #include <mpi.h>
 
 #ifdef ZT_WITH_CUDA
 #include <cuda_runtime.h>
 
+#include <memory>
+#include <string>
 #include <vector>
 
 #include "runtime/cuda/cuda_check.h"
-#include "runtime/cuda/nccl_comm.h"
 #include "runtime/device.h"
 #include "runtime/mpi_comm.h"
+#include "tests/support/device_comms.h"
 
 namespace zt {
 namespace {
 
-class NcclCommTest : public ::testing::Test {
+using testing::DeviceCommKind;
+
+class DeviceCommTest : public ::testing::TestWithParam<DeviceCommKind> {
  protected:
   void SetUp() override {
-    int devices = cuda_device_count();
-    if (devices < world_.size()) GTEST_SKIP() << "needs one GPU per rank: " << devices << " GPUs, " << world_.size() << " ranks";
-    ZT_CUDA_CHECK(cudaSetDevice(world_.rank()));
+    const std::string skip = testing::device_comm_skip_reason(GetParam(), world_.size());
+    if (!skip.empty()) GTEST_SKIP() << skip;
+    const int device = testing::device_of_rank(world_.rank());
+    ZT_CUDA_CHECK(cudaSetDevice(device));
     ZT_CUDA_CHECK(cudaStreamCreate(&stream_));
-    comm_ = std::make_unique<NcclComm>(world_, world_.rank(), stream_);
+    comm_ = testing::make_device_comm(GetParam(), world_, device, stream_);
   }
   void TearDown() override {
     comm_.reset();
@@ -43,17 +49,17 @@ class NcclCommTest : public ::testing::Test {
     ZT_CUDA_CHECK(cudaMemcpy(out.data(), p, n * sizeof(T), cudaMemcpyDeviceToHost));
     return out;
   }
-  ~NcclCommTest() override {
+  ~DeviceCommTest() override {
     for (void* p : buffers_) cudaFree(p);
   }
 
   MpiComm world_{MPI_COMM_WORLD};
   cudaStream_t stream_ = nullptr;
-  std::unique_ptr<NcclComm> comm_;
+  std::unique_ptr<Comm> comm_;
   std::vector<void*> buffers_;
 };
 
-TEST_F(NcclCommTest, AllReduceSumAndMaxAreExact) {
+TEST_P(DeviceCommTest, AllReduceSumAndMaxAreExact) {
   const int n = world_.size(), r = world_.rank();
   std::vector<float> x(1001);
   for (size_t i = 0; i < x.size(); ++i) x[i] = float(int(i % 17) - 8) + 0.5f * float(r);  // exact
@@ -70,7 +76,7 @@ TEST_F(NcclCommTest, AllReduceSumAndMaxAreExact) {
   for (size_t i = 0; i < y.size(); ++i) EXPECT_EQ(bf16_to_float(mx[i]), float((n - 1) * 3 + int(i)));
 }
 
-TEST_F(NcclCommTest, ReduceScatterAllGatherAndBroadcast) {
+TEST_P(DeviceCommTest, ReduceScatterAllGatherAndBroadcast) {
   const int n = world_.size(), r = world_.rank();
   const size_t block = 37;
   std::vector<float> send(block * size_t(n));
@@ -97,8 +103,9 @@ TEST_F(NcclCommTest, ReduceScatterAllGatherAndBroadcast) {
 }
 
 // A kernel-free check of ordering: the collective sees what was queued on the compute stream
-// before it, and a stream told to wait sees its result.
-TEST_F(NcclCommTest, OrdersAfterComputeAndBeforeWaitingStreams) {
+// before it, and a stream told to wait (NCCL: on the device; HostStagedComm: the host waits)
+// sees its result.
+TEST_P(DeviceCommTest, OrdersAfterComputeAndBeforeWaitingStreams) {
   const int n = world_.size();
   std::vector<float> zeros(4096, 0.0f), ones(4096, 1.0f);
   float* d = device_copy(zeros);
@@ -106,12 +113,17 @@ TEST_F(NcclCommTest, OrdersAfterComputeAndBeforeWaitingStreams) {
   ZT_CUDA_CHECK(cudaMemcpyAsync(d, src, ones.size() * sizeof(float), cudaMemcpyDeviceToDevice, stream_));
   CommHandle h = comm_->all_reduce(d, ones.size(), DType::kF32, ReduceOp::kSum);
   float* copy = device_copy(zeros);
-  NcclComm::stream_wait(*h, stream_);
+  if (GetParam() == DeviceCommKind::kNccl) NcclComm::stream_wait(*h, stream_);
+  else h->wait();
   ZT_CUDA_CHECK(cudaMemcpyAsync(copy, d, ones.size() * sizeof(float), cudaMemcpyDeviceToDevice, stream_));
   ZT_CUDA_CHECK(cudaStreamSynchronize(stream_));
   for (float v : host_copy(copy, ones.size())) ASSERT_EQ(v, float(n));
   EXPECT_TRUE(h->test());
 }
+
+INSTANTIATE_TEST_SUITE_P(Comms, DeviceCommTest,
+                         ::testing::Values(DeviceCommKind::kNccl, DeviceCommKind::kHostStaged),
+                         testing::device_comm_name);
 
 }  // namespace
 }  // namespace zt

@@ -1,6 +1,8 @@
-// The engine on GPUs (NcclComm, one rank per GPU) against the engine on the host (one rank):
-// gradients fed through the ParamProvider protocol as a backward would add them, for every stage;
-// the optimizer state after a few steps must match bit for bit. Skips without one GPU per rank.
+// The engine on GPUs against the engine on the host (one rank): gradients fed through the
+// ParamProvider protocol as a backward would add them, for every stage; the optimizer state after
+// a few steps must match bit for bit. Each test runs over NcclComm (skipped without one GPU per
+// rank) and over HostStagedComm (comm.backend = "mpi", ranks sharing GPUs round-robin; skipped
+// without a GPU).
 #include <gtest/gtest.h>
 #include <mpi.h>
 
@@ -9,6 +11,7 @@
 
 #include <cmath>
 #include <cstring>
+#include <memory>
 #include <vector>
 
 #include "runtime/cuda/context.h"
@@ -18,6 +21,7 @@
 #include "runtime/log.h"
 #include "runtime/mpi_comm.h"
 #include "runtime/self_comm.h"
+#include "tests/support/device_comms.h"
 #include "zero/engine.h"
 
 namespace zt {
@@ -76,17 +80,25 @@ void fake_backward(zero::Engine& e, int first_rank, int end_rank, int step, bool
   }
 }
 
-class ZeroCuda : public ::testing::Test {
+using testing::DeviceCommKind;
+
+class ZeroCuda : public ::testing::TestWithParam<DeviceCommKind> {
  protected:
   void SetUp() override {
     log_configure(LogOptions{LogLevel::kWarn}, false);
-    if (cuda_device_count() < world_.size())
-      GTEST_SKIP() << "needs one GPU per rank: " << cuda_device_count() << " GPUs, " << world_.size() << " ranks";
+    const std::string skip = testing::device_comm_skip_reason(GetParam(), world_.size());
+    if (!skip.empty()) GTEST_SKIP() << skip;
+    device_ = testing::device_of_rank(world_.rank());
+  }
+  // The comm that moves this rank's device buffers, compute on ctx.stream().
+  std::unique_ptr<Comm> device_comm(const CudaContext& ctx) {
+    return testing::make_device_comm(GetParam(), world_, device_, ctx.stream());
   }
   MpiComm world_{MPI_COMM_WORLD};
+  int device_ = 0;
 };
 
-TEST_F(ZeroCuda, EveryStageMatchesTheHostEngineBitForBit) {
+TEST_P(ZeroCuda, EveryStageMatchesTheHostEngineBitForBit) {
   const int n = world_.size();
   if (n == 3) GTEST_SKIP() << "1/3 is not exact in fp32; runs at 1, 2 and 4 ranks";
   const model::GptjConfig c;
@@ -113,8 +125,8 @@ TEST_F(ZeroCuda, EveryStageMatchesTheHostEngineBitForBit) {
   }
   const std::vector<float> want = ref.gather_master_values();
 
-  CudaContext ctx(world_.rank());
-  NcclComm nccl(world_, world_.rank(), ctx.stream());
+  CudaContext ctx(device_);
+  const std::unique_ptr<Comm> comm = device_comm(ctx);
   // Stages 1-3 also with the optimizer offloaded to the host (the CPU AdamW is the same
   // arithmetic as the GPU one), and stage 3 with its parameter shard on the host too (run 7).
   for (int run = 0; run <= 7; ++run) {
@@ -122,7 +134,7 @@ TEST_F(ZeroCuda, EveryStageMatchesTheHostEngineBitForBit) {
     o.stage = stage;
     o.offload_optimizer = run > 3;
     o.offload_params = run == 7;
-    zero::Engine e(c, o, nccl, zero::make_cuda_device_ops(ctx));
+    zero::Engine e(c, o, *comm, zero::make_cuda_device_ops(ctx));
     for (int step = 0; step < 3; ++step) {
       e.zero_grads();
       e.set_last_micro_step(true);
@@ -147,7 +159,7 @@ TEST_F(ZeroCuda, EveryStageMatchesTheHostEngineBitForBit) {
 // with the parameter shard in pinned host memory (offload_params): every layer the backward
 // gathers is uploaded on the copy stream and all-gathered from there, and the head read at the end
 // comes from the shard the CPU AdamW wrote.
-TEST_F(ZeroCuda, OffloadedOptimizerMatchesTheGpuOptimizerInBf16) {
+TEST_P(ZeroCuda, OffloadedOptimizerMatchesTheGpuOptimizerInBf16) {
   const model::GptjConfig c;
   zero::EngineOptions o;
   o.param_dtype = DType::kBF16;
@@ -156,8 +168,8 @@ TEST_F(ZeroCuda, OffloadedOptimizerMatchesTheGpuOptimizerInBf16) {
   o.seed = 11;
   o.optimizer.grad_clip = 0.5;
   o.optimizer.warmup_steps = 1;
-  CudaContext ctx(world_.rank());
-  NcclComm nccl(world_, world_.rank(), ctx.stream());
+  CudaContext ctx(device_);
+  const std::unique_ptr<Comm> comm = device_comm(ctx);
   for (int stage = 1; stage <= 3; ++stage) {
     // 0: the optimizer on the GPU; 1: offloaded; 2 (stage 3): the parameters offloaded too.
     const int variants = stage == 3 ? 3 : 2;
@@ -167,7 +179,7 @@ TEST_F(ZeroCuda, OffloadedOptimizerMatchesTheGpuOptimizerInBf16) {
       o.stage = stage;
       o.offload_optimizer = offload != 0;
       o.offload_params = offload == 2;
-      zero::Engine e(c, o, nccl, zero::make_cuda_device_ops(ctx));
+      zero::Engine e(c, o, *comm, zero::make_cuda_device_ops(ctx));
       EXPECT_EQ(e.model_state_bytes().params == 0, offload == 2);
       for (int step = 0; step < 3; ++step) {
         e.zero_grads();
@@ -195,6 +207,10 @@ TEST_F(ZeroCuda, OffloadedOptimizerMatchesTheGpuOptimizerInBf16) {
     }
   }
 }
+
+INSTANTIATE_TEST_SUITE_P(Comms, ZeroCuda,
+                         ::testing::Values(DeviceCommKind::kNccl, DeviceCommKind::kHostStaged),
+                         testing::device_comm_name);
 
 }  // namespace
 }  // namespace zt
