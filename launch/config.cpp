@@ -414,6 +414,15 @@ RunConfig parse_config(std::string_view toml_text, std::string_view source_name,
                      "and the CPU AdamW writes them into host memory); got zero.stage = ",
                      config.zero.stage, " and zero.offload_optimizer = ",
                      format_config_value(config.zero.offload_optimizer));
+  if (config.zero.delayed_update_from_step > 0 &&
+      (config.zero.offload_optimizer != "cpu" || config.zero.offload_params == "cpu"))
+    throw_user_error(where_of({"zero.delayed_update_from_step", "zero.offload_optimizer", "zero.offload_params"}),
+                     ": zero.delayed_update_from_step = ", config.zero.delayed_update_from_step,
+                     " needs zero.offload_optimizer = \"cpu\" and zero.offload_params = \"none\" (it "
+                     "overlaps the CPU AdamW with the GPU's next step; with the parameters offloaded "
+                     "the AdamW writes the shard the GPU reads); got zero.offload_optimizer = ",
+                     format_config_value(config.zero.offload_optimizer), " and zero.offload_params = ",
+                     format_config_value(config.zero.offload_params));
   if (config.comm.backend == "nccl" && config.train.device == "cpu")
     throw_user_error(where_of({"comm.backend", "train.device"}),
                      ": comm.backend = \"nccl\" needs GPUs, but train.device = \"cpu\" (the CPU "

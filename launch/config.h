@@ -62,6 +62,9 @@ struct ZeroSection {
   int64_t bucket_elements = 25'000'000;  // gradient/parameter communication granularity
   std::string offload_optimizer = "none";  // "none" | "cpu": master + moments in host memory
   std::string offload_params = "none";     // "none" | "cpu": stage 3's parameter shard too
+  // ZeRO-Offload's one-step delayed parameter update from this step on (0 = never): the CPU
+  // AdamW of a step overlaps the next step's forward and backward (zero/engine.h).
+  int64_t delayed_update_from_step = 0;
 };
 
 struct CommSection {

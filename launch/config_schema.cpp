@@ -393,6 +393,15 @@ std::vector<ConfigKey> build_schema() {
       "memory; each layer's piece is copied to the GPU ahead of its all-gather, and the CPU "
       "AdamW writes the new parameters there directly"));
   keys.back().cross_rule = "cpu needs zero.stage = 3 and zero.offload_optimizer = \"cpu\"";
+  keys.push_back(int_key(
+      "zero", "delayed_update_from_step", [](auto& c) -> auto& { return c.zero.delayed_update_from_step; }, 0,
+      "ZeRO-Offload's one-step delayed parameter update (DPU), from this step on; 0 = never. The "
+      "CPU AdamW of a step runs while the GPU computes the next step, which therefore uses the "
+      "parameters from before that update: the CPU AdamW leaves the step time, the training "
+      "numerics change (gradients one step stale). Start it after the first few dozen steps, "
+      "when the parameters change fast. Evaluations and checkpoint saves apply the pending update "
+      "first. Costs a second host copy of the gradient shard"));
+  keys.back().cross_rule = "> 0 needs zero.offload_optimizer = \"cpu\" and zero.offload_params = \"none\"";
 
   // [comm]
   keys.push_back(float_key(

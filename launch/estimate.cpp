@@ -80,6 +80,7 @@ void apply_run_config(const RunConfig& c, zero::EstimateInput& in) {
   in.activation_checkpointing = c.model.activation_checkpointing;
   in.keep_activations = c.model.keep_activations == kKeepActivationsAuto ? 0 : c.model.keep_activations;
   in.bucket_elements = c.zero.bucket_elements;
+  in.delayed_update = c.zero.delayed_update_from_step > 0;
   if (c.train.precision != DType::kF32) in.precision = c.train.precision;
 }
 

@@ -241,6 +241,11 @@ TrainSummary train(const RunConfig& given, Comm& comm, const TrainOptions& optio
       log_info("offload: the CPU AdamW of each rank runs on ", omp_get_max_threads(),
                " threads pinned to its share of the host's cores");
   }
+  if (config.zero.delayed_update_from_step > 0 && rank == 0)
+    log_info("offload: delayed parameter update from step ", config.zero.delayed_update_from_step,
+             " (zero.delayed_update_from_step): each step's CPU AdamW runs while the next step "
+             "computes on the parameters from before it; evaluations and checkpoint saves apply it "
+             "first");
 
   std::optional<MetricsWriter> metrics;
   if (writer) {
@@ -316,6 +321,7 @@ TrainSummary train(const RunConfig& given, Comm& comm, const TrainOptions& optio
   engine_options.total_steps = t.steps;
   engine_options.offload_optimizer = config.zero.offload_optimizer == "cpu";
   engine_options.offload_params = config.zero.offload_params == "cpu";
+  engine_options.delayed_update_from = config.zero.delayed_update_from_step;
   engine_options.seed = uint64_t(t.seed);
   // A checkpoint or model.init_from sets every value below: computing the random init is wasted.
   engine_options.init_values = !resume && !init_weights;
@@ -365,6 +371,7 @@ TrainSummary train(const RunConfig& given, Comm& comm, const TrainOptions& optio
   // all-reduced, so the result does not depend on how the batches are split across ranks.
   // Each batch's loss is read once the next one is queued, so the GPU never waits for the host.
   auto evaluate = [&]() {
+    engine.finish_update();  // evaluate the parameters the steps so far made, not one step older
     double sums[2] = {0.0, 0.0};
     std::optional<model::LossTicket> queued;
     auto add = [&](model::LossTicket ticket) {

@@ -96,6 +96,7 @@ void save_checkpoint(Engine& engine, Comm& comm, const std::string& dir, const C
                      const SaveOptions& options) {
   ZT_CHECK(comm.rank() == engine.rank() && comm.size() == engine.world_size(),
            "save_checkpoint: the comm is not the engine's");
+  engine.finish_update();  // a delayed update in flight belongs to the state being saved
   const fs::path final_dir = fs::path(dir).lexically_normal();
   const int64_t steps = engine.counters().steps_taken;
   const fs::path tmp_dir = final_dir.string() + ".tmp-" + std::to_string(steps);
@@ -161,6 +162,7 @@ void save_checkpoint(Engine& engine, Comm& comm, const std::string& dir, const C
 CheckpointMeta load_checkpoint(Engine& engine, Comm& comm, const std::string& dir) {
   ZT_CHECK(comm.rank() == engine.rank() && comm.size() == engine.world_size(),
            "load_checkpoint: the comm is not the engine's");
+  engine.finish_update();  // nothing may still write the state being replaced
   const fs::path root(dir);
   const fs::path manifest_path = root / kManifest;
   CheckpointManifest m;

@@ -7,6 +7,8 @@
 #include <string>
 #include <utility>
 
+#include <omp.h>
+
 #include "optim/grad_clip.h"
 #include "runtime/error.h"
 #include "runtime/log.h"
@@ -42,6 +44,11 @@ Engine::Engine(const model::GptjConfig& config, const EngineOptions& options, Co
            "zero.offload_params = \"cpu\" needs zero.stage = 3 and zero.offload_optimizer = \"cpu\" "
            "(only stage 3 partitions the parameters, and the CPU AdamW writes them), got stage ",
            options.stage, " and offload_optimizer ", options.offload_optimizer ? "on" : "off");
+  ZT_CHECK(options.delayed_update_from >= 0, "delayed_update_from must be >= 0 (0 = never), got ",
+           options.delayed_update_from);
+  ZT_CHECK(options.delayed_update_from == 0 || (options.offload_optimizer && !options.offload_params),
+           "the delayed update needs zero.offload_optimizer = \"cpu\" without zero.offload_params "
+           "(the CPU AdamW would write parameters the device is reading)");
   const optim::OptimizerConfig& o = options.optimizer;
   schedule_ = optim::LrSchedule{o.decay, o.lr, o.min_lr, o.warmup_steps, options.total_steps};
   if (dt == DType::kF16) scaler_ = std::make_unique<optim::DynamicLossScaler>(options.loss_scaler);
@@ -75,10 +82,13 @@ Engine::Engine(const model::GptjConfig& config, const EngineOptions& options, Co
   if (offload)
     host_grads_ = ops_->allocate_host(size_t(local_size_) * elem(), MemCategory::kBuffers,
                                       "offloaded gradient shard");
+  if (options.delayed_update_from > 0)
+    host_grads_spare_ = ops_->allocate_host(size_t(local_size_) * elem(), MemCategory::kBuffers,
+                                            "offloaded gradient shard (delayed update)");
   // Padding stays zero forever. Host buffers are zeroed by several threads: first touching
   // gigabytes of host memory takes seconds on one.
   ZT_CHECK(options.init_chunk > 0, "init_chunk must be positive, got ", options.init_chunk);
-  for (Buffer* b : {&params_, &grads_, &master_, &adam_m_, &adam_v_, &host_grads_}) {
+  for (Buffer* b : {&params_, &grads_, &master_, &adam_m_, &adam_v_, &host_grads_, &host_grads_spare_}) {
     if (b->empty()) continue;
     if (b->device().is_cpu()) {
       char* base = static_cast<char*>(b->data());
@@ -175,6 +185,8 @@ void Engine::init_on_host(const model::ParamSpec& spec, int64_t begin, int64_t n
 }
 
 Engine::~Engine() {
+  // A delayed update's host thread uses the optimizer state and a gradient shard: it ends first.
+  if (pending_update_.valid()) pending_update_.wait();
   // Never leave a collective running over buffers about to be freed.
   try {
     drain_reduces(0);
@@ -509,7 +521,11 @@ StepStats Engine::step(bool loss_finite) {
   hp.eps = o.eps;
   hp.step = steps_taken_;
   hp.grad_scale = stats.clip_coef / stats.loss_scale;
-  if (offloaded()) {
+  // The delayed update starts at the delayed_update_from-th applied step and stays on.
+  const bool delayed = options_.delayed_update_from > 0 && steps_taken_ >= options_.delayed_update_from;
+  if (delayed) {
+    step_offloaded_delayed(hp, stats);
+  } else if (offloaded()) {
     step_offloaded(hp, stats);
   } else {
     float* m = static_cast<float*>(adam_m_.data());
@@ -521,7 +537,7 @@ StepStats Engine::step(bool loss_finite) {
   if (scaler_) scaler_->update(false);
   owned_grads_.release();
 
-  gather_full_params();
+  if (!delayed) gather_full_params();  // delayed: finish_update() gathers the update it uploads
   // No wait: collectives still running (on a GPU, the gathers just issued) count in the next step.
   stats.comm_s = comm_.take_busy_seconds();
   stats.optimizer_s = timer.seconds();
@@ -606,8 +622,76 @@ void Engine::step_offloaded(const optim::AdamWStep& base, StepStats& stats) {
   grads_downloaded_ = 0;
 }
 
+void Engine::step_offloaded_delayed(const optim::AdamWStep& base, StepStats& stats) {
+  const DType dt = options_.param_dtype;
+  const size_t w = elem();
+  char* host = static_cast<char*>(host_grads_.data());
+  // 1. This step's gradient shard on the host: stages 2-3 sent it during the backward; stage 1
+  //    sends it now.
+  if (grads_downloaded_ != model::num_layers_total(config_)) {
+    const char* shard = static_cast<const char*>((options_.stage == 1 ? owned_grads_ : grads_).data());
+    for (const OwnedPiece& p : owned_) {
+      const size_t at = size_t(p.local_begin) * w;
+      ops_->download_async(shard + at, host + at, size_t(p.numel) * w);
+    }
+  }
+  const Timer wait;
+  ops_->wait_copies_on_host(ops_->mark_copies());
+  ops_->forget_copy_markers();
+  stats.offload_download_wait_s = wait.seconds();
+  grads_downloaded_ = 0;
+  // 2. The previous step's update: its parameters reach the model now, for the next step.
+  const Timer upload;
+  stats.offload_cpu_adam_s = finish_update();
+  stats.offload_upload_wait_s = upload.seconds();
+  // 3. This step's CPU AdamW on a host thread, over the gradient shard just downloaded, writing
+  //    the new 16-bit parameters over it (as step_offloaded does); the next backward downloads
+  //    into the other shard. The thread leaves one of this rank's cores to the thread that
+  //    drives the device and the communication.
+  struct Job {
+    float *master, *m, *v;
+    char* g;
+    int64_t n;
+    optim::AdamWStep hp;
+  };
+  std::vector<Job> jobs;
+  for (const OwnedPiece& p : owned_) {
+    const int64_t at = p.local_begin;
+    jobs.push_back({piece_master(p), static_cast<float*>(adam_m_.data()) + at,
+                    static_cast<float*>(adam_v_.data()) + at, host + size_t(at) * w, p.numel,
+                    piece_hyper(p, base)});
+  }
+  const bool mixed16 = mixed();
+  const int threads = std::max(1, omp_get_max_threads() - 1);
+  pending_update_ = std::async(std::launch::async, [jobs = std::move(jobs), dt, mixed16, threads] {
+    omp_set_num_threads(threads);  // a new thread starts from the process default
+    const Timer adam;
+    for (const Job& j : jobs) {
+      optim::adamw_step_cpu(j.master, j.m, j.v, j.g, dt, j.n, j.hp, mixed16 ? j.g : nullptr, dt);
+      if (!mixed16) std::memcpy(j.g, j.master, size_t(j.n) * 4);  // fp32: the master is the value
+    }
+    return adam.seconds();
+  });
+  std::swap(host_grads_, host_grads_spare_);
+}
+
+double Engine::finish_update() {
+  if (!pending_update_.valid()) return 0.0;
+  const double adam_s = pending_update_.get();  // rethrows what the thread threw
+  // The device's parameters are overwritten: the compute queued so far may still read them.
+  ops_->copies_after_compute();
+  const char* fresh = static_cast<const char*>(host_grads_spare_.data());
+  for (const OwnedPiece& p : owned_)
+    ops_->upload_async(fresh + size_t(p.local_begin) * elem(), piece_param(p), size_t(p.numel) * elem());
+  ops_->wait_copies_on_host(ops_->mark_copies());
+  ops_->compute_after_copies();
+  ops_->forget_copy_markers();
+  gather_full_params();
+  return adam_s;
+}
+
 ModelStateBytes model_state_bytes(const FlatLayout& layout, int stage, DType param_dtype,
-                                  bool offload_optimizer, bool offload_params) {
+                                  bool offload_optimizer, bool offload_params, bool delayed_update) {
   const int64_t w = int64_t(dtype_size(param_dtype));
   // m, v, + the fp32 master when mixed or offloaded (fp32 parameters on the device are then not
   // where the CPU AdamW works).
@@ -617,7 +701,7 @@ ModelStateBytes model_state_bytes(const FlatLayout& layout, int stage, DType par
   b.grads = w * (stage >= 2 ? layout.shard_size : layout.total);
   // Stage 0's layout has one partition: shard == total.
   (offload_optimizer ? b.host_optimizer : b.optimizer) = k * layout.shard_size;
-  if (offload_optimizer) b.host_buffers = w * layout.shard_size;
+  if (offload_optimizer) b.host_buffers = w * layout.shard_size * (delayed_update ? 2 : 1);
   return b;
 }
 
@@ -627,11 +711,12 @@ ModelStateBytes Engine::model_state_bytes() const {
   b.grads = int64_t(grads_.bytes());
   (offloaded() ? b.host_optimizer : b.optimizer) =
       int64_t(master_.bytes() + adam_m_.bytes() + adam_v_.bytes());
-  b.host_buffers = int64_t(host_grads_.bytes());
+  b.host_buffers = int64_t(host_grads_.bytes() + host_grads_spare_.bytes());
   return b;
 }
 
 std::vector<float> Engine::gather_master_values() {
+  finish_update();
   // Every rank's master shard side by side, gathered in the engine's device memory (the comm
   // moves that memory), then read back (stage 0: this rank's copy is the whole thing).
   const int world = options_.stage == 0 ? 1 : comm_.size();

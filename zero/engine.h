@@ -18,6 +18,7 @@
 
 #include <cstdint>
 #include <deque>
+#include <future>
 #include <map>
 #include <memory>
 #include <span>
@@ -54,6 +55,12 @@ struct EngineOptions {
   // all-gathered from there; the CPU AdamW writes the new parameters straight into it, so the step
   // uploads nothing.
   bool offload_params = false;
+  // ZeRO-Offload's one-step delayed parameter update (offload_optimizer without offload_params;
+  // 0 = never): from the delayed_update_from-th applied step on, step() leaves the step's CPU
+  // AdamW running on a host thread and returns, so the device computes the next step meanwhile,
+  // on the parameters from before that update; the next applied step (or finish_update()) waits
+  // for it and uploads its parameters. Costs a second host gradient shard.
+  int64_t delayed_update_from = 0;
   int64_t total_steps = 1;  // end of the LR decay
   uint64_t seed = 0;        // parameter initialisation
   // false: the buffers are only zeroed, not set to the random initial values, because the caller
@@ -111,7 +118,7 @@ struct ModelStateBytes {
   int64_t grads = 0;
   int64_t optimizer = 0;       // on the compute device
   int64_t host_optimizer = 0;  // offloaded to host memory (master + moments)
-  int64_t host_buffers = 0;    // offload: the host copy of the gradient shard
+  int64_t host_buffers = 0;    // offload: the host copy of the gradient shard (two: delayed update)
   int64_t host_params = 0;     // offload_params: the 16-bit parameter shard in host memory
   int64_t total() const { return params + grads + optimizer; }  // on the compute device
 };
@@ -120,7 +127,8 @@ struct ModelStateBytes {
 // without allocating anything: `zerotrain estimate` uses it, and tests check it against
 // Engine::model_state_bytes() of a real engine.
 ModelStateBytes model_state_bytes(const FlatLayout& layout, int stage, DType param_dtype,
-                                  bool offload_optimizer = false, bool offload_params = false);
+                                  bool offload_optimizer = false, bool offload_params = false,
+                                  bool delayed_update = false);
 
 class Engine final : public model::ParamProvider {
  public:
@@ -151,7 +159,16 @@ class Engine final : public model::ParamProvider {
   // rank skip the step on every rank (and back off the fp16 loss scale). `loss_finite` false
   // (the caller's verdict on the step's loss, the same on every rank) skips it too: a NaN loss
   // must never update parameters, even in the odd case where its gradients are finite.
+  // With EngineOptions::delayed_update_from the new parameters of an applied step may still be
+  // coming (see there); StepStats then reports the CPU AdamW and upload of the update finished
+  // during this call, the previous step's.
   StepStats step(bool loss_finite = true);
+  // Collective: completes a delayed update still running (waits for its CPU AdamW, uploads its
+  // parameters and gathers them as step() would), so the model and the optimizer state agree.
+  // Before an evaluation; checkpoint saves and loads and gather_master_values() call it. Returns
+  // the seconds of that CPU AdamW (0 when no update was pending).
+  double finish_update();
+  bool update_pending() const { return pending_update_.valid(); }
   // Collective: the first provider layer whose gradients (what the next step() reads) hold a
   // non-finite value on any rank, or -1. Each rank scans the gradients it holds (stage 0: all of
   // them; stages 1-3: its reduced shard) piece by piece, so it is slow: for the failure path.
@@ -245,6 +262,9 @@ class Engine final : public model::ParamProvider {
   // The offloaded AdamW: gradients to the host (unless already there), the CPU step in chunks,
   // the new parameters back to the device.
   void step_offloaded(const optim::AdamWStep& base, StepStats& stats);
+  // The same with the delayed update: this step's gradients to the host, the previous update
+  // finished (finish_update), then this step's CPU AdamW started on a host thread.
+  void step_offloaded_delayed(const optim::AdamWStep& base, StepStats& stats);
   // Stages 2-3 with offload: queues the download of layer `layer`'s reduced gradient shard.
   void download_layer_grads(int layer);
   float* piece_master(const OwnedPiece& p) const;
@@ -280,6 +300,9 @@ class Engine final : public model::ParamProvider {
                         // unless offloaded (then on the host, as are the moments)
   Buffer host_grads_;   // offload: the gradient shard on the host (local order, param dtype); the
                         // CPU AdamW then writes the new 16-bit parameters over it for the upload
+  Buffer host_grads_spare_;  // delayed update: the other host gradient shard, which the update in
+                             // flight reads and writes its new parameters over
+  std::future<double> pending_update_;  // delayed update: its CPU AdamW (seconds), running
   int64_t grads_downloaded_ = 0;  // offload, stages 2-3: layers whose gradients went to the host
   int64_t downloads_marker_ = -1;
   Buffer adam_m_, adam_v_;

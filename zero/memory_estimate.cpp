@@ -153,7 +153,8 @@ std::vector<StageEstimate> estimate_memory(const EstimateInput& in, bool with_of
   for (const Row& r : which) {
     const int stage = r.stage;
     const FlatLayout l = make_flat_layout(specs, layers, stage == 0 ? 1 : in.gpus, in.bucket_elements);
-    const ModelStateBytes state = model_state_bytes(l, stage, in.precision, r.offload, r.offload_params);
+    const ModelStateBytes state = model_state_bytes(l, stage, in.precision, r.offload, r.offload_params,
+                                                    in.delayed_update && !r.offload_params);
     StageEstimate e;
     e.stage = stage;
     e.offload = r.offload;

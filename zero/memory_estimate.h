@@ -21,6 +21,9 @@ struct EstimateInput {
   bool activation_checkpointing = true;
   int64_t keep_activations = 0;  // with checkpointing: the last N blocks keep their activations
   int64_t bucket_elements = 25'000'000;
+  // Offload rows without offload_params: zero.delayed_update_from_step > 0 keeps a second host
+  // gradient shard.
+  bool delayed_update = false;
   int64_t gpu_bytes = int64_t(80) << 30;   // per GPU
   int64_t cpu_bytes = int64_t(512) << 30;  // per node
 };

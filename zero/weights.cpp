@@ -61,6 +61,7 @@ void check_weight_shapes(const model::GptjConfig& source, const model::GptjConfi
 void load_weights(Engine& engine, Comm& comm, model::WeightSource& src, int64_t chunk_elements) {
   ZT_CHECK(comm.rank() == engine.rank() && comm.size() == engine.world_size(),
            "load_weights: the comm is not the engine's");
+  engine.finish_update();  // nothing may still write the state being replaced
   ZT_CHECK(chunk_elements > 0, "load_weights: chunk_elements must be positive");
   agreed(engine, "loading the model weights", [&] {
     check_weight_shapes(src.config(), engine.config(), src.describe());

@@ -68,6 +68,7 @@ void expect_same_config(const RunConfig& a, const RunConfig& b) {
   EXPECT_EQ(a.zero.bucket_elements, b.zero.bucket_elements);
   EXPECT_EQ(a.zero.offload_optimizer, b.zero.offload_optimizer);
   EXPECT_EQ(a.zero.offload_params, b.zero.offload_params);
+  EXPECT_EQ(a.zero.delayed_update_from_step, b.zero.delayed_update_from_step);
   EXPECT_EQ(a.comm.timeout_s, b.comm.timeout_s);
   EXPECT_EQ(a.comm.backend, b.comm.backend);
   EXPECT_EQ(a.fp16.initial_scale, b.fp16.initial_scale);
@@ -295,14 +296,36 @@ TEST(ConfigRoundTrip, Defaults) {
 
 TEST(ConfigRoundTrip, EveryKeyChanged) {
   const RunConfig changed = every_key_changed();
-  // Guard against a key added to the schema but not to every_key_changed().
+  // Guard against a key added to the schema but not to every_key_changed(). One key cannot change
+  // with the others: zero.delayed_update_from_step excludes zero.offload_params = "cpu", so it
+  // round-trips below with offload_params back at its default.
   const RunConfig defaults;
   for (const ConfigKey& k : config_schema()) {
+    if (k.key == "zero.delayed_update_from_step") continue;
     EXPECT_NE(format_config_value(k.get(changed)), format_config_value(k.get(defaults)))
         << k.key << " is not changed by every_key_changed()";
   }
   const std::string toml = config_to_toml(changed);
   expect_same_config(parse_config(toml, "resolved.toml", {}), changed);
+  RunConfig delayed = changed;
+  delayed.zero.offload_params = "none";
+  delayed.zero.delayed_update_from_step = 40;
+  expect_same_config(parse_config(config_to_toml(delayed), "resolved.toml", {}), delayed);
+}
+
+TEST(ConfigRules, DelayedUpdateNeedsTheOptimizerOffloadedAlone) {
+  const RunConfig c = parse_config("", "run.toml", {"zero.stage=2", "zero.offload_optimizer=cpu",
+                                                    "zero.delayed_update_from_step=20"});
+  EXPECT_EQ(c.zero.delayed_update_from_step, 20);
+  const std::string none = parse_error("", {"zero.stage=2", "zero.delayed_update_from_step=20"});
+  EXPECT_NE(none.find("zero.delayed_update_from_step = 20 needs zero.offload_optimizer = \"cpu\" and "
+                      "zero.offload_params = \"none\""), std::string::npos) << none;
+  const std::string params = parse_error("", {"zero.stage=3", "zero.offload_optimizer=cpu",
+                                              "zero.offload_params=cpu", "zero.delayed_update_from_step=1"});
+  EXPECT_NE(params.find("got zero.offload_optimizer = \"cpu\" and zero.offload_params = \"cpu\""),
+            std::string::npos) << params;
+  EXPECT_NE(parse_error("", {"zero.delayed_update_from_step=-1"}).find("zero.delayed_update_from_step"),
+            std::string::npos);
 }
 
 TEST(ConfigRoundTrip, TomlListsEveryKeyInSchemaOrder) {

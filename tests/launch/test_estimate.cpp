@@ -268,6 +268,37 @@ TEST(Estimate, KeepActivationsAutoFromTheConfigOrTheFlag) {
 }
 
 // The estimator's model state is the engine's, byte for byte (one rank here; tests/mpi checks N).
+// zero.delayed_update_from_step keeps a second host gradient shard: the offload rows without
+// offload_params gain its bytes per rank on the host (bf16: 2 per parameter of the shard), what
+// a real engine allocates (tests/zero/test_engine.cpp checks the engine's count).
+TEST(Estimate, DelayedUpdateAddsAHostGradientShard) {
+  const std::string config = std::string(ZT_SOURCE_DIR) + "/examples/gptj-6b-1gpu-offload.toml";
+  const EstimateArgs plain = parse_estimate_args({"--config", config, "--offload", "--gpus", "2",
+                                                  "--gpus-per-node", "2"});
+  const EstimateArgs delayed = parse_estimate_args({"--config", config, "--set",
+                                                    "zero.delayed_update_from_step=40", "--offload",
+                                                    "--gpus", "2", "--gpus-per-node", "2"});
+  EXPECT_FALSE(plain.input.delayed_update);
+  EXPECT_TRUE(delayed.input.delayed_update);
+  const auto a = zero::estimate_memory(plain.input, true);
+  const auto b = zero::estimate_memory(delayed.input, true);
+  ASSERT_EQ(a.size(), b.size());
+  for (size_t i = 0; i < a.size(); ++i) {
+    SCOPED_TRACE("stage " + std::to_string(a[i].stage) + (a[i].offload ? " offload" : "") +
+                 (a[i].offload_params ? "+params" : ""));
+    EXPECT_EQ(b[i].gpu_total(), a[i].gpu_total());
+    // An offload row's host memory is 12 bytes (fp32 master, m, v) + 2 (the bf16 gradient copy)
+    // per shard element and rank; the second gradient copy adds 2 more, 1/7 of that.
+    int64_t extra = 0;
+    if (a[i].offload && !a[i].offload_params) {
+      EXPECT_GT(a[i].cpu_per_node, 0);
+      EXPECT_EQ(a[i].cpu_per_node % 7, 0);
+      extra = a[i].cpu_per_node / 7;
+    }
+    EXPECT_EQ(b[i].cpu_per_node - a[i].cpu_per_node, extra);
+  }
+}
+
 TEST(Estimate, ModelStateEqualsARealEngineOnOneRank) {
   zero::EstimateInput in;
   in.model = model::gptj_preset("gptj-tiny");

@@ -46,9 +46,10 @@ class ResumeMpi : public ::testing::Test {
 
   // 20 steps uninterrupted against 12 (saved at 5 and 10, stopped in step 12) + a resume.
   void check_resume(int stage, const std::string& device, DType precision,
-                    const std::string& backend = "auto") {
+                    const std::string& backend = "auto", int64_t delayed_update_from = 0) {
     SCOPED_TRACE("stage " + std::to_string(stage) + " on " + std::to_string(world_.size()) +
-                 " ranks, " + device + ", comm.backend " + backend);
+                 " ranks, " + device + ", comm.backend " + backend +
+                 (delayed_update_from > 0 ? ", delayed update" : ""));
     RunConfig c = launch::parse_config("", "test", {});
     c.train.steps = 20;
     c.train.micro_batch_size = 1;
@@ -61,13 +62,24 @@ class ResumeMpi : public ::testing::Test {
     c.optimizer.warmup_steps = 4;
     c.zero.stage = stage;
     c.zero.bucket_elements = 20000;
-    const TrainSummary full = run(c);
-    ASSERT_EQ(full.steps.size(), 20u);
-
+    if (delayed_update_from > 0) {
+      c.zero.offload_optimizer = "cpu";
+      c.zero.delayed_update_from_step = delayed_update_from;
+    }
     RunConfig ck = c;
-    ck.train.checkpoint_dir = (root_ / (device + "-" + backend + "-stage" + std::to_string(stage))).string();
+    ck.train.checkpoint_dir = (root_ / (device + "-" + backend + "-stage" + std::to_string(stage) +
+                                        "-delay" + std::to_string(delayed_update_from))).string();
     ck.train.save_every = 5;
     ck.train.resume = "auto";
+    // A save finishes a delayed update, so with one the uninterrupted run saves on the same steps
+    // (into its own folder) to compute the same training.
+    RunConfig uninterrupted = c;
+    if (delayed_update_from > 0) {
+      uninterrupted = ck;
+      uninterrupted.train.checkpoint_dir += "-uninterrupted";
+    }
+    const TrainSummary full = run(uninterrupted);
+    ASSERT_EQ(full.steps.size(), 20u);
     EXPECT_THROW(run(ck, 12), Interrupted);  // saved at 5 and 10, stopped during step 12
     world_.barrier();
     const TrainSummary resumed = run(ck);
@@ -86,6 +98,14 @@ class ResumeMpi : public ::testing::Test {
 
 TEST_F(ResumeMpi, InterruptedAndResumedRunMatchesTheUninterruptedOne) {
   for (const int stage : {1, 3}) check_resume(stage, "cpu", DType::kF32);
+}
+
+// With ZeRO-Offload's delayed update (from step 3): the update of step 5 is still running when
+// its checkpoint is saved, so the save finishes it first and the step after a save reads
+// up-to-date parameters, in the resumed run as in the uninterrupted one (which saves on the same
+// steps). The two must match bit for bit.
+TEST_F(ResumeMpi, DelayedUpdateRunResumesBitForBit) {
+  check_resume(2, "cpu", DType::kF32, "auto", 3);
 }
 
 // The same on GPUs (bf16): the CUDA kernels are deterministic (no atomics), so a resumed run is

@@ -3,6 +3,9 @@
 #include <gtest/gtest.h>
 
 #include <cmath>
+#include <cstdint>
+#include <cstring>
+#include <span>
 #include <string>
 #include <vector>
 
@@ -362,6 +365,116 @@ TEST(Engine, OffloadedParametersAreCountedOnTheHost) {
       }
     }
   }
+}
+
+}  // namespace
+}  // namespace zt::zero
+
+namespace zt::zero {
+namespace {
+
+// One micro-batch's backward with gradients that do not depend on the parameters: element j of
+// parameter `spec` gets scale * (a small multiple of 2^-12 fixed by j, spec and `step`), layers
+// from the head down as the model adds them; a NaN in the first element when `poison`.
+void param_free_backward(Engine& e, int step, bool poison) {
+  const double scale = e.micro_grad_scale(1);
+  for (int layer = model::head_layer(e.config()); layer >= 0; --layer) {
+    e.before_layer(layer, model::Pass::kBackward);
+    std::span<const Tensor> grads = e.layer_grads(layer);
+    size_t spec = 0;
+    for (const model::ParamSpec& s : e.specs()) {
+      if (s.layer == layer) {
+        const Tensor& g = grads[size_t(s.index_in_layer)];
+        std::vector<float> v(size_t(g.numel()));
+        convert_cpu(g.data, g.dtype, v.data(), DType::kF32, v.size());
+        for (int64_t j = 0; j < g.numel(); ++j)
+          v[size_t(j)] += float(scale) * float(int((j * 7 + int64_t(spec) * 13 + step * 5) % 23) - 11) * 0x1p-12f;
+        if (poison && layer == 0) v[0] = NAN;
+        convert_cpu(v.data(), DType::kF32, g.data, g.dtype, v.size());
+      }
+      ++spec;
+    }
+    e.grad_ready(layer);
+    e.after_layer(layer, model::Pass::kBackward);
+  }
+}
+
+// The 16-bit (or fp32) bits of every parameter the model would read in a forward, in order.
+std::vector<uint32_t> forward_param_bits(Engine& e) {
+  std::vector<uint32_t> bits;
+  for (int layer = 0; layer < model::num_layers_total(e.config()); ++layer) {
+    e.before_layer(layer, model::Pass::kForward);
+    for (const Tensor& t : e.layer_params(layer)) {
+      // Raw storage: 4 bytes per element in fp32, 2 in bf16 and fp16.
+      const auto* raw = static_cast<const unsigned char*>(t.data);
+      const size_t w = dtype_size(t.dtype);
+      for (int64_t j = 0; j < t.numel(); ++j) {
+        uint32_t b = 0;
+        std::memcpy(&b, raw + size_t(j) * w, w);
+        bits.push_back(b);
+      }
+    }
+    e.after_layer(layer, model::Pass::kForward);
+  }
+  return bits;
+}
+
+// ZeRO-Offload's one-step delayed update (EngineOptions::delayed_update_from = 3) against the
+// same engine without it, on gradients that do not depend on the parameters, so both run the
+// same AdamW updates and only what the model reads differs. Steps 1-3 read the parameters of the
+// step before, as usual; from step 4 on each step reads the parameters from two steps before
+// (step 3's update is still running while step 4 computes). Step 5 is skipped (a NaN gradient)
+// while an update is pending: nothing is lost, the update lands at the next applied step. At
+// the end finish_update() brings both engines to the same masters and parameters, bit for bit.
+// Stages 1-3, bf16 and fp32, with gradient accumulation.
+TEST(Engine, DelayedUpdateReadsParametersOneStepOlderAndEndsTheSame) {
+  model::GptjConfig c;
+  SelfComm comm;
+  for (DType dt : {DType::kBF16, DType::kF32}) {
+    for (int stage = 1; stage <= 3; ++stage) {
+      SCOPED_TRACE(std::string(dtype_name(dt)) + " stage " + std::to_string(stage));
+      EngineOptions o = options(dt, stage);
+      o.offload_optimizer = true;
+      o.optimizer.grad_clip = 0.5;
+      o.optimizer.weight_decay = 0.1;
+      Engine ref(c, o, comm);
+      o.delayed_update_from = 3;
+      Engine delayed(c, o, comm);
+      EXPECT_EQ(delayed.model_state_bytes().host_buffers, 2 * ref.model_state_bytes().host_buffers);
+      std::vector<std::vector<uint32_t>> ref_read;  // what ref's forward of step k + 1 reads
+      constexpr int steps = 8;
+      for (int step = 0; step < steps; ++step) {
+        ref_read.push_back(forward_param_bits(ref));
+        const std::vector<uint32_t> read = forward_param_bits(delayed);
+        // Which of ref's steps read the same parameters. With p_j the parameters after j
+        // updates, ref's steps 1-8 read p0 p1 p2 p3 p4 p4 p5 p6 (step 5 is skipped), the
+        // delayed engine's p0 p1 p2 p2 p3 p3 p4 p5: updates 1-2 land at once, update 3 (step 3)
+        // during step 4, update 4 (step 4) during step 6 (the skipped step 5 finishes nothing),
+        // update 5 during step 7.
+        const int same_as[steps] = {0, 1, 2, 2, 3, 3, 4, 6};
+        EXPECT_EQ(read, ref_read[size_t(same_as[step])]) << "step " << step + 1;
+        for (Engine* e : {&ref, &delayed}) {
+          e->zero_grads();
+          for (int micro = 0; micro < 2; ++micro) {
+            e->set_last_micro_step(micro == 1);
+            param_free_backward(*e, 2 * step + micro, step == 4 && micro == 1);
+          }
+          const StepStats st = e->step();
+          EXPECT_EQ(st.skipped, step == 4) << "step " << step + 1;
+        }
+        EXPECT_EQ(delayed.update_pending(), step >= 2) << "step " << step + 1;
+      }
+      EXPECT_EQ(delayed.gather_master_values(), ref.gather_master_values());  // finishes the update
+      EXPECT_FALSE(delayed.update_pending());
+      EXPECT_EQ(forward_param_bits(delayed), forward_param_bits(ref));
+      EXPECT_EQ(delayed.finish_update(), 0.0);  // nothing left to finish
+    }
+  }
+  EngineOptions o = options(DType::kBF16, 3);
+  o.offload_optimizer = true;
+  o.offload_params = true;
+  o.delayed_update_from = 1;
+  EXPECT_THROW(Engine(c, o, comm), Error);  // the AdamW would write the shard the gathers read
 }
 
 }  // namespace
