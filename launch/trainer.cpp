@@ -541,6 +541,7 @@ TrainSummary train(const RunConfig& given, Comm& comm, const TrainOptions& optio
     }
   }
   progress.clear();
+  engine.finish_update();  // the last step's delayed update: the run ends with it applied
   if (options.collect_final_params) summary.final_params = engine.gather_master_values();
   if (const std::optional<datasets::SamplerState> state = data.state()) summary.data_state = *state;
   const StepMetrics& last = summary.steps.back();
