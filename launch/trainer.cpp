@@ -73,8 +73,9 @@ void log_model_state(Comm& comm, const zero::Engine& engine) {
   if (shown < comm.size()) log_info("(ranks ", shown, "..", comm.size() - 1, " hold the same up to padding)");
   if (b.host_optimizer > 0)
     log_info("offloaded to host memory per rank: optimizer ", format_bytes(double(b.host_optimizer)),
-             " (fp32 master + Adam moments), a ", format_bytes(double(b.host_buffers)),
-             " copy of the gradient shard",
+             " (fp32 master + Adam moments), ", format_bytes(double(b.host_buffers)),
+             engine.delays_updates() ? " for two copies of the gradient shard (delayed update)"
+                 : " for a copy of the gradient shard",
              b.host_params > 0 ? ", parameters " + format_bytes(double(b.host_params)) : std::string(),
              " (rank 0)");
 }

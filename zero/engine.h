@@ -177,6 +177,7 @@ class Engine final : public model::ParamProvider {
   int stage() const { return options_.stage; }
   bool offloaded() const { return options_.offload_optimizer; }
   bool params_offloaded() const { return options_.offload_params; }
+  bool delays_updates() const { return options_.delayed_update_from > 0; }
   double loss_scale() const;
   int64_t steps_taken() const { return steps_taken_; }
   int64_t skipped_steps() const { return skipped_steps_; }
