@@ -202,6 +202,9 @@ std::string run_estimate(const EstimateArgs& args) {
   if (args.keep_auto)
     out += "\nmodel.keep_activations = \"auto\": each row keeps its max keep blocks (its activations and\n"
            "total include them), as a run on GPUs of --gpu-mem would; a run uses its GPUs' own memory.\n";
+  if (args.input.delayed_update)
+    out += "\nzero.delayed_update_from_step: CPU/node of the cpu rows includes a second host copy of\n"
+           "each rank's gradient shard, which the delayed update needs.\n";
   out += any ? "\n" : "\nNothing fits: add GPUs, lower --micro-batch or --seq-len, turn activation "
                       "checkpointing on, or try --offload.\n";
   return out;

@@ -280,6 +280,9 @@ TEST(Estimate, DelayedUpdateAddsAHostGradientShard) {
                                                     "--gpus", "2", "--gpus-per-node", "2"});
   EXPECT_FALSE(plain.input.delayed_update);
   EXPECT_TRUE(delayed.input.delayed_update);
+  EXPECT_EQ(run_estimate(plain).find("second host copy"), std::string::npos);
+  EXPECT_NE(run_estimate(delayed).find("includes a second host copy of\neach rank's gradient shard"),
+            std::string::npos);
   const auto a = zero::estimate_memory(plain.input, true);
   const auto b = zero::estimate_memory(delayed.input, true);
   ASSERT_EQ(a.size(), b.size());
