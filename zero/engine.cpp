@@ -755,6 +755,10 @@ bool Engine::master_on_host() const {
 }
 
 void Engine::quiesce() {
+  // The optimizer state is being read or replaced: no delayed update may still be writing it
+  // (finish_update() is collective, so the callers' entry points call it on every rank).
+  ZT_CHECK(!update_pending(), "a delayed update is still running: call finish_update() before "
+           "reading or writing the optimizer state");
   drain_reduces(0);
   wait_all(grad_sync_);
   for (auto& [layer, g] : gathered_) wait_all(g.pending);

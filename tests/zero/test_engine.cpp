@@ -464,6 +464,10 @@ TEST(Engine, DelayedUpdateReadsParametersOneStepOlderAndEndsTheSame) {
         }
         EXPECT_EQ(delayed.update_pending(), step >= 2) << "step " << step + 1;
       }
+      // Reading the optimizer state under a running update is refused (checkpoint code finishes
+      // the update first, on every rank).
+      std::vector<float> one(size_t(delayed.owned_pieces()[0].numel));
+      EXPECT_THROW(delayed.read_piece_state(delayed.owned_pieces()[0], one.data(), nullptr, nullptr), Error);
       EXPECT_EQ(delayed.gather_master_values(), ref.gather_master_values());  // finishes the update
       EXPECT_FALSE(delayed.update_pending());
       EXPECT_EQ(forward_param_bits(delayed), forward_param_bits(ref));
