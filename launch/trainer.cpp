@@ -265,8 +265,9 @@ TrainSummary train(const RunConfig& given, Comm& comm, const TrainOptions& optio
   std::unique_ptr<Comm> device_comm;
 #endif
   // The estimated peak per GPU (launch/estimate.h), against the smallest GPU of the run (a rank's
-  // share of it when ranks share GPUs), before anything large is allocated; model.keep_activations = "auto" takes its count from it (0 on the
-  // CPU backend, whose memory the estimate does not model).
+  // share of it when ranks share GPUs), before anything large is allocated;
+  // model.keep_activations = "auto" takes its count from it (0 on the CPU backend, whose memory
+  // the estimate does not model).
   const bool keep_auto = config.model.keep_activations == kKeepActivationsAuto;
   int64_t gpu_bytes = 0;
 #ifdef ZT_WITH_CUDA
