@@ -24,6 +24,12 @@ class CommRequest {
   virtual void wait() = 0;
   // True once complete (wait() then returns at once); lets callers poll without blocking.
   virtual bool test() = 0;
+
+ protected:
+  // For the destructors of requests nobody waited for: wait(), which keeps the buffers in use
+  // until the collective is done with them, and since a destructor must not throw, log what it
+  // threw (naming `comm`, the Comm's class) instead.
+  void wait_reporting_errors(const char* comm) noexcept;
 };
 using CommHandle = std::unique_ptr<CommRequest>;
 

@@ -6,13 +6,11 @@
 #include <climits>
 #include <cmath>
 #include <cstdint>
-#include <exception>
 #include <memory>
 #include <utility>
 #include <vector>
 
 #include "runtime/error.h"
-#include "runtime/log.h"
 #include "runtime/mpi_check.h"
 
 namespace zt {
@@ -58,18 +56,7 @@ class MpiRequest final : public CommRequest {
  public:
   explicit MpiRequest(std::shared_ptr<MpiBusyClock> busy) : busy_(std::move(busy)) {}
   ~MpiRequest() override {
-    if (done_) return;
-    // Waiting keeps the buffers in use until MPI is done with them; a destructor must not
-    // throw, so a failure here can only be reported.
-    try {
-      wait();
-    } catch (const std::exception& e) {
-      try {
-        log_error("MpiComm: a collective failed while its request was destroyed: ", e.what());
-      } catch (...) {
-      }
-    } catch (...) {
-    }
+    if (!done_) wait_reporting_errors("MpiComm");
   }
 
   void add(MPI_Request request) {

@@ -7,7 +7,6 @@
 
 #include "runtime/cuda/cuda_check.h"
 #include "runtime/error.h"
-#include "runtime/log.h"
 
 namespace zt {
 
@@ -24,20 +23,10 @@ class StagedRequest final : public CommRequest {
       : host_request_(std::move(host_request)), staging_(std::move(staging)), result_(result),
         device_dst_(device_dst), result_bytes_(result_bytes), stream_(stream) {}
   ~StagedRequest() override {
-    if (done_) return;
-    // Like every request, complete before the buffers go. A destructor must not throw; while an
-    // exception unwinds (the run is failing) the device copy is skipped, and the host request's
-    // own destructor still waits for MPI to release the staging.
-    if (std::uncaught_exceptions() > 0) return;
-    try {
-      wait();
-    } catch (const std::exception& e) {
-      try {
-        log_error("HostStagedComm: a collective failed while its request was destroyed: ", e.what());
-      } catch (...) {
-      }
-    } catch (...) {
-    }
+    // Like every request, complete before the buffers go. While an exception unwinds (the run
+    // is failing) the device copy is skipped, and the host request's own destructor still waits
+    // for MPI to release the staging.
+    if (!done_ && std::uncaught_exceptions() == 0) wait_reporting_errors("HostStagedComm");
   }
 
   void wait() override {
