@@ -26,6 +26,14 @@ constexpr int64_t kOffloadChunk = int64_t(1) << 24;
 int init_threads(const EngineOptions& o) {
   return o.init_threads > 0 ? o.init_threads : model::default_init_threads();
 }
+
+// The offloaded CPU AdamW of n elements: `grad` (param dtype `dt`) in, the new model-facing
+// parameters out at `param` (rounded to dt when `mixed`; fp32: the master is the value).
+void offloaded_adamw(float* master, float* m, float* v, const void* grad, DType dt, int64_t n,
+                     const optim::AdamWStep& hp, void* param, bool mixed) {
+  optim::adamw_step_cpu(master, m, v, grad, dt, n, hp, mixed ? param : nullptr, dt);
+  if (!mixed) std::memcpy(param, master, size_t(n) * 4);
+}
 }
 
 Engine::Engine(const model::GptjConfig& config, const EngineOptions& options, Comm& comm,
@@ -522,7 +530,7 @@ StepStats Engine::step(bool loss_finite) {
   hp.step = steps_taken_;
   hp.grad_scale = stats.clip_coef / stats.loss_scale;
   // The delayed update starts at the delayed_update_from-th applied step and stays on.
-  const bool delayed = options_.delayed_update_from > 0 && steps_taken_ >= options_.delayed_update_from;
+  const bool delayed = delays_updates() && steps_taken_ >= options_.delayed_update_from;
   if (delayed) {
     step_offloaded_delayed(hp, stats);
   } else if (offloaded()) {
@@ -604,9 +612,7 @@ void Engine::step_offloaded(const optim::AdamWStep& base, StepStats& stats) {
                       ? static_cast<char*>(piece_param(p)) + size_t(c.offset) * w
                       : g;
     const Timer adam;
-    optim::adamw_step_cpu(master + at, m + at, v + at, g, dt, c.n, piece_hyper(p, base),
-                          mixed() ? param : nullptr, dt);
-    if (!mixed()) std::memcpy(param, master + at, size_t(c.n) * 4);  // fp32: the master is the value
+    offloaded_adamw(master + at, m + at, v + at, g, dt, c.n, piece_hyper(p, base), param, mixed());
     stats.offload_cpu_adam_s += adam.seconds();
     if (!options_.offload_params)
       ops_->upload_async(g, static_cast<char*>(piece_param(p)) + size_t(c.offset) * w,
@@ -666,10 +672,7 @@ void Engine::step_offloaded_delayed(const optim::AdamWStep& base, StepStats& sta
   pending_update_ = std::async(std::launch::async, [jobs = std::move(jobs), dt, mixed16, threads] {
     omp_set_num_threads(threads);  // a new thread starts from the process default
     const Timer adam;
-    for (const Job& j : jobs) {
-      optim::adamw_step_cpu(j.master, j.m, j.v, j.g, dt, j.n, j.hp, mixed16 ? j.g : nullptr, dt);
-      if (!mixed16) std::memcpy(j.g, j.master, size_t(j.n) * 4);  // fp32: the master is the value
-    }
+    for (const Job& j : jobs) offloaded_adamw(j.master, j.m, j.v, j.g, dt, j.n, j.hp, j.g, mixed16);
     return adam.seconds();
   });
   std::swap(host_grads_, host_grads_spare_);
