@@ -200,6 +200,7 @@ Engine::~Engine() {
     drain_reduces(0);
     wait_all(grad_sync_);
     for (auto& [layer, g] : gathered_) wait_all(g.pending);
+    wait_arriving_params();
   } catch (const std::exception& e) {
     log_error("engine shutdown: ", e.what());
   }
@@ -296,6 +297,13 @@ void Engine::release_layer(int layer) {
 }
 
 void Engine::before_layer(int layer, model::Pass pass) {
+  if (!arriving_.empty()) {
+    // A delayed update's new parameters (stages 1-2): this layer's compute waits for its own
+    // upload and all-gathers only, so the rest keep arriving while it runs.
+    wait_all(arriving_[size_t(layer)]);
+    if (std::all_of(arriving_.begin(), arriving_.end(), [](const auto& h) { return h.empty(); }))
+      arriving_.clear();
+  }
   if (options_.stage != 3) return;
   const int head = model::head_layer(config_);
   if (pass == model::Pass::kForward && layer == 0) {
@@ -322,7 +330,11 @@ void Engine::after_layer(int layer, model::Pass pass) {
 }
 
 std::span<const Tensor> Engine::layer_params(int layer) {
-  if (options_.stage != 3) return param_views_.at(size_t(layer));
+  if (options_.stage != 3) {
+    ZT_CHECK(arriving_.empty() || arriving_.at(size_t(layer)).empty(), "layer ", layer,
+             " parameters requested outside before_layer/after_layer while still arriving");
+    return param_views_.at(size_t(layer));
+  }
   auto it = gathered_.find(layer);
   ZT_CHECK(it != gathered_.end() && it->second.pending.empty(), "layer ", layer,
            " parameters requested outside before_layer/after_layer");
@@ -545,7 +557,7 @@ StepStats Engine::step(bool loss_finite) {
   if (scaler_) scaler_->update(false);
   owned_grads_.release();
 
-  if (!delayed) gather_full_params();  // delayed: finish_update() gathers the update it uploads
+  if (!delayed) gather_full_params();  // delayed: upload_update() gathers the update it uploads
   // No wait: collectives still running (on a GPU, the gathers just issued) count in the next step.
   stats.comm_s = comm_.take_busy_seconds();
   stats.optimizer_s = timer.seconds();
@@ -646,9 +658,11 @@ void Engine::step_offloaded_delayed(const optim::AdamWStep& base, StepStats& sta
   ops_->forget_copy_markers();
   stats.offload_download_wait_s = wait.seconds();
   grads_downloaded_ = 0;
-  // 2. The previous step's update: its parameters reach the model now, for the next step.
+  // 2. The previous step's update: its parameters start for the device, for the next step (the
+  //    host waits for its CPU AdamW only; at stages 1-2 each layer of the next forward waits on
+  //    the device for its own parameters).
   const Timer upload;
-  stats.offload_cpu_adam_s = finish_update();
+  stats.offload_cpu_adam_s = upload_update();
   stats.offload_upload_wait_s = upload.seconds();
   // 3. This step's CPU AdamW on a host thread, over the gradient shard just downloaded, writing
   //    the new 16-bit parameters over it (as step_offloaded does); the next backward downloads
@@ -679,18 +693,49 @@ void Engine::step_offloaded_delayed(const optim::AdamWStep& base, StepStats& sta
 }
 
 double Engine::finish_update() {
+  const double adam_s = upload_update();
+  wait_arriving_params();
+  return adam_s;
+}
+
+double Engine::upload_update() {
   if (!pending_update_.valid()) return 0.0;
   const double adam_s = pending_update_.get();  // rethrows what the thread threw
+  // Gathers of the update before that may still be writing the full copy: the uploads and
+  // gathers below come after them.
+  wait_arriving_params();
   // The device's parameters are overwritten: the compute queued so far may still read them.
   ops_->copies_after_compute();
   const char* fresh = static_cast<const char*>(host_grads_spare_.data());
-  for (const OwnedPiece& p : owned_)
+  auto upload = [&](const OwnedPiece& p) {
     ops_->upload_async(fresh + size_t(p.local_begin) * elem(), piece_param(p), size_t(p.numel) * elem());
-  ops_->wait_copies_on_host(ops_->mark_copies());
-  ops_->compute_after_copies();
-  ops_->forget_copy_markers();
-  gather_full_params();
+  };
+  if (options_.stage == 3) {
+    // The shard is read by the gathers (communication stream) and by nothing on the compute
+    // stream before them; both streams wait for the upload on the device.
+    for (const OwnedPiece& p : owned_) upload(p);
+    ops_->comm_after_uploads(comm_);
+    ops_->compute_after_copies();
+    return adam_s;
+  }
+  // Stages 1-2, in the order the forward reads them: a layer's pieces, then its all-gathers,
+  // which the communication stream runs once those pieces are up while the next layer's upload
+  // goes on. Nothing else reads the host shard the uploads read before the next forward's
+  // layers waited for these (the next gradient download into it follows that compute).
+  const int layers = model::num_layers_total(config_);
+  arriving_.resize(size_t(layers));  // empty before: wait_arriving_params() above
+  for (int layer = 0; layer < layers; ++layer) {
+    for (const OwnedPiece& p : owned_)
+      if (layout_.params[size_t(p.param)].layer == layer) upload(p);
+    ops_->comm_after_uploads(comm_);
+    arriving_[size_t(layer)] = gather_layer_copy(layer);
+  }
   return adam_s;
+}
+
+void Engine::wait_arriving_params() {
+  for (std::vector<CommHandle>& handles : arriving_) wait_all(handles);
+  arriving_.clear();
 }
 
 ModelStateBytes model_state_bytes(const FlatLayout& layout, int stage, DType param_dtype,
@@ -762,6 +807,7 @@ void Engine::quiesce() {
   // (finish_update() is collective, so the callers' entry points call it on every rank).
   ZT_CHECK(!update_pending(), "a delayed update is still running: call finish_update() before "
            "reading or writing the optimizer state");
+  wait_arriving_params();
   drain_reduces(0);
   wait_all(grad_sync_);
   for (auto& [layer, g] : gathered_) wait_all(g.pending);
@@ -820,12 +866,21 @@ void Engine::gather_full_params() {
   // Stages 1-2: every rank wrote its pieces of the full parameter copy; rebuild the copy.
   if (options_.stage != 1 && options_.stage != 2) return;
   std::vector<CommHandle> gathers;
-  char* full = static_cast<char*>(params_.data());
-  for (const Bucket& b : layout_.buckets)
-    gathers.push_back(comm_.all_gather(full + size_t(b.piece_begin(comm_.rank())) * elem(),
-                                       full + size_t(b.begin) * elem(), size_t(b.shard),
-                                       options_.param_dtype));
+  for (int layer = model::num_layers_total(config_) - 1; layer >= 0; --layer)
+    for (CommHandle& h : gather_layer_copy(layer)) gathers.push_back(std::move(h));
   wait_all(gathers);
+}
+
+std::vector<CommHandle> Engine::gather_layer_copy(int layer) {
+  std::vector<CommHandle> gathers;
+  char* full = static_cast<char*>(params_.data());
+  for (int b = layout_.layer_first_bucket[size_t(layer)]; b < layout_.layer_end_bucket[size_t(layer)]; ++b) {
+    const Bucket& bk = layout_.buckets[size_t(b)];
+    gathers.push_back(comm_.all_gather(full + size_t(bk.piece_begin(comm_.rank())) * elem(),
+                                       full + size_t(bk.begin) * elem(), size_t(bk.shard),
+                                       options_.param_dtype));
+  }
+  return gathers;
 }
 
 EngineCounters Engine::counters() const {

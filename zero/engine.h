@@ -59,7 +59,10 @@ struct EngineOptions {
   // 0 = never): from the delayed_update_from-th applied step on, step() leaves the step's CPU
   // AdamW running on a host thread and returns, so the device computes the next step meanwhile,
   // on the parameters from before that update; the next applied step (or finish_update()) waits
-  // for it and uploads its parameters. Costs a second host gradient shard.
+  // for it and uploads its parameters. Costs a second host gradient shard. At stages 1-2 the
+  // step leaves those parameters arriving layer by layer (uploaded and all-gathered in forward
+  // order) and each layer's compute waits only for its own, so the upload overlaps the next
+  // forward instead of holding the device.
   int64_t delayed_update_from = 0;
   int64_t total_steps = 1;  // end of the LR decay
   uint64_t seed = 0;        // parameter initialisation
@@ -281,6 +284,14 @@ class Engine final : public model::ParamProvider {
   // Stages 1-2: all-gathers the full parameter copy from every rank's owned pieces (after a
   // step, or after a checkpoint load wrote this rank's pieces).
   void gather_full_params();
+  // Stages 1-2: the all-gathers of layer `layer`'s buckets of the full parameter copy.
+  std::vector<CommHandle> gather_layer_copy(int layer);
+  // Delayed update: waits for its CPU AdamW and queues the upload of its parameters (and, at
+  // stages 1-2, their all-gathers, per layer in forward order, into arriving_; stage 3: the
+  // compute and communication streams wait for the whole upload). Returns the AdamW's seconds.
+  double upload_update();
+  // Work queued from now on sees every layer's new parameters (arriving_ emptied).
+  void wait_arriving_params();
   void* piece_param(const OwnedPiece& p) const;
 
   model::GptjConfig config_;
@@ -304,6 +315,10 @@ class Engine final : public model::ParamProvider {
   Buffer host_grads_spare_;  // delayed update: the other host gradient shard, which the update in
                              // flight reads and writes its new parameters over
   std::future<double> pending_update_;  // delayed update: its CPU AdamW (seconds), running
+  // Delayed update, stages 1-2: per provider layer, the all-gathers still bringing the last
+  // update's parameters into the full copy (empty when none are arriving); before_layer waits
+  // for the layer's own.
+  std::vector<std::vector<CommHandle>> arriving_;
   int64_t grads_downloaded_ = 0;  // offload, stages 2-3: layers whose gradients went to the host
   int64_t downloads_marker_ = -1;
   Buffer adam_m_, adam_v_;

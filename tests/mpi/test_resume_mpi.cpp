@@ -109,13 +109,16 @@ TEST_F(ResumeMpi, DelayedUpdateRunResumesBitForBit) {
 }
 
 // The same on GPUs (bf16): the CUDA kernels are deterministic (no atomics), so a resumed run is
-// bit-exact there too. NCCL with one GPU per rank; stage 3 also over comm.backend = "mpi", whose
-// ranks may share GPUs (so this part runs on a 1-GPU machine as well).
+// bit-exact there too. NCCL with one GPU per rank; stage 3, and stage 2 with the delayed offload
+// update, also over comm.backend = "mpi", whose ranks may share GPUs (so those parts run on a
+// 1-GPU machine as well).
 TEST_F(ResumeMpi, InterruptedAndResumedGpuRunMatchesTheUninterruptedOne) {
   if (cuda_device_count() == 0) GTEST_SKIP() << "needs a GPU";
   if (cuda_device_count() >= world_.size())
     for (const int stage : {2, 3}) check_resume(stage, "cuda", DType::kBF16);
   check_resume(3, "cuda", DType::kBF16, "mpi");
+  // The delayed update on GPUs, whose parameters arrive layer by layer during the next forward.
+  check_resume(2, "cuda", DType::kBF16, "mpi", 3);
 }
 
 }  // namespace

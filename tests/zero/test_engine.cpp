@@ -445,6 +445,16 @@ TEST(Engine, DelayedUpdateReadsParametersOneStepOlderAndEndsTheSame) {
       constexpr int steps = 8;
       for (int step = 0; step < steps; ++step) {
         ref_read.push_back(forward_param_bits(ref));
+        // Stages 1-2: after a step that landed an update (steps 4, 6 and 7) its parameters are
+        // arriving layer by layer until before_layer waits for each; reading one earlier is a bug.
+        if (stage != 3) {
+          const bool arriving = step == 4 || step == 6 || step == 7;
+          const int head = model::head_layer(c);
+          if (arriving)
+            EXPECT_THROW(delayed.layer_params(head), Error) << "step " << step + 1;
+          else
+            EXPECT_NO_THROW(delayed.layer_params(head)) << "step " << step + 1;
+        }
         const std::vector<uint32_t> read = forward_param_bits(delayed);
         // Which of ref's steps read the same parameters. With p_j the parameters after j
         // updates, ref's steps 1-8 read p0 p1 p2 p3 p4 p4 p5 p6 (step 5 is skipped), the
