@@ -297,6 +297,10 @@ void Engine::release_layer(int layer) {
 }
 
 void Engine::before_layer(int layer, model::Pass pass) {
+  // A delayed update's parameters go to the device when the pass that reads them starts: the
+  // forward's token copies are queued by then, which would otherwise wait behind 2 bytes per
+  // parameter on the copy engine (copies in one direction run in the order they were queued).
+  queue_params_upload();
   if (!arriving_.empty()) {
     // A delayed update's new parameters (stages 1-2): this layer's compute waits for its own
     // upload and all-gathers only, so the rest keep arriving while it runs.
@@ -331,8 +335,9 @@ void Engine::after_layer(int layer, model::Pass pass) {
 
 std::span<const Tensor> Engine::layer_params(int layer) {
   if (options_.stage != 3) {
-    ZT_CHECK(arriving_.empty() || arriving_.at(size_t(layer)).empty(), "layer ", layer,
-             " parameters requested outside before_layer/after_layer while still arriving");
+    ZT_CHECK(params_to_upload_ == nullptr && (arriving_.empty() || arriving_.at(size_t(layer)).empty()),
+             "layer ", layer, " parameters requested outside before_layer/after_layer while a "
+             "delayed update's are on their way");
     return param_views_.at(size_t(layer));
   }
   auto it = gathered_.find(layer);
@@ -557,7 +562,7 @@ StepStats Engine::step(bool loss_finite) {
   if (scaler_) scaler_->update(false);
   owned_grads_.release();
 
-  if (!delayed) gather_full_params();  // delayed: upload_update() gathers the update it uploads
+  if (!delayed) gather_full_params();  // delayed: queue_params_upload() gathers the update's
   // No wait: collectives still running (on a GPU, the gathers just issued) count in the next step.
   stats.comm_s = comm_.take_busy_seconds();
   stats.optimizer_s = timer.seconds();
@@ -658,16 +663,15 @@ void Engine::step_offloaded_delayed(const optim::AdamWStep& base, StepStats& sta
   ops_->forget_copy_markers();
   stats.offload_download_wait_s = wait.seconds();
   grads_downloaded_ = 0;
-  // 2. The previous step's update: its parameters start for the device, for the next step (the
-  //    host waits for its CPU AdamW only; at stages 1-2 each layer of the next forward waits on
-  //    the device for its own parameters).
-  const Timer upload;
-  stats.offload_cpu_adam_s = upload_update();
-  stats.offload_upload_wait_s = upload.seconds();
+  // 2. The previous step's update: the host waits for its CPU AdamW; its parameters go to the
+  //    device when the next forward starts (queue_params_upload), and the host never waits for
+  //    that upload.
+  stats.offload_cpu_adam_s = join_update();
   // 3. This step's CPU AdamW on a host thread, over the gradient shard just downloaded, writing
   //    the new 16-bit parameters over it (as step_offloaded does); the next backward downloads
-  //    into the other shard. The thread leaves one of this rank's cores to the thread that
-  //    drives the device and the communication.
+  //    into the other shard, once the upload from there is done for each layer (the backward of a
+  //    layer follows its forward, which waited for the layer's parameters). The thread leaves one
+  //    of this rank's cores to the thread that drives the device and the communication.
   struct Job {
     float *master, *m, *v;
     char* g;
@@ -693,20 +697,28 @@ void Engine::step_offloaded_delayed(const optim::AdamWStep& base, StepStats& sta
 }
 
 double Engine::finish_update() {
-  const double adam_s = upload_update();
+  const double adam_s = join_update();
+  queue_params_upload();
   wait_arriving_params();
   return adam_s;
 }
 
-double Engine::upload_update() {
+double Engine::join_update() {
   if (!pending_update_.valid()) return 0.0;
   const double adam_s = pending_update_.get();  // rethrows what the thread threw
-  // Gathers of the update before that may still be writing the full copy: the uploads and
-  // gathers below come after them.
+  // Its parameters replace any older ones not yet queued: they overwrite every owned piece.
+  params_to_upload_ = static_cast<const char*>(host_grads_spare_.data());
+  return adam_s;
+}
+
+void Engine::queue_params_upload() {
+  if (params_to_upload_ == nullptr) return;
+  const char* fresh = params_to_upload_;
+  params_to_upload_ = nullptr;
+  // Gathers of the update before may still be writing the full copy: what follows comes after.
   wait_arriving_params();
   // The device's parameters are overwritten: the compute queued so far may still read them.
   ops_->copies_after_compute();
-  const char* fresh = static_cast<const char*>(host_grads_spare_.data());
   auto upload = [&](const OwnedPiece& p) {
     ops_->upload_async(fresh + size_t(p.local_begin) * elem(), piece_param(p), size_t(p.numel) * elem());
   };
@@ -716,12 +728,11 @@ double Engine::upload_update() {
     for (const OwnedPiece& p : owned_) upload(p);
     ops_->comm_after_uploads(comm_);
     ops_->compute_after_copies();
-    return adam_s;
+    return;
   }
   // Stages 1-2, in the order the forward reads them: a layer's pieces, then its all-gathers,
   // which the communication stream runs once those pieces are up while the next layer's upload
-  // goes on. Nothing else reads the host shard the uploads read before the next forward's
-  // layers waited for these (the next gradient download into it follows that compute).
+  // goes on.
   const int layers = model::num_layers_total(config_);
   arriving_.resize(size_t(layers));  // empty before: wait_arriving_params() above
   for (int layer = 0; layer < layers; ++layer) {
@@ -730,7 +741,6 @@ double Engine::upload_update() {
     ops_->comm_after_uploads(comm_);
     arriving_[size_t(layer)] = gather_layer_copy(layer);
   }
-  return adam_s;
 }
 
 void Engine::wait_arriving_params() {
@@ -807,6 +817,7 @@ void Engine::quiesce() {
   // (finish_update() is collective, so the callers' entry points call it on every rank).
   ZT_CHECK(!update_pending(), "a delayed update is still running: call finish_update() before "
            "reading or writing the optimizer state");
+  queue_params_upload();
   wait_arriving_params();
   drain_reduces(0);
   wait_all(grad_sync_);

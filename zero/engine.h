@@ -59,10 +59,10 @@ struct EngineOptions {
   // 0 = never): from the delayed_update_from-th applied step on, step() leaves the step's CPU
   // AdamW running on a host thread and returns, so the device computes the next step meanwhile,
   // on the parameters from before that update; the next applied step (or finish_update()) waits
-  // for it and uploads its parameters. Costs a second host gradient shard. At stages 1-2 the
-  // step leaves those parameters arriving layer by layer (uploaded and all-gathered in forward
-  // order) and each layer's compute waits only for its own, so the upload overlaps the next
-  // forward instead of holding the device.
+  // for it and uploads its parameters. Costs a second host gradient shard. The upload starts
+  // with the next forward; at stages 1-2 the parameters arrive layer by layer (uploaded and
+  // all-gathered in forward order) and each layer's compute waits only for its own, so the
+  // upload overlaps that forward instead of holding the device.
   int64_t delayed_update_from = 0;
   int64_t total_steps = 1;  // end of the LR decay
   uint64_t seed = 0;        // parameter initialisation
@@ -163,8 +163,8 @@ class Engine final : public model::ParamProvider {
   // (the caller's verdict on the step's loss, the same on every rank) skips it too: a NaN loss
   // must never update parameters, even in the odd case where its gradients are finite.
   // With EngineOptions::delayed_update_from the new parameters of an applied step may still be
-  // coming (see there); StepStats then reports the CPU AdamW and upload of the update finished
-  // during this call, the previous step's.
+  // coming (see there); StepStats then reports the CPU AdamW of the update joined during this
+  // call, the previous step's, and no upload wait (the host never waits for that upload).
   StepStats step(bool loss_finite = true);
   // Collective: completes a delayed update still running (waits for its CPU AdamW, uploads its
   // parameters and gathers them as step() would), so the model and the optimizer state agree.
@@ -286,10 +286,13 @@ class Engine final : public model::ParamProvider {
   void gather_full_params();
   // Stages 1-2: the all-gathers of layer `layer`'s buckets of the full parameter copy.
   std::vector<CommHandle> gather_layer_copy(int layer);
-  // Delayed update: waits for its CPU AdamW and queues the upload of its parameters (and, at
-  // stages 1-2, their all-gathers, per layer in forward order, into arriving_; stage 3: the
-  // compute and communication streams wait for the whole upload). Returns the AdamW's seconds.
-  double upload_update();
+  // Delayed update: waits for its CPU AdamW and keeps its new parameters for
+  // queue_params_upload (params_to_upload_). Returns the AdamW's seconds (0 when none ran).
+  double join_update();
+  // Queues the upload of params_to_upload_, if any: at stages 1-2 with the all-gathers, per layer
+  // in forward order, into arriving_; stage 3: the compute and communication streams wait for
+  // the whole upload.
+  void queue_params_upload();
   // Work queued from now on sees every layer's new parameters (arriving_ emptied).
   void wait_arriving_params();
   void* piece_param(const OwnedPiece& p) const;
@@ -319,6 +322,9 @@ class Engine final : public model::ParamProvider {
   // update's parameters into the full copy (empty when none are arriving); before_layer waits
   // for the layer's own.
   std::vector<std::vector<CommHandle>> arriving_;
+  // Delayed update: the host shard holding a joined update's new parameters, until the next
+  // before_layer (or finish_update) queues their upload.
+  const char* params_to_upload_ = nullptr;
   int64_t grads_downloaded_ = 0;  // offload, stages 2-3: layers whose gradients went to the host
   int64_t downloads_marker_ = -1;
   Buffer adam_m_, adam_v_;
