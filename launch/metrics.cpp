@@ -132,17 +132,17 @@ std::string format_step_line(const StepMetrics& m, int64_t total_steps) {
   return line;
 }
 
-std::string format_throughput_line(const std::vector<StepMetrics>& steps, int world) {
+std::string format_throughput_line(const std::vector<StepMetrics>& steps, int ranks, int gpus) {
   if (steps.size() < 2) return "";
   const size_t first = std::min<size_t>(2, steps.size() - 1);
   // Every step of a run has the same tokens, so the throughput over steps [first, end) is the
   // harmonic mean of their rates; MFU is proportional to the rate, so it averages the same way.
   double inv_rate = 0.0, inv_mfu = 0.0;
   int64_t peak = 0;
-  bool gpu = true;
+  const bool gpu = gpus > 0;
   for (size_t i = first; i < steps.size(); ++i) {
     inv_rate += 1.0 / steps[i].tokens_per_s;
-    if (steps[i].mfu > 0) inv_mfu += 1.0 / steps[i].mfu; else gpu = false;
+    if (gpu) inv_mfu += 1.0 / steps[i].mfu;
     peak = std::max(peak, steps[i].peak_mem_bytes);
   }
   const double n = double(steps.size() - first);
@@ -150,13 +150,14 @@ std::string format_throughput_line(const std::vector<StepMetrics>& steps, int wo
   char buf[256];
   std::snprintf(buf, sizeof(buf), "throughput, steps %lld-%lld: %.0f tokens/s, %.0f per %s",
                 (long long)steps[first].step, (long long)steps.back().step, rate,
-                rate / double(world), gpu ? "GPU" : "rank");
+                rate / double(gpu ? gpus : ranks), gpu ? "GPU" : "rank");
   std::string line = buf;
   if (gpu) {
     std::snprintf(buf, sizeof(buf), ", MFU %.1f%%", 100 * n / inv_mfu);
     line += buf;
   }
-  return line + ", peak mem " + format_bytes(double(peak)) + (gpu ? " per GPU" : " per rank");
+  return line + ", peak mem " + format_bytes(double(peak)) +
+         (gpu && gpus == ranks ? " per GPU" : " per rank");
 }
 
 ProgressLine::ProgressLine() : enabled_(isatty(STDOUT_FILENO) == 1 && log_enabled(LogLevel::kInfo)) {}

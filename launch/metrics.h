@@ -72,9 +72,11 @@ std::string format_step_line(const StepMetrics& m, int64_t total_steps);
 // but the first two (the memory pool grows and cuBLASLt plans are made in them; with only 2
 // steps, the second): "throughput, steps 3-10: 28416 tokens/s, 14208 per GPU, MFU 56.1%, peak
 // mem 110.03 GiB per GPU". tokens/s is the tokens of those steps over their time (so a slow step
-// weighs as it cost), MFU likewise (left out on the CPU backend, where it is 0; "per rank"
-// there in place of "per GPU"). "" with fewer than 2 steps.
-std::string format_throughput_line(const std::vector<StepMetrics>& steps, int world);
+// weighs as it cost), MFU likewise. `gpus` is the number of GPUs the `ranks` run on: fewer when
+// ranks share GPUs (comm.backend = "mpi"), and then the peak memory (a rank's) is "per rank";
+// 0 on the CPU backend, which has no MFU and says "per rank" in place of "per GPU". "" with
+// fewer than 2 steps.
+std::string format_throughput_line(const std::vector<StepMetrics>& steps, int ranks, int gpus);
 // The log line of an evaluation outside a step: "step 0/200 | val loss 6.2400 | val ppl 512.00".
 std::string format_eval_line(int64_t step, int64_t total_steps, double val_loss);
 

@@ -348,6 +348,12 @@ TrainSummary train(const RunConfig& given, Comm& comm, const TrainOptions& optio
            engine.layout().buckets.size(), " buckets of up to ", config.zero.bucket_elements,
            " parameters");
   log_model_state(comm, engine);
+  // The GPUs the ranks run on (MFU and throughput are per GPU): each rank counts for its share
+  // of its GPU, so ranks that share one (comm.backend = "mpi") add up to 1.
+  const int gpus_in_use =
+      device.is_cuda()
+          ? int(std::lround(all_reduce_scalar(comm, 1.0 / ranks_sharing, ReduceOp::kSum)))
+          : 0;
   int64_t first_step = 1;
   if (resume) {
     const Timer load_timer;
@@ -497,7 +503,7 @@ TrainSummary train(const RunConfig& given, Comm& comm, const TrainOptions& optio
     m.peak_mem_bytes = int64_t(all_reduce_scalar(
         comm, double(MemoryTracker::of(device).stats().peak_total), ReduceOp::kMax));
     // MFU per GPU with the 6N + 12 L d T convention against the dense bf16 peak (GPU runs only).
-    if (device.is_cuda()) m.mfu = m.tokens_per_s / world * flops_per_token / kPeakFlops;
+    if (device.is_cuda()) m.mfu = m.tokens_per_s / gpus_in_use * flops_per_token / kPeakFlops;
     const bool eval_step = t.eval_every > 0 && (step % t.eval_every == 0 || step == t.steps);
     if (eval_step) {
       m.val_loss = evaluate();
@@ -555,7 +561,7 @@ TrainSummary train(const RunConfig& given, Comm& comm, const TrainOptions& optio
            engine.skipped_steps() > 0 ? "; skipped steps: " : "",
            engine.skipped_steps() > 0 ? std::to_string(engine.skipped_steps()) : "",
            writer ? "; metrics in " + (fs::path(t.out_dir) / "metrics.jsonl").string() : "");
-  if (const std::string line = format_throughput_line(summary.steps, world); !line.empty())
+  if (const std::string line = format_throughput_line(summary.steps, world, gpus_in_use); !line.empty())
     log_info(line);
   return summary;
 }

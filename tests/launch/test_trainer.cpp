@@ -226,18 +226,23 @@ TEST(Trainer, ThroughputLineIsTheSteadyStateOfTheLaunch) {
   const std::vector<StepMetrics> gpu = {step(11, 100, 0.01, 90), step(12, 3000, 0.3, 100),
                                         step(13, 4000, 0.4, 110), step(14, 2000, 0.2, 110),
                                         step(15, 4000, 0.4, 110)};
-  EXPECT_EQ(format_throughput_line(gpu, 2),
+  EXPECT_EQ(format_throughput_line(gpu, 2, 2),
             "throughput, steps 13-15: 3000 tokens/s, 1500 per GPU, MFU 30.0%, peak mem 110.00 GiB "
             "per GPU");
+  // 4 ranks sharing those 2 GPUs (comm.backend = "mpi"): the rate is still per GPU, the peak a
+  // rank's.
+  EXPECT_EQ(format_throughput_line(gpu, 4, 2),
+            "throughput, steps 13-15: 3000 tokens/s, 1500 per GPU, MFU 30.0%, peak mem 110.00 GiB "
+            "per rank");
   // Two steps: the second; one step: nothing to say.
-  EXPECT_EQ(format_throughput_line({gpu[0], gpu[1]}, 1),
+  EXPECT_EQ(format_throughput_line({gpu[0], gpu[1]}, 1, 1),
             "throughput, steps 12-12: 3000 tokens/s, 3000 per GPU, MFU 30.0%, peak mem 100.00 GiB "
             "per GPU");
-  EXPECT_EQ(format_throughput_line({gpu[0]}, 1), "");
-  EXPECT_EQ(format_throughput_line({}, 1), "");
+  EXPECT_EQ(format_throughput_line({gpu[0]}, 1, 1), "");
+  EXPECT_EQ(format_throughput_line({}, 1, 1), "");
   // The CPU backend has no MFU, and its ranks are not GPUs.
   const std::vector<StepMetrics> cpu = {step(1, 10, 0, 1), step(2, 20, 0, 1), step(3, 30, 0, 1)};
-  EXPECT_EQ(format_throughput_line(cpu, 3),
+  EXPECT_EQ(format_throughput_line(cpu, 3, 0),
             "throughput, steps 3-3: 30 tokens/s, 10 per rank, peak mem 1.00 GiB per rank");
 }
 
