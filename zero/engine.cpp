@@ -815,9 +815,9 @@ bool Engine::master_on_host() const {
 void Engine::quiesce() {
   // The optimizer state is being read or replaced: no delayed update may still be writing it
   // (finish_update() is collective, so the callers' entry points call it on every rank).
-  ZT_CHECK(!update_pending(), "a delayed update is still running: call finish_update() before "
-           "reading or writing the optimizer state");
-  queue_params_upload();
+  ZT_CHECK(!update_pending() && params_to_upload_ == nullptr,
+           "a delayed update is still running, or its parameters are not queued for the device "
+           "yet: call finish_update() before reading or writing the optimizer state");
   wait_arriving_params();
   drain_reduces(0);
   wait_all(grad_sync_);
