@@ -266,8 +266,9 @@ class Engine final : public model::ParamProvider {
   // The offloaded AdamW: gradients to the host (unless already there), the CPU step in chunks,
   // the new parameters back to the device.
   void step_offloaded(const optim::AdamWStep& base, StepStats& stats);
-  // The same with the delayed update: this step's gradients to the host, the previous update
-  // finished (finish_update), then this step's CPU AdamW started on a host thread.
+  // The same with the delayed update: this step's gradients to the host, the previous update's
+  // CPU AdamW joined (join_update; its parameters are uploaded when the next pass starts), then
+  // this step's CPU AdamW started on a host thread.
   void step_offloaded_delayed(const optim::AdamWStep& base, StepStats& stats);
   // Stages 2-3 with offload: queues the download of layer `layer`'s reduced gradient shard.
   void download_layer_grads(int layer);

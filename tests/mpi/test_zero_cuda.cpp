@@ -80,6 +80,18 @@ void fake_backward(zero::Engine& e, int first_rank, int end_rank, int step, bool
   }
 }
 
+// One step of the host reference engine on one rank, fed the mean of the N ranks' gradients:
+// fake_backward adds the SUM over ranks, the N-rank run follows the MEAN, so the sum is divided
+// by n (exact for n = 1, 2, 4).
+void reference_step(zero::Engine& ref, int n, int step) {
+  ref.zero_grads();
+  ref.set_last_micro_step(true);
+  fake_backward(ref, 0, n, step, false);
+  Tensor g = ref.step_grads();
+  for (int64_t i = 0; i < g.numel(); ++i) g.as<float>()[i] /= float(n);
+  ref.step();
+}
+
 using testing::DeviceCommKind;
 
 class ZeroCuda : public ::testing::TestWithParam<DeviceCommKind> {
@@ -114,15 +126,7 @@ TEST_P(ZeroCuda, EveryStageMatchesTheHostEngineBitForBit) {
   SelfComm self;
   zero::EngineOptions ref_o = o;
   zero::Engine ref(c, ref_o, self);
-  for (int step = 0; step < 3; ++step) {
-    ref.zero_grads();
-    ref.set_last_micro_step(true);
-    fake_backward(ref, 0, n, step, false);
-    // fake_backward added the SUM over ranks; the N-rank run follows the MEAN.
-    Tensor g = ref.step_grads();
-    for (int64_t i = 0; i < g.numel(); ++i) g.as<float>()[i] /= float(n);
-    ref.step();
-  }
+  for (int step = 0; step < 3; ++step) reference_step(ref, n, step);
   const std::vector<float> want = ref.gather_master_values();
 
   CudaContext ctx(device_);
@@ -256,12 +260,7 @@ TEST_P(ZeroCuda, DelayedUpdateReadsWhatTheHostEngineReads) {
   std::vector<std::vector<float>> want;  // what step k's forward reads
   for (int step = 0; step < steps; ++step) {
     want.push_back(forward_reads(ref, nullptr));
-    ref.zero_grads();
-    ref.set_last_micro_step(true);
-    fake_backward(ref, 0, n, step, false);
-    Tensor g = ref.step_grads();
-    for (int64_t i = 0; i < g.numel(); ++i) g.as<float>()[i] /= float(n);
-    ref.step();
+    reference_step(ref, n, step);
   }
   const std::vector<float> want_master = ref.gather_master_values();
   EXPECT_EQ(want[1], want[2]);  // step 2's update still ran during step 3
