@@ -252,6 +252,12 @@ void Engine::wait_all(std::vector<CommHandle>& handles) {
 
 void Engine::gather_layer(int layer) {
   if (gathered_.count(layer)) return;
+  if (!unsent_layers_.empty() && unsent_layers_[size_t(layer)]) {
+    // A delayed update's new parameters for this layer (queue_params_upload): up first, and this
+    // gather after them on the device; later layers' uploads go on while this layer computes.
+    upload_layer_params(layer);
+    ops_->comm_after_uploads(comm_);
+  }
   GatheredLayer& g = gathered_[layer];
   const int64_t begin = layout_.layer_begin[size_t(layer)];
   const int64_t n = layout_.layer_end[size_t(layer)] - begin;
@@ -717,35 +723,54 @@ void Engine::queue_params_upload() {
   params_to_upload_ = nullptr;
   // Gathers of the update before may still be writing the full copy: what follows comes after.
   wait_arriving_params();
+  const int layers = model::num_layers_total(config_);
+  if (options_.stage == 3) {
+    // Layers gathered before the update hold its old values. Their gathers (and every earlier
+    // one) read the shard: the compute stream waits for them before the uploads below.
+    for (auto it = gathered_.begin(); it != gathered_.end(); it = gathered_.erase(it))
+      wait_gather(it->first);
+  }
   // The device's parameters are overwritten: the compute queued so far may still read them.
   ops_->copies_after_compute();
-  auto upload = [&](const OwnedPiece& p) {
-    ops_->upload_async(fresh + size_t(p.local_begin) * elem(), piece_param(p), size_t(p.numel) * elem());
-  };
-  if (options_.stage == 3) {
-    // The shard is read by the gathers (communication stream) and by nothing on the compute
-    // stream before them; both streams wait for the upload on the device.
-    for (const OwnedPiece& p : owned_) upload(p);
-    ops_->comm_after_uploads(comm_);
-    ops_->compute_after_copies();
-    return;
-  }
+  upload_from_ = fresh;
+  unsent_layers_.assign(size_t(layers), 1);
+  // Stage 3: each layer goes up when its first all-gather is queued (gather_layer), that is in
+  // the order the forward reads them, one layer ahead of the compute (the prefetch).
+  if (options_.stage == 3) return;
   // Stages 1-2, in the order the forward reads them: a layer's pieces, then its all-gathers,
   // which the communication stream runs once those pieces are up while the next layer's upload
   // goes on.
-  const int layers = model::num_layers_total(config_);
   arriving_.resize(size_t(layers));  // empty before: wait_arriving_params() above
   for (int layer = 0; layer < layers; ++layer) {
-    for (const OwnedPiece& p : owned_)
-      if (layout_.params[size_t(p.param)].layer == layer) upload(p);
+    upload_layer_params(layer);
     ops_->comm_after_uploads(comm_);
     arriving_[size_t(layer)] = gather_layer_copy(layer);
+  }
+}
+
+void Engine::upload_layer_params(int layer) {
+  ZT_CHECK(upload_from_ != nullptr && unsent_layers_.at(size_t(layer)), "layer ", layer,
+           " has no delayed-update parameters to upload");
+  for (const OwnedPiece& p : owned_)
+    if (layout_.params[size_t(p.param)].layer == layer)
+      ops_->upload_async(upload_from_ + size_t(p.local_begin) * elem(), piece_param(p),
+                         size_t(p.numel) * elem());
+  unsent_layers_[size_t(layer)] = 0;
+  if (std::none_of(unsent_layers_.begin(), unsent_layers_.end(), [](char u) { return u != 0; })) {
+    unsent_layers_.clear();
+    upload_from_ = nullptr;
   }
 }
 
 void Engine::wait_arriving_params() {
   for (std::vector<CommHandle>& handles : arriving_) wait_all(handles);
   arriving_.clear();
+  if (unsent_layers_.empty()) return;
+  // Stage 3, layers not gathered since the update: up now, and both streams wait for them.
+  for (int layer = 0; layer < int(unsent_layers_.size()); ++layer)
+    if (!unsent_layers_.empty() && unsent_layers_[size_t(layer)]) upload_layer_params(layer);
+  ops_->comm_after_uploads(comm_);
+  ops_->compute_after_copies();
 }
 
 ModelStateBytes model_state_bytes(const FlatLayout& layout, int stage, DType param_dtype,

@@ -291,10 +291,13 @@ class Engine final : public model::ParamProvider {
   // queue_params_upload (params_to_upload_). Returns the AdamW's seconds (0 when none ran).
   double join_update();
   // Queues the upload of params_to_upload_, if any: at stages 1-2 with the all-gathers, per layer
-  // in forward order, into arriving_; stage 3: the compute and communication streams wait for
-  // the whole upload.
+  // in forward order, into arriving_; at stage 3 each layer's upload is queued by its next
+  // gather_layer (unsent_layers_).
   void queue_params_upload();
-  // Work queued from now on sees every layer's new parameters (arriving_ emptied).
+  // The upload of layer `layer`'s owned pieces from upload_from_ (one of unsent_layers_).
+  void upload_layer_params(int layer);
+  // Work queued from now on sees every layer's new parameters (arriving_ emptied, the stage-3
+  // layers not uploaded yet uploaded).
   void wait_arriving_params();
   void* piece_param(const OwnedPiece& p) const;
 
@@ -326,6 +329,10 @@ class Engine final : public model::ParamProvider {
   // Delayed update: the host shard holding a joined update's new parameters, until the next
   // before_layer (or finish_update) queues their upload.
   const char* params_to_upload_ = nullptr;
+  // Once queued: the host shard the update's parameters go up from, and per provider layer
+  // whether its pieces are still to go (stage 3; empty once all are on their way).
+  const char* upload_from_ = nullptr;
+  std::vector<char> unsent_layers_;
   int64_t grads_downloaded_ = 0;  // offload, stages 2-3: layers whose gradients went to the host
   int64_t downloads_marker_ = -1;
   Buffer adam_m_, adam_v_;
