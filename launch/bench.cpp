@@ -268,6 +268,15 @@ std::string run_bench(const BenchArgs& a) {
     out += line("%-34s %10.3f %12.0f", name, ms, bytes / (ms * 1e-3) / 1e9);
   };
   {
+    // A reference for the rows below: a device-to-device copy (its read and its write counted).
+    const size_t bytes = size_t(1) << 30;
+    DeviceBuffer src(bytes), dst(bytes);
+    ZT_CUDA_CHECK(cudaMemset(src.get(), 0, bytes));
+    bw_row("device copy, 1 GiB (reference)", 2.0 * double(bytes), [&] {
+      ZT_CUDA_CHECK(cudaMemcpyAsync(dst.get(), src.get(), bytes, cudaMemcpyDeviceToDevice, ctx.stream()));
+    });
+  }
+  {
     DeviceBuffer x(size_t(n * d) * e), y(size_t(n * d) * e), w(size_t(d) * e), bias(size_t(d) * e),
         mean(size_t(n) * 4), rstd(size_t(n) * 4), dx(size_t(n * d) * e), dw(size_t(d) * e), db(size_t(d) * e);
     fill_random(x, dt, n * d, 1.0f, 7);
