@@ -41,7 +41,7 @@ int64_t parse_positive(const std::string& flag, const std::string& text) {
 
 std::string bench_usage_text() {
   return "usage: zerotrain bench [--model gptj-6b|gptj-tiny] [--micro-batch B] [--seq-len T]\n"
-         "                       [--precision bf16|fp16] [--iters N]\n"
+         "                       [--precision bf16|fp16] [--iters N] [--tune-gemms FILE]\n"
          "\n"
          "Times the CUDA ops at the model's layer shapes on GPU 0 (N = B x T tokens): every GEMM\n"
          "of a block and of the head, forward and backward, in TFLOP/s and as a share of a bf16\n"
@@ -50,7 +50,13 @@ std::string bench_usage_text() {
          "dense bf16 peak of an H100 SXM / H200; LayerNorm, gelu, cross-entropy and AdamW in GB/s.\n"
          "Defaults: gptj-6b, micro-batch 4 x 2048 tokens, bf16, 20 timed iterations after a\n"
          "warm-up of at least 50 ms of GPU work per op. Operands hold random values: constant\n"
-         "ones draw less power, which a power-capped GPU turns into faster GEMMs than training sees.\n";
+         "ones draw less power, which a power-capped GPU turns into faster GEMMs than training sees.\n"
+         "\n"
+         "--tune-gemms FILE times up to 8 of cuBLASLt's candidate algorithms for each GEMM of the\n"
+         "model's layers and head (at this micro-batch and sequence length) and writes the fastest\n"
+         "to FILE. A run with ZT_GEMM_CHOICES=FILE in its environment (train, bench) then uses them\n"
+         "on the same GPU kind and cuBLASLt version; the same file gives the same algorithms, so\n"
+         "the same bits, in every run. The GEMM rows of the tuning run itself include the tuning.\n";
 }
 
 BenchArgs parse_bench_args(const std::vector<std::string>& args) {
@@ -69,6 +75,8 @@ BenchArgs parse_bench_args(const std::vector<std::string>& args) {
       b.seq_len = parse_positive(flag, value);
     } else if (flag == "--iters") {
       b.iters = int(parse_positive(flag, value));
+    } else if (flag == "--tune-gemms") {
+      b.tune_gemms = value;
     } else if (flag == "--precision") {
       if (!parse_dtype(value, &b.precision) || (b.precision != DType::kBF16 && b.precision != DType::kF16))
         throw_user_error("--precision ", value, ": the CUDA ops run in bf16 or fp16");
@@ -207,14 +215,25 @@ std::string run_bench(const BenchArgs& a) {
                 ref_tflops, 100 * ref_tflops / kPeakTflops, kPeakTflops);
   }
 
-  out += line("\n%-34s %10s %12s %12s", "GEMM (M x N x K)", "ms", "TFLOP/s", "of 8192^3");
-  auto gemm_row = [&](const char* name, bool ta, bool tb, int64_t M, int64_t N, int64_t K) {
-    DeviceBuffer A(size_t(M * K) * e), B(size_t(K * N) * e), C(size_t(M * N) * e);
+  // Tuning covers the model's GEMMs: the reference above keeps the heuristic's pick.
+  if (!a.tune_gemms.empty()) model::cuda::set_gemm_tuning(true);
+  const char* choices = std::getenv("ZT_GEMM_CHOICES");
+  out += line("\n%-34s %10s %12s %12s%s", "GEMM (M x N x K)", "ms", "TFLOP/s", "of 8192^3",
+              !a.tune_gemms.empty() ? "  (tuning)"
+              : choices != nullptr && *choices != '\0' ? "  (ZT_GEMM_CHOICES)" : "");
+  // A forward with a bias runs as linear_forward does it (the bias in the GEMM's epilogue), so
+  // its problem is the one training runs and tunes.
+  auto gemm_row = [&](const char* name, bool ta, bool tb, int64_t M, int64_t N, int64_t K,
+                      bool bias = false) {
+    DeviceBuffer A(size_t(M * K) * e), B(size_t(K * N) * e), C(size_t(M * N) * e), bias_values(size_t(N) * e);
     fill_random(A, dt, M * K, 1.0f, 1);  // activations (or output gradients) around 1
     fill_random(B, dt, K * N, 0.02f, 2);  // weights at GPT-J's init scale
     const int64_t lda = ta ? M : K, ldb = tb ? K : N;
     const double ms = time_ms(ctx, a.iters, [&] {
-      model::cuda::gemm(ctx, ta, tb, M, N, K, 1.0f, A.get(), lda, B.get(), ldb, 0.0f, C.get(), N, dt, dt);
+      if (bias)
+        model::cuda::linear_forward(ctx, A.get(), B.get(), bias_values.get(), C.get(), M, K, N, dt);
+      else
+        model::cuda::gemm(ctx, ta, tb, M, N, K, 1.0f, A.get(), lda, B.get(), ldb, 0.0f, C.get(), N, dt, dt);
     });
     const double tflops = 2.0 * double(M) * N * K / (ms * 1e-3) / 1e12;
     char label[128];
@@ -224,15 +243,25 @@ std::string run_bench(const BenchArgs& a) {
   gemm_row("q/k/v/out fwd", false, true, n, d, d);
   gemm_row("q/k/v/out dx", false, false, n, d, d);
   gemm_row("q/k/v/out dw", true, false, d, d, n);
-  gemm_row("fc_in fwd", false, true, n, f, d);
+  gemm_row("fc_in fwd", false, true, n, f, d, true);
   gemm_row("fc_in dx", false, false, n, d, f);
   gemm_row("fc_in dw", true, false, f, d, n);
-  gemm_row("fc_out fwd", false, true, n, d, f);
+  gemm_row("fc_out fwd", false, true, n, d, f, true);
   gemm_row("fc_out dx", false, false, n, f, d);
   gemm_row("fc_out dw", true, false, d, f, n);
-  gemm_row("lm_head fwd", false, true, n, v, d);
+  gemm_row("lm_head fwd", false, true, n, v, d, true);
   gemm_row("lm_head dx", false, false, n, d, v);
   gemm_row("lm_head dw", true, false, v, d, n);
+  if (!a.tune_gemms.empty()) {
+    model::cuda::set_gemm_tuning(false);
+    const model::GemmChoices tuned = model::cuda::gemm_choices_in_use(0);
+    model::write_gemm_choices(a.tune_gemms, tuned);
+    int moved = 0;
+    for (const auto& [key, index] : tuned.index) moved += index != 0;
+    out += line("GEMM choices for %zu problems written to %s (%d differ from the heuristic's "
+                "pick); run with ZT_GEMM_CHOICES=%s", tuned.index.size(), a.tune_gemms.c_str(),
+                moved, a.tune_gemms.c_str());
+  }
 
   {
     const int64_t b = a.micro_batch, t = a.seq_len;

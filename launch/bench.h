@@ -16,6 +16,9 @@ struct BenchArgs {
   int64_t seq_len = 2048;
   DType precision = DType::kBF16;
   int iters = 20;
+  // --tune-gemms FILE: time cuBLASLt's candidates for each GEMM problem of the bench and write
+  // the fastest to FILE (model/gemm_choices.h), for runs with ZT_GEMM_CHOICES=FILE.
+  std::string tune_gemms;
 };
 
 // Parses the flags after `bench`; throws zt::UserError naming a bad flag or value.

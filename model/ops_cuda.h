@@ -18,6 +18,7 @@
 
 #include <cstdint>
 
+#include "model/gemm_choices.h"
 #include "runtime/cuda/context.h"
 #include "runtime/dtype.h"
 
@@ -28,6 +29,16 @@ namespace zt::model::cuda {
 void gemm(const CudaContext& ctx, bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K,
           float alpha, const void* A, int64_t lda, const void* B, int64_t ldb, float beta, void* C,
           int64_t ldc, DType ab_dtype, DType c_dtype);
+
+// Which of cuBLASLt's candidates each GEMM problem runs (model/gemm_choices.h). A problem's
+// algorithm is fixed when it first runs in the process: by default the heuristic's first
+// candidate; the choices named by ZT_GEMM_CHOICES or given to use_gemm_choices (for this GPU
+// kind and cuBLASLt version; otherwise a UserError) for the problems they list; with tuning on,
+// the fastest on that first call's buffers, which it overwrites: for `zerotrain bench` only.
+void set_gemm_tuning(bool on);
+void use_gemm_choices(const GemmChoices& choices, int device);
+// The choices of the problems run so far on `device`, labelled with its kind and cuBLASLt.
+GemmChoices gemm_choices_in_use(int device);
 
 // y[N, out] = x[N, in] @ w[out, in]^T (+ b[out]); with `gelu`, y = gelu_new(x w^T + b) and the
 // pre-activation is written to pre_gelu[N, out] (needed by backward) — a cuBLASLt epilogue.

@@ -4,17 +4,22 @@
 #include <cublasLt.h>
 #include <cuda_runtime.h>
 
+#include <algorithm>
 #include <compare>
 #include <cstdint>
+#include <cstdlib>
 #include <map>
 #include <memory>
 #include <mutex>
+#include <sstream>
 #include <type_traits>
 
 #include "model/cuda/kernels_common.cuh"
+#include "model/gemm_choices.h"
 #include "model/ops_cuda.h"
 #include "runtime/cuda/cuda_check.h"
 #include "runtime/error.h"
+#include "runtime/log.h"
 
 namespace zt::model::cuda {
 namespace detail {
@@ -61,6 +66,22 @@ struct PlanKey {
   auto operator<=>(const PlanKey&) const = default;
 };
 
+// The key's text in a GEMM choices file (model/gemm_choices.h): everything but the device, whose
+// kind the file names once.
+std::string key_text(const PlanKey& k) {
+  static const char* const kEpilogues[] = {"none", "bias", "gelu_aux", "gelu_aux_bias"};
+  std::ostringstream out;
+  out << dtype_name(k.ab_dtype) << ">" << dtype_name(k.c_dtype) << " " << (k.trans_a ? "T" : "N")
+      << (k.trans_b ? "T" : "N") << " m=" << k.m << " n=" << k.n << " k=" << k.k << " lda=" << k.lda
+      << " ldb=" << k.ldb << " ldc=" << k.ldc << " epilogue=" << kEpilogues[int(k.epilogue)]
+      << " aux_ld=" << k.aux_ld << " align=" << k.align_a << "," << k.align_b << "," << k.align_c
+      << "," << k.align_bias << "," << k.align_aux << " workspace=" << k.workspace_bytes;
+  return out.str();
+}
+
+// How many of the heuristic's candidates a tuned plan considers.
+constexpr int kCandidates = 8;
+
 // cuBLASLt objects of one problem. The matmul descriptor's bias/aux pointers are set per call.
 // `found` is false when cuBLASLt has no algorithm for it (kept, so the heuristic is asked once).
 struct MatmulPlan {
@@ -70,6 +91,7 @@ struct MatmulPlan {
   cublasLtMatrixLayout_t layout_c = nullptr;  // C and D (in place)
   cublasLtMatmulAlgo_t algo{};
   bool found = false;
+  int choice = 0;  // the index of `algo` among the heuristic's candidates
   cublasStatus_t heuristic_status = CUBLAS_STATUS_SUCCESS;
 
   MatmulPlan() = default;
@@ -92,13 +114,56 @@ struct PreferenceDeleter {
 // Plans for the life of the process. Deliberately never destroyed: a static destructor would run
 // after the CUDA libraries may have been torn down at exit. Shapes in training repeat, so the map
 // holds a few dozen entries.
+// With the plans: the GEMM choices in force. `choices` comes from the file named by
+// ZT_GEMM_CHOICES (read when the first plan is made) and from use_gemm_choices; `tune` makes each
+// new plan time its candidates instead (set_gemm_tuning).
 struct PlanCache {
   std::mutex mutex;
   std::map<PlanKey, std::unique_ptr<MatmulPlan>> plans;
+  std::map<std::string, int> choices;
+  bool environment_read = false;
+  bool tune = false;
 };
 PlanCache& plan_cache() {
   static PlanCache* cache = new PlanCache;
   return *cache;
+}
+
+std::string device_name(int device) {
+  cudaDeviceProp prop{};
+  ZT_CUDA_CHECK(cudaGetDeviceProperties(&prop, device));
+  return prop.name;
+}
+
+std::string library_version() { return std::to_string(cublasLtGetVersion()); }
+
+// `c`'s choices for this process, when they were made on this GPU kind and cuBLASLt; otherwise
+// the reason they do not apply.
+std::string check_choices_apply(const GemmChoices& c, int device) {
+  if (c.device != device_name(device))
+    return "they were tuned on a " + c.device + ", and this is a " + device_name(device);
+  if (c.library != library_version())
+    return "they were tuned with cuBLASLt " + c.library + ", and this is cuBLASLt " +
+           library_version();
+  return "";
+}
+
+// Reads ZT_GEMM_CHOICES once, before the first plan. Choices from another GPU kind or cuBLASLt
+// version are ignored with a warning: their indices would name other kernels.
+void read_choices_from_environment(PlanCache& cache, int device) {
+  if (cache.environment_read) return;
+  cache.environment_read = true;
+  const char* path = std::getenv("ZT_GEMM_CHOICES");
+  if (path == nullptr || *path == '\0') return;
+  const GemmChoices c = read_gemm_choices(path);
+  const std::string mismatch = check_choices_apply(c, device);
+  if (!mismatch.empty()) {
+    log_warn("ZT_GEMM_CHOICES=", path, ": not used, ", mismatch,
+             " (run `zerotrain bench --tune-gemms FILE` here to tune for it)");
+    return;
+  }
+  for (const auto& [key, index] : c.index) cache.choices[key] = index;
+  log_info("GEMM choices from ", path, ": ", c.index.size(), " problems");
 }
 
 template <class V>
@@ -128,6 +193,44 @@ cublasLtEpilogue_t lt_epilogue(Epilogue e) {
 
 bool has_bias(Epilogue e) { return e == Epilogue::kBias || e == Epilogue::kGeluAuxBias; }
 bool has_aux(Epilogue e) { return e == Epilogue::kGeluAux || e == Epilogue::kGeluAuxBias; }
+
+void run_plan(const CudaContext& ctx, const MatmulArgs& args, const MatmulPlan& plan,
+              const cublasLtMatmulAlgo_t& algo) {
+  ZT_CUBLAS_CHECK(cublasLtMatmul(ctx.lt(), plan.desc, &args.alpha, args.b, plan.layout_a, args.a,
+                                 plan.layout_b, &args.beta, args.c, plan.layout_c, args.c,
+                                 plan.layout_c, &algo, ctx.workspace(), ctx.workspace_bytes(),
+                                 ctx.stream()));
+}
+
+// Tuning: the index of the candidate that runs this call's problem fastest, each timed on the
+// call's own buffers (C is overwritten, repeatedly: for benchmarks only) over at least 10 ms of
+// GPU work after one warm-up call.
+int fastest_candidate(const CudaContext& ctx, const MatmulArgs& args, const MatmulPlan& plan,
+                      const cublasLtMatmulAlgo_t* candidates, int count) {
+  cudaEvent_t start, stop;
+  ZT_CUDA_CHECK(cudaEventCreate(&start));
+  ZT_CUDA_CHECK(cudaEventCreate(&stop));
+  auto time_ms = [&](const cublasLtMatmulAlgo_t& algo, int calls) {
+    ZT_CUDA_CHECK(cudaEventRecord(start, ctx.stream()));
+    for (int i = 0; i < calls; ++i) run_plan(ctx, args, plan, algo);
+    ZT_CUDA_CHECK(cudaEventRecord(stop, ctx.stream()));
+    ZT_CUDA_CHECK(cudaEventSynchronize(stop));
+    float ms = 0.0f;
+    ZT_CUDA_CHECK(cudaEventElapsedTime(&ms, start, stop));
+    return double(ms) / calls;
+  };
+  int best = 0;
+  double best_ms = 0.0;
+  for (int i = 0; i < count; ++i) {
+    const double once = time_ms(candidates[i], 1);
+    const int calls = int(std::clamp(10.0 / std::max(once, 1e-3), 3.0, 1000.0));
+    const double ms = time_ms(candidates[i], calls);
+    if (i == 0 || ms < best_ms) best = i, best_ms = ms;
+  }
+  cudaEventDestroy(start);
+  cudaEventDestroy(stop);
+  return best;
+}
 
 // Row-major C[M, N] is the column-major matrix C^T [N, M] with the same leading dimension, and
 // C^T = op(B)^T op(A)^T. So cuBLASLt runs m' = N, n' = M, k' = K with its A = our B and its B = our
@@ -172,14 +275,36 @@ std::unique_ptr<MatmulPlan> make_plan(const CudaContext& ctx, const MatmulArgs& 
   set_pref(raw_pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_B_BYTES, key.align_a);
   set_pref(raw_pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_C_BYTES, key.align_c);
   set_pref(raw_pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_D_BYTES, key.align_c);
-  cublasLtMatmulHeuristicResult_t result{};
+  // The heuristic's first candidate, unless the choices in force name another for this problem
+  // or tuning times them all.
+  PlanCache& cache = plan_cache();
+  const auto chosen = cache.choices.find(key_text(key));
+  const int wanted = cache.tune || chosen != cache.choices.end() ? kCandidates : 1;
+  cublasLtMatmulHeuristicResult_t results[kCandidates] = {};
   int found = 0;
   plan->heuristic_status =
       cublasLtMatmulAlgoGetHeuristic(ctx.lt(), plan->desc, plan->layout_a, plan->layout_b,
-                                     plan->layout_c, plan->layout_c, raw_pref, 1, &result, &found);
-  plan->found = plan->heuristic_status == CUBLAS_STATUS_SUCCESS && found > 0 &&
-                result.state == CUBLAS_STATUS_SUCCESS;
-  if (plan->found) plan->algo = result.algo;
+                                     plan->layout_c, plan->layout_c, raw_pref, wanted, results,
+                                     &found);
+  if (plan->heuristic_status != CUBLAS_STATUS_SUCCESS) found = 0;
+  // Candidates that cannot run are not offered (a choice's index counts the runnable ones).
+  cublasLtMatmulAlgo_t candidates[kCandidates];
+  int count = 0;
+  for (int i = 0; i < found; ++i)
+    if (results[i].state == CUBLAS_STATUS_SUCCESS) candidates[count++] = results[i].algo;
+  plan->found = count > 0;
+  if (!plan->found) return plan;
+  if (cache.tune) {
+    plan->choice = fastest_candidate(ctx, args, *plan, candidates, count);
+  } else if (chosen != cache.choices.end()) {
+    if (chosen->second < count) {
+      plan->choice = chosen->second;
+    } else {
+      log_warn("GEMM choices: candidate ", chosen->second, " of `", chosen->first, "` does not exist ",
+               "here (", count, " candidates); the heuristic's first runs");
+    }
+  }
+  plan->algo = candidates[plan->choice];
   return plan;
 }
 
@@ -280,6 +405,7 @@ bool try_matmul(const CudaContext& ctx, const MatmulArgs& args) {
   // Held over the launch too: the cached descriptor's bias/aux pointers are set per call, and
   // cuBLASLt reads them when the matmul is enqueued (it is asynchronous; the lock is short).
   std::lock_guard<std::mutex> lock(cache.mutex);
+  read_choices_from_environment(cache, device);
   auto it = cache.plans.find(key);
   if (it == cache.plans.end()) it = cache.plans.emplace(key, make_plan(ctx, args, key)).first;
   MatmulPlan& plan = *it->second;
@@ -290,10 +416,7 @@ bool try_matmul(const CudaContext& ctx, const MatmulArgs& args) {
   }
   // beta == 0: cuBLASLt does not read C, so NaN in C's old contents does not survive (as on the
   // CPU). The same algorithm runs every time for a key, so results are reproducible.
-  ZT_CUBLAS_CHECK(cublasLtMatmul(ctx.lt(), plan.desc, &args.alpha, args.b, plan.layout_a, args.a,
-                                 plan.layout_b, &args.beta, args.c, plan.layout_c, args.c,
-                                 plan.layout_c, &plan.algo, ctx.workspace(), ctx.workspace_bytes(),
-                                 ctx.stream()));
+  run_plan(ctx, args, plan, plan.algo);
   return true;
 }
 
@@ -308,6 +431,31 @@ void matmul(const CudaContext& ctx, const MatmulArgs& args) {
 }
 
 }  // namespace detail
+
+void set_gemm_tuning(bool on) {
+  detail::PlanCache& cache = detail::plan_cache();
+  std::lock_guard<std::mutex> lock(cache.mutex);
+  cache.tune = on;
+}
+
+void use_gemm_choices(const GemmChoices& choices, int device) {
+  detail::PlanCache& cache = detail::plan_cache();
+  std::lock_guard<std::mutex> lock(cache.mutex);
+  const std::string mismatch = detail::check_choices_apply(choices, device);
+  if (!mismatch.empty()) throw_user_error("these GEMM choices do not apply: ", mismatch);
+  for (const auto& [key, index] : choices.index) cache.choices[key] = index;
+}
+
+GemmChoices gemm_choices_in_use(int device) {
+  detail::PlanCache& cache = detail::plan_cache();
+  std::lock_guard<std::mutex> lock(cache.mutex);
+  GemmChoices c;
+  c.device = detail::device_name(device);
+  c.library = detail::library_version();
+  for (const auto& [key, plan] : cache.plans)
+    if (key.device == device && plan->found) c.index[detail::key_text(key)] = plan->choice;
+  return c;
+}
 
 void gemm(const CudaContext& ctx, bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K,
           float alpha, const void* A, int64_t lda, const void* B, int64_t ldb, float beta, void* C,

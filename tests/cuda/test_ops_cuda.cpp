@@ -28,6 +28,7 @@
 #include "runtime/dtype.h"
 #include "runtime/memory.h"
 #include "runtime/rng.h"
+#include "tests/support/user_error.h"
 
 namespace zt::model {
 namespace {
@@ -321,6 +322,71 @@ TEST(CudaGemm, GptjFcInShapeSampled) {
     EXPECT_LE(rms_err, rms_bound) << dtype_name(dt);
   }
 }
+
+// GEMM choices (model/gemm_choices.h): a tuned problem runs one of the heuristic's candidates, a
+// problem given a choice runs that one, and both compute what the CPU does. Shapes of their own,
+// so that no earlier test has fixed their algorithms in this process.
+TEST(CudaGemm, TunedAndChosenCandidatesMatchTheCpuTwin) {
+  if (cuda_device_count() == 0) GTEST_SKIP() << "no CUDA device";
+  const DType dt = DType::kBF16;
+  const int64_t N = 520, K = 1032;
+  auto run = [&](int64_t M) {
+    std::vector<uint16_t> a(size_t(M * K)), b(size_t(N * K));
+    for (size_t i = 0; i < a.size(); ++i) a[i] = to_bits(float(random_uniform(7, 1, i) * 2 - 1), dt);
+    for (size_t i = 0; i < b.size(); ++i) b[i] = to_bits(float(random_uniform(7, 2, i) * 2 - 1), dt);
+    DeviceArray da(a), db(b), dc(size_t(M * N) * 2);
+    cuda::gemm(ctx(), false, true, M, N, K, 1.0f, da.data(), K, db.data(), K, 0.0f, dc.data(), N,
+               dt, dt);
+    const std::vector<uint16_t> c = dc.download<uint16_t>(size_t(M * N));
+    std::vector<float> got;
+    std::vector<double> ref, tol;
+    for (int64_t i = 0; i < M; ++i) {
+      for (int64_t j = 0; j < N; ++j) {
+        double dot = 0.0, abs_dot = 0.0;
+        for (int64_t k = 0; k < K; ++k) {
+          const double p = double(from_bits(a[size_t(i * K + k)], dt)) *
+                           double(from_bits(b[size_t(j * K + k)], dt));
+          dot += p;
+          abs_dot += std::fabs(p);
+        }
+        got.push_back(from_bits(c[size_t(i * N + j)], dt));
+        ref.push_back(dot);
+        tol.push_back(rounding(dt, dot) + double(K) * kU32 * abs_dot);  // one rounding, fp32 sums
+      }
+    }
+    expect_close(label("gemm ", M, "x", N, "x", K), got, ref, tol);
+  };
+  auto choice_of = [&](int64_t M) -> std::pair<std::string, int> {
+    const std::string shape = " m=" + std::to_string(M) + " n=" + std::to_string(N) + " k=" +
+                              std::to_string(K) + " ";
+    for (const auto& [key, index] : cuda::gemm_choices_in_use(ctx().device()).index)
+      if (key.find(shape) != std::string::npos) return {key, index};
+    return {"", -1};
+  };
+  // Tuned: the fastest of at most 8 candidates.
+  cuda::set_gemm_tuning(true);
+  run(264);
+  cuda::set_gemm_tuning(false);
+  const auto [tuned_key, tuned_index] = choice_of(264);
+  ASSERT_FALSE(tuned_key.empty()) << "the tuned problem is not among the choices in use";
+  EXPECT_GE(tuned_index, 0);
+  EXPECT_LT(tuned_index, 8);
+  // Chosen: the second candidate for the same problem with M = 272 (its key differs in m only).
+  model::GemmChoices chosen = cuda::gemm_choices_in_use(ctx().device());
+  chosen.index.clear();
+  std::string key = tuned_key;
+  key.replace(key.find(" m=264 "), 7, " m=272 ");
+  chosen.index[key] = 1;
+  cuda::use_gemm_choices(chosen, ctx().device());
+  run(272);
+  EXPECT_EQ(choice_of(272), std::make_pair(key, 1));
+  // Choices made on another GPU kind are refused, naming both kinds.
+  chosen.device = "Some Other GPU";
+  const std::string error =
+      zt::testing::user_error_of([&] { cuda::use_gemm_choices(chosen, ctx().device()); });
+  EXPECT_NE(error.find("tuned on a Some Other GPU"), std::string::npos) << error;
+}
+
 
 // ---------------------------------------------------------------------------------------------
 // linear

@@ -39,7 +39,7 @@ std::vector<Command> commands() {
        {"--model", "--config", "--gpus", "--gpus-per-node", "--gpu-mem", "--cpu-mem", "--micro-batch",
         "--seq-len", "--precision", "--activation-checkpointing", "--offload"}},
       {"bench", [](const Args& a) { parse_bench_args(a); },
-       {"--model", "--micro-batch", "--seq-len", "--reps"}},
+       {"--model", "--micro-batch", "--seq-len", "--reps", "--tune-gemms"}},
       {"prepare", [](const Args& a) { parse_prepare_args(a); },
        {"--tokenizer", "--out", "--format", "--jsonl-key", "--val-fraction", "--seed", "--shard-tokens",
         "--compress", "--threads", "--overwrite", "--quiet"}},
