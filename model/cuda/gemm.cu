@@ -148,6 +148,15 @@ std::string check_choices_apply(const GemmChoices& c, int device) {
   return "";
 }
 
+// Puts `c`'s choices in force when they apply to `device`; otherwise returns why not and changes
+// nothing.
+std::string add_choices(PlanCache& cache, const GemmChoices& c, int device) {
+  const std::string mismatch = check_choices_apply(c, device);
+  if (mismatch.empty())
+    for (const auto& [key, index] : c.index) cache.choices[key] = index;
+  return mismatch;
+}
+
 // Reads ZT_GEMM_CHOICES once, before the first plan. Choices from another GPU kind or cuBLASLt
 // version are ignored with a warning: their indices would name other kernels.
 void read_choices_from_environment(PlanCache& cache, int device) {
@@ -156,13 +165,12 @@ void read_choices_from_environment(PlanCache& cache, int device) {
   const char* path = std::getenv("ZT_GEMM_CHOICES");
   if (path == nullptr || *path == '\0') return;
   const GemmChoices c = read_gemm_choices(path);
-  const std::string mismatch = check_choices_apply(c, device);
+  const std::string mismatch = add_choices(cache, c, device);
   if (!mismatch.empty()) {
     log_warn("ZT_GEMM_CHOICES=", path, ": not used, ", mismatch,
              " (run `zerotrain bench --tune-gemms FILE` here to tune for it)");
     return;
   }
-  for (const auto& [key, index] : c.index) cache.choices[key] = index;
   log_info("GEMM choices from ", path, ": ", c.index.size(), " problems");
 }
 
@@ -441,9 +449,8 @@ void set_gemm_tuning(bool on) {
 void use_gemm_choices(const GemmChoices& choices, int device) {
   detail::PlanCache& cache = detail::plan_cache();
   std::lock_guard<std::mutex> lock(cache.mutex);
-  const std::string mismatch = detail::check_choices_apply(choices, device);
+  const std::string mismatch = detail::add_choices(cache, choices, device);
   if (!mismatch.empty()) throw_user_error("these GEMM choices do not apply: ", mismatch);
-  for (const auto& [key, index] : choices.index) cache.choices[key] = index;
 }
 
 GemmChoices gemm_choices_in_use(int device) {

@@ -18,6 +18,7 @@
 #include <iterator>
 #include <sstream>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "model/ops_cpu.h"
@@ -266,6 +267,21 @@ TEST(CudaGemm, MatchesCpuTwin) {
   }
 }
 
+// Element (i, j) of A B^T for 16-bit row-major A [M, K] and B [N, K], in double (exact to
+// ~1e-16), and the sum of its products' magnitudes, which scales the fp32 accumulation error.
+std::pair<double, double> exact_nt_dot(const std::vector<uint16_t>& a,
+                                       const std::vector<uint16_t>& b, int64_t i, int64_t j,
+                                       int64_t K, DType dt) {
+  double dot = 0.0, abs_dot = 0.0;
+  for (int64_t k = 0; k < K; ++k) {
+    const double p = double(from_bits(a[size_t(i * K + k)], dt)) *
+                     double(from_bits(b[size_t(j * K + k)], dt));
+    dot += p;
+    abs_dot += std::fabs(p);
+  }
+  return {dot, abs_dot};
+}
+
 // GPT-J-6B's fc_in shape: [2048 tokens x 4096] @ [16384 x 4096]^T, checked on sampled elements
 // against double-precision dot products (the CPU would take too long for all 33.5M outputs).
 TEST(CudaGemm, GptjFcInShapeSampled) {
@@ -296,13 +312,7 @@ TEST(CudaGemm, GptjFcInShapeSampled) {
       int64_t j = int64_t(random_bits(9, 2, uint64_t(s)) % uint64_t(N));
       if (s == 0) i = 0, j = 0;
       if (s == 1) i = M - 1, j = N - 1;
-      double dot = 0.0, abs_dot = 0.0;
-      for (int64_t k = 0; k < K; ++k) {
-        const double p = double(from_bits(a[size_t(i * K + k)], dt)) *
-                         double(from_bits(b[size_t(j * K + k)], dt));
-        dot += p;
-        abs_dot += std::fabs(p);
-      }
+      const auto [dot, abs_dot] = exact_nt_dot(a, b, i, j, K, dt);
       const float g = from_bits(c[size_t(i * N + j)], dt);
       got.push_back(g);
       ref.push_back(dot);
@@ -342,13 +352,7 @@ TEST(CudaGemm, TunedAndChosenCandidatesMatchTheCpuTwin) {
     std::vector<double> ref, tol;
     for (int64_t i = 0; i < M; ++i) {
       for (int64_t j = 0; j < N; ++j) {
-        double dot = 0.0, abs_dot = 0.0;
-        for (int64_t k = 0; k < K; ++k) {
-          const double p = double(from_bits(a[size_t(i * K + k)], dt)) *
-                           double(from_bits(b[size_t(j * K + k)], dt));
-          dot += p;
-          abs_dot += std::fabs(p);
-        }
+        const auto [dot, abs_dot] = exact_nt_dot(a, b, i, j, K, dt);
         got.push_back(from_bits(c[size_t(i * N + j)], dt));
         ref.push_back(dot);
         tol.push_back(rounding(dt, dot) + double(K) * kU32 * abs_dot);  // one rounding, fp32 sums
