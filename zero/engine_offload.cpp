@@ -213,7 +213,7 @@ void Engine::upload_layer_params(int layer) {
       ops_->upload_async(upload_from_ + size_t(p.local_begin) * elem(), piece_param(p),
                          size_t(p.numel) * elem());
   unsent_layers_[size_t(layer)] = 0;
-  if (std::none_of(unsent_layers_.begin(), unsent_layers_.end(), [](char u) { return u != 0; })) {
+  if (std::find(unsent_layers_.begin(), unsent_layers_.end(), 1) == unsent_layers_.end()) {
     unsent_layers_.clear();
     upload_from_ = nullptr;
   }
@@ -223,9 +223,12 @@ void Engine::wait_arriving_params() {
   for (std::vector<CommHandle>& handles : arriving_) wait_all(handles);
   arriving_.clear();
   if (unsent_layers_.empty()) return;
-  // Stage 3, layers not gathered since the update: up now, and both streams wait for them.
-  for (int layer = 0; layer < int(unsent_layers_.size()); ++layer)
-    if (!unsent_layers_.empty() && unsent_layers_[size_t(layer)]) upload_layer_params(layer);
+  // Stage 3, layers not gathered since the update: up now, in layer order, and both streams wait
+  // for them. (The last upload empties unsent_layers_.)
+  while (!unsent_layers_.empty()) {
+    const auto next = std::find(unsent_layers_.begin(), unsent_layers_.end(), 1);
+    upload_layer_params(int(next - unsent_layers_.begin()));
+  }
   ops_->comm_after_uploads(comm_);
   ops_->compute_after_copies();
 }
