@@ -54,9 +54,11 @@ std::string bench_usage_text() {
          "\n"
          "--tune-gemms FILE times up to 8 of cuBLASLt's candidate algorithms for each GEMM of the\n"
          "model's layers and head (at this micro-batch and sequence length) and writes the fastest\n"
-         "to FILE. A run with ZT_GEMM_CHOICES=FILE in its environment (train, bench) then uses them\n"
-         "on the same GPU kind and cuBLASLt version; the same file gives the same algorithms, so\n"
-         "the same bits, in every run. The GEMM rows of the tuning run itself include the tuning.\n";
+         "to FILE (problems already chosen by ZT_GEMM_CHOICES keep their choice). A training run\n"
+         "with train.gemm_choices = FILE, or any run with ZT_GEMM_CHOICES=FILE in its environment,\n"
+         "then uses them on the same GPU kind and cuBLASLt version; the same file gives the same\n"
+         "algorithms, so the same bits, in every run. (train.gemm_choices also tunes by itself, at\n"
+         "the run's own shapes.) The GEMM rows of the tuning run itself include the tuning.\n";
 }
 
 BenchArgs parse_bench_args(const std::vector<std::string>& args) {

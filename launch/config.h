@@ -44,6 +44,8 @@ struct TrainSection {
   // "cuda", "cpu", or "auto": cuda when a GPU is visible and precision is bf16/fp16 (the CUDA
   // backend computes in 16 bits), else cpu.
   std::string device = "auto";
+  // cuBLASLt algorithm choices (launch/run_gemm_choices.h): "" = the heuristic's pick.
+  std::string gemm_choices;
   int64_t eval_every = 0;    // evaluate the validation split every this many steps; 0 = never
   int64_t eval_batches = 8;  // global batches of micro_batch_size x world sequences per evaluation
   bool eval_at_start = false;  // also evaluate before step 1 (a fresh run only; needs eval_every > 0)

@@ -298,6 +298,14 @@ std::vector<ConfigKey> build_schema() {
       [](RunConfig& c, const std::string& name) { c.train.device = name; },
       "Where to compute: cuda (one rank per GPU, NCCL between them), cpu, or auto (cuda when a "
       "GPU is visible and precision is bf16 or fp16)"));
+  keys.push_back(string_key(
+      "train", "gemm_choices", [](auto& c) -> auto& { return c.train.gemm_choices; },
+      "File of cuBLASLt algorithm choices for the GEMMs (GPU runs): used when it exists and was "
+      "made on this GPU kind and cuBLASLt; each GEMM problem it lacks is tuned (the fastest of up "
+      "to 8 candidates, timed on the step's own operands) when first met and rank 0 writes the "
+      "file; the same file gives the same algorithms and bits in every run. \"\" = cuBLASLt's "
+      "heuristic pick"));
+  keys.back().non_empty = false;
 
   // [optimizer]
   keys.push_back(float_key(

@@ -18,6 +18,7 @@
 #include "launch/estimate.h"
 #include "launch/init_weights.h"
 #include "launch/run_checkpoints.h"
+#include "launch/run_gemm_choices.h"
 #include "launch/run_outputs.h"
 #include "launch/signals.h"
 #include "launch/training_data.h"
@@ -233,6 +234,8 @@ TrainSummary train(const RunConfig& given, Comm& comm, const TrainOptions& optio
   // comm.backend = "mpi" lets ranks share a GPU: each rank's memory is then its share of it.
   const int ranks_sharing =
       device.is_cuda() ? ranks_on_gpu(options.local_rank, options.local_size, cuda_device_count()) : 1;
+  // train.gemm_choices: read (or its tuning turned on) before anything is written.
+  RunGemmChoices gemm_choices(t.gemm_choices, device, rank == 0);
   // The offloaded CPU AdamW runs on this rank's share of the host's cores, so ranks that share a
   // host (one per GPU) do not fight over them; train.threads still caps the count.
   if (config.zero.offload_optimizer == "cpu" && device.is_cuda()) {
@@ -517,6 +520,7 @@ TrainSummary train(const RunConfig& given, Comm& comm, const TrainOptions& optio
     } else if (rank == 0) {
       progress.update(m, t.steps);
     }
+    gemm_choices.after_step();
 #ifdef ZT_WITH_CUDA
     if (device.is_cuda() && step == first_step) {
       const std::string hint =

@@ -31,14 +31,20 @@ void gemm(const CudaContext& ctx, bool trans_a, bool trans_b, int64_t M, int64_t
           int64_t ldc, DType ab_dtype, DType c_dtype);
 
 // Which of cuBLASLt's candidates each GEMM problem runs (model/gemm_choices.h). A problem's
-// algorithm is fixed when it first runs in the process: by default the heuristic's first
-// candidate; the choices named by ZT_GEMM_CHOICES or given to use_gemm_choices (for this GPU
-// kind and cuBLASLt version; otherwise a UserError) for the problems they list; with tuning on,
-// the fastest on that first call's buffers, which it overwrites: for `zerotrain bench` only.
+// algorithm is fixed when it first runs in the process: the choice named by ZT_GEMM_CHOICES or
+// given to use_gemm_choices (for this GPU kind and cuBLASLt version; otherwise a UserError) for
+// the problems they list; else, with tuning on, the fastest of the heuristic's candidates on
+// that call's own operands; else the heuristic's first. Tuning is safe inside training: the call
+// that tunes still computes exactly what it would with that choice read from a file (an
+// accumulating GEMM's candidates write scratch memory, not C). A problem run before tuning was
+// turned on is tuned at its next call.
 void set_gemm_tuning(bool on);
 void use_gemm_choices(const GemmChoices& choices, int device);
-// The choices of the problems run so far on `device`, labelled with its kind and cuBLASLt.
+// The choices on `device` that came from a file or from tuning, labelled with its kind and
+// cuBLASLt: what a GEMM choices file for the problems run so far holds.
 GemmChoices gemm_choices_in_use(int device);
+// Problems tuned so far in this process: a run writes its file again when this grows.
+int64_t gemm_problems_tuned();
 
 // y[N, out] = x[N, in] @ w[out, in]^T (+ b[out]); with `gelu`, y = gelu_new(x w^T + b) and the
 // pre-activation is written to pre_gelu[N, out] (needed by backward) — a cuBLASLt epilogue.

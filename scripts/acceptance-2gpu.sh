@@ -8,7 +8,9 @@
 #    GPU, MFU, peak memory and communication time in OUT_DIR/recomputed/scaling.csv;
 # 3. the same at stages 2 and 3 with model.keep_activations = "auto" (every block kept on 80 GB
 #    and larger GPUs), 10 steps, in OUT_DIR/kept/.
-# The runs keep NCCL_NVLS_ENABLE=0 and may run as root (the sweep sets both). About 7 minutes on
+# The runs keep NCCL_NVLS_ENABLE=0 and may run as root (the sweep sets both). Every run uses
+# OUT_DIR/gemms.txt as train.gemm_choices: the first run tunes cuBLASLt's algorithms for this GPU
+# (its first step takes a few seconds longer), the others read them. About 7 minutes on
 # 2 x H200. Exits non-zero when a test fails, a run fails, or the losses do not match.
 set -uo pipefail
 if [ $# -ne 2 ]; then sed -n '2,12p' "$0"; exit 2; fi
@@ -25,7 +27,7 @@ sweep() {  # NAME ARGS...
   local name=$1; shift
   python3 "$root/scripts/scaling_sweep.py" --zerotrain "$build/launch/zerotrain" \
       --config "$root/examples/gptj-6b-2gpu.toml" --gpus 2 --offload-stage3-at 0 --timeout 600 \
-      --out "$out/$name" "$@" > "$out/$name.md" 2> "$out/$name.log" || status=1
+      --out "$out/$name" --set train.gemm_choices="$out/gemms.txt" "$@" > "$out/$name.md" 2> "$out/$name.log" || status=1
   echo "== $name"; cat "$out/$name.md"
 }
 sweep recomputed --stages 0,1,2,3 --steps 20 --match-losses

@@ -82,22 +82,31 @@ std::string key_text(const PlanKey& k) {
 // How many of the heuristic's candidates a tuned plan considers.
 constexpr int kCandidates = 8;
 
+// Where a plan's algorithm came from: the heuristic's first candidate (tuning may still replace
+// it), a GEMM choices file, or tuning in this process. Only the last two are "in use" choices.
+enum class Source { kHeuristic, kChosen, kTuned };
+
 // cuBLASLt objects of one problem. The matmul descriptor's bias/aux pointers are set per call.
 // `found` is false when cuBLASLt has no algorithm for it (kept, so the heuristic is asked once).
+// The preference is kept so that a plan made before tuning was turned on can ask for all the
+// candidates later.
 struct MatmulPlan {
   cublasLtMatmulDesc_t desc = nullptr;
   cublasLtMatrixLayout_t layout_a = nullptr;  // cuBLASLt's A = our B
   cublasLtMatrixLayout_t layout_b = nullptr;  // cuBLASLt's B = our A
   cublasLtMatrixLayout_t layout_c = nullptr;  // C and D (in place)
+  cublasLtMatmulPreference_t pref = nullptr;
   cublasLtMatmulAlgo_t algo{};
   bool found = false;
   int choice = 0;  // the index of `algo` among the heuristic's candidates
-  cublasStatus_t heuristic_status = CUBLAS_STATUS_SUCCESS;
+  Source source = Source::kHeuristic;
+  bool tuning_failed = false;  // no scratch memory for an accumulating problem: not tried again
 
   MatmulPlan() = default;
   MatmulPlan(const MatmulPlan&) = delete;
   MatmulPlan& operator=(const MatmulPlan&) = delete;
   ~MatmulPlan() {
+    if (pref != nullptr) cublasLtMatmulPreferenceDestroy(pref);
     if (layout_c != nullptr) cublasLtMatrixLayoutDestroy(layout_c);
     if (layout_b != nullptr) cublasLtMatrixLayoutDestroy(layout_b);
     if (layout_a != nullptr) cublasLtMatrixLayoutDestroy(layout_a);
@@ -105,24 +114,20 @@ struct MatmulPlan {
   }
 };
 
-struct PreferenceDeleter {
-  void operator()(cublasLtMatmulPreferenceOpaque_t* pref) const {
-    cublasLtMatmulPreferenceDestroy(pref);
-  }
-};
-
 // Plans for the life of the process. Deliberately never destroyed: a static destructor would run
 // after the CUDA libraries may have been torn down at exit. Shapes in training repeat, so the map
 // holds a few dozen entries.
 // With the plans: the GEMM choices in force. `choices` comes from the file named by
-// ZT_GEMM_CHOICES (read when the first plan is made) and from use_gemm_choices; `tune` makes each
-// new plan time its candidates instead (set_gemm_tuning).
+// ZT_GEMM_CHOICES (read when the first plan is made) and from use_gemm_choices; `tune` makes a
+// problem without a choice time its candidates on its next call (set_gemm_tuning); `tuned`
+// counts the problems tuned so far.
 struct PlanCache {
   std::mutex mutex;
   std::map<PlanKey, std::unique_ptr<MatmulPlan>> plans;
   std::map<std::string, int> choices;
   bool environment_read = false;
   bool tune = false;
+  int64_t tuned = 0;
 };
 PlanCache& plan_cache() {
   static PlanCache* cache = new PlanCache;
@@ -202,42 +207,103 @@ cublasLtEpilogue_t lt_epilogue(Epilogue e) {
 bool has_bias(Epilogue e) { return e == Epilogue::kBias || e == Epilogue::kGeluAuxBias; }
 bool has_aux(Epilogue e) { return e == Epilogue::kGeluAux || e == Epilogue::kGeluAuxBias; }
 
+// D = alpha op(A) op(B) + beta C (+ epilogue) with `algo`; d is C except while tuning an
+// accumulating problem (tune_plan).
 void run_plan(const CudaContext& ctx, const MatmulArgs& args, const MatmulPlan& plan,
-              const cublasLtMatmulAlgo_t& algo) {
+              const cublasLtMatmulAlgo_t& algo, void* d) {
   ZT_CUBLAS_CHECK(cublasLtMatmul(ctx.lt(), plan.desc, &args.alpha, args.b, plan.layout_a, args.a,
-                                 plan.layout_b, &args.beta, args.c, plan.layout_c, args.c,
+                                 plan.layout_b, &args.beta, args.c, plan.layout_c, d,
                                  plan.layout_c, &algo, ctx.workspace(), ctx.workspace_bytes(),
                                  ctx.stream()));
 }
 
-// Tuning: the index of the candidate that runs this call's problem fastest, each timed on the
-// call's own buffers (C is overwritten, repeatedly: for benchmarks only) over at least 10 ms of
-// GPU work after one warm-up call.
+// Up to `wanted` of the heuristic's candidates for `plan`, into `out`; returns how many can run
+// (a choice's index counts only those).
+int query_candidates(const CudaContext& ctx, const MatmulPlan& plan, int wanted,
+                     cublasLtMatmulAlgo_t* out) {
+  cublasLtMatmulHeuristicResult_t results[kCandidates] = {};
+  int found = 0;
+  const cublasStatus_t status =
+      cublasLtMatmulAlgoGetHeuristic(ctx.lt(), plan.desc, plan.layout_a, plan.layout_b,
+                                     plan.layout_c, plan.layout_c, plan.pref,
+                                     std::min(wanted, kCandidates), results, &found);
+  if (status != CUBLAS_STATUS_SUCCESS) return 0;
+  int count = 0;
+  for (int i = 0; i < found; ++i)
+    if (results[i].state == CUBLAS_STATUS_SUCCESS) out[count++] = results[i].algo;
+  return count;
+}
+
+// Tuning: the index of the candidate that runs this call's problem fastest, writing D to `d`.
+// Each candidate gets one warm-up call, then three rounds of about 4 ms of GPU work, the rounds
+// going over all the candidates in turn, and keeps its fastest round: work on other streams (a
+// training step's collectives and copies) and the power cap's clock swings slow some rounds,
+// rarely all three. Another candidate replaces the heuristic's first only when it is more than
+// 1% faster, so noise does not move a problem off the heuristic's pick.
 int fastest_candidate(const CudaContext& ctx, const MatmulArgs& args, const MatmulPlan& plan,
-                      const cublasLtMatmulAlgo_t* candidates, int count) {
+                      const cublasLtMatmulAlgo_t* candidates, int count, void* d) {
   cudaEvent_t start, stop;
   ZT_CUDA_CHECK(cudaEventCreate(&start));
   ZT_CUDA_CHECK(cudaEventCreate(&stop));
   auto time_ms = [&](const cublasLtMatmulAlgo_t& algo, int calls) {
     ZT_CUDA_CHECK(cudaEventRecord(start, ctx.stream()));
-    for (int i = 0; i < calls; ++i) run_plan(ctx, args, plan, algo);
+    for (int i = 0; i < calls; ++i) run_plan(ctx, args, plan, algo, d);
     ZT_CUDA_CHECK(cudaEventRecord(stop, ctx.stream()));
     ZT_CUDA_CHECK(cudaEventSynchronize(stop));
     float ms = 0.0f;
     ZT_CUDA_CHECK(cudaEventElapsedTime(&ms, start, stop));
     return double(ms) / calls;
   };
-  int best = 0;
-  double best_ms = 0.0;
+  constexpr int kRounds = 3;
+  constexpr double kRoundMs = 4.0;
+  int calls[kCandidates];
+  double best_ms[kCandidates];
   for (int i = 0; i < count; ++i) {
     const double once = time_ms(candidates[i], 1);
-    const int calls = int(std::clamp(10.0 / std::max(once, 1e-3), 3.0, 1000.0));
-    const double ms = time_ms(candidates[i], calls);
-    if (i == 0 || ms < best_ms) best = i, best_ms = ms;
+    calls[i] = int(std::clamp(kRoundMs / std::max(once, 1e-3), 2.0, 500.0));
+    best_ms[i] = once;
   }
+  for (int round = 0; round < kRounds; ++round)
+    for (int i = 0; i < count; ++i) best_ms[i] = std::min(best_ms[i], time_ms(candidates[i], calls[i]));
   cudaEventDestroy(start);
   cudaEventDestroy(stop);
-  return best;
+  int best = 0;
+  for (int i = 1; i < count; ++i)
+    if (best_ms[i] < best_ms[best]) best = i;
+  return best_ms[best] < 0.99 * best_ms[0] ? best : 0;
+}
+
+// Bytes from C's first element to one past its last (row-major, leading dimension ldc).
+size_t c_bytes(const MatmulArgs& args) {
+  return size_t((args.m - 1) * args.ldc + args.n) * dtype_size(args.c_dtype);
+}
+
+// Times the plan's candidates on this call's buffers and makes the fastest the plan's algorithm.
+// The call then runs it as usual, so the results are exactly those of a later run that reads
+// this choice from a file. With beta = 0 the candidates write C (and the GELU epilogue's aux),
+// which that call overwrites; an accumulating problem (beta != 0, the weight gradients) must not
+// change C, so its candidates write a scratch copy's worth of memory instead, allocated on the
+// stream for the tuning only. Without that memory the problem keeps the heuristic's pick.
+void tune_plan(const CudaContext& ctx, const MatmulArgs& args, MatmulPlan& plan, PlanCache& cache,
+               const std::string& key) {
+  cublasLtMatmulAlgo_t candidates[kCandidates];
+  const int count = query_candidates(ctx, plan, kCandidates, candidates);
+  if (count == 0) return;  // keeps the heuristic's first, which `found` says exists
+  void* d = args.c;
+  if (args.beta != 0.0f) {
+    if (cudaMallocAsync(&d, c_bytes(args), ctx.stream()) != cudaSuccess) {
+      (void)cudaGetLastError();
+      plan.tuning_failed = true;
+      log_warn("GEMM tuning: no ", c_bytes(args) >> 20, " MiB of scratch memory to tune `", key,
+               "`; it keeps the heuristic's pick");
+      return;
+    }
+  }
+  plan.choice = fastest_candidate(ctx, args, plan, candidates, count, d);
+  plan.algo = candidates[plan.choice];
+  plan.source = Source::kTuned;
+  ++cache.tuned;
+  if (d != args.c) ZT_CUDA_CHECK(cudaFreeAsync(d, ctx.stream()));
 }
 
 // Row-major C[M, N] is the column-major matrix C^T [N, M] with the same leading dimension, and
@@ -245,8 +311,10 @@ int fastest_candidate(const CudaContext& ctx, const MatmulArgs& args, const Matm
 // A, each transposed exactly when ours is:
 //   our B [K, N] row-major (ldb)         = column-major [N, K]: op N;  trans_b: [K, N], op T
 //   our A [M, K] row-major (lda)         = column-major [K, M]: op N;  trans_a: [M, K], op T
+// The algorithm is the heuristic's first candidate, or the one the choices in force name for the
+// problem; tuning (try_matmul) may replace the first.
 std::unique_ptr<MatmulPlan> make_plan(const CudaContext& ctx, const MatmulArgs& args,
-                                      const PlanKey& key) {
+                                      const PlanKey& key, const std::string& text) {
   auto plan = std::make_unique<MatmulPlan>();
   const cudaDataType_t ab_type = cuda_data_type(args.ab_dtype);
   const cudaDataType_t c_type = cuda_data_type(args.c_dtype);
@@ -270,9 +338,8 @@ std::unique_ptr<MatmulPlan> make_plan(const CudaContext& ctx, const MatmulArgs& 
                                              args.trans_a ? k : n, args.lda));
   ZT_CUBLAS_CHECK(cublasLtMatrixLayoutCreate(&plan->layout_c, c_type, m, n, args.ldc));
 
-  cublasLtMatmulPreference_t raw_pref = nullptr;
-  ZT_CUBLAS_CHECK(cublasLtMatmulPreferenceCreate(&raw_pref));
-  const std::unique_ptr<cublasLtMatmulPreferenceOpaque_t, PreferenceDeleter> pref(raw_pref);
+  ZT_CUBLAS_CHECK(cublasLtMatmulPreferenceCreate(&plan->pref));
+  const cublasLtMatmulPreference_t raw_pref = plan->pref;
   set_pref(raw_pref, CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES, uint64_t(ctx.workspace_bytes()));
   // Split-K only with its partial sums kept in fp32 in the workspace and reduced in a fixed order:
   // the in-place and output-type schemes round partial sums to the 16-bit output (more than one
@@ -283,28 +350,15 @@ std::unique_ptr<MatmulPlan> make_plan(const CudaContext& ctx, const MatmulArgs& 
   set_pref(raw_pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_B_BYTES, key.align_a);
   set_pref(raw_pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_C_BYTES, key.align_c);
   set_pref(raw_pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_D_BYTES, key.align_c);
-  // The heuristic's first candidate, unless the choices in force name another for this problem
-  // or tuning times them all.
-  PlanCache& cache = plan_cache();
-  const auto chosen = cache.choices.find(key_text(key));
-  const int wanted = cache.tune || chosen != cache.choices.end() ? kCandidates : 1;
-  cublasLtMatmulHeuristicResult_t results[kCandidates] = {};
-  int found = 0;
-  plan->heuristic_status =
-      cublasLtMatmulAlgoGetHeuristic(ctx.lt(), plan->desc, plan->layout_a, plan->layout_b,
-                                     plan->layout_c, plan->layout_c, raw_pref, wanted, results,
-                                     &found);
-  if (plan->heuristic_status != CUBLAS_STATUS_SUCCESS) found = 0;
-  // Candidates that cannot run are not offered (a choice's index counts the runnable ones).
+  const PlanCache& cache = plan_cache();
+  const auto chosen = cache.choices.find(text);
   cublasLtMatmulAlgo_t candidates[kCandidates];
-  int count = 0;
-  for (int i = 0; i < found; ++i)
-    if (results[i].state == CUBLAS_STATUS_SUCCESS) candidates[count++] = results[i].algo;
+  const int count =
+      query_candidates(ctx, *plan, chosen != cache.choices.end() ? kCandidates : 1, candidates);
   plan->found = count > 0;
   if (!plan->found) return plan;
-  if (cache.tune) {
-    plan->choice = fastest_candidate(ctx, args, *plan, candidates, count);
-  } else if (chosen != cache.choices.end()) {
+  if (chosen != cache.choices.end()) {
+    plan->source = Source::kChosen;
     if (chosen->second < count) {
       plan->choice = chosen->second;
     } else {
@@ -415,16 +469,19 @@ bool try_matmul(const CudaContext& ctx, const MatmulArgs& args) {
   std::lock_guard<std::mutex> lock(cache.mutex);
   read_choices_from_environment(cache, device);
   auto it = cache.plans.find(key);
-  if (it == cache.plans.end()) it = cache.plans.emplace(key, make_plan(ctx, args, key)).first;
+  if (it == cache.plans.end())
+    it = cache.plans.emplace(key, make_plan(ctx, args, key, key_text(key))).first;
   MatmulPlan& plan = *it->second;
   if (!plan.found) return false;
   if (has_bias(args.epilogue)) set_desc(plan.desc, CUBLASLT_MATMUL_DESC_BIAS_POINTER, args.bias);
   if (has_aux(args.epilogue)) {
     set_desc(plan.desc, CUBLASLT_MATMUL_DESC_EPILOGUE_AUX_POINTER, static_cast<void*>(args.aux));
   }
+  if (cache.tune && plan.source == Source::kHeuristic && !plan.tuning_failed)
+    tune_plan(ctx, args, plan, cache, key_text(key));
   // beta == 0: cuBLASLt does not read C, so NaN in C's old contents does not survive (as on the
   // CPU). The same algorithm runs every time for a key, so results are reproducible.
-  run_plan(ctx, args, plan, plan.algo);
+  run_plan(ctx, args, plan, plan.algo, args.c);
   return true;
 }
 
@@ -460,8 +517,15 @@ GemmChoices gemm_choices_in_use(int device) {
   c.device = detail::device_name(device);
   c.library = detail::library_version();
   for (const auto& [key, plan] : cache.plans)
-    if (key.device == device && plan->found) c.index[detail::key_text(key)] = plan->choice;
+    if (key.device == device && plan->found && plan->source != detail::Source::kHeuristic)
+      c.index[detail::key_text(key)] = plan->choice;
   return c;
+}
+
+int64_t gemm_problems_tuned() {
+  detail::PlanCache& cache = detail::plan_cache();
+  std::lock_guard<std::mutex> lock(cache.mutex);
+  return cache.tuned;
 }
 
 void gemm(const CudaContext& ctx, bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K,

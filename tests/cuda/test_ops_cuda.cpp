@@ -391,6 +391,56 @@ TEST(CudaGemm, TunedAndChosenCandidatesMatchTheCpuTwin) {
   EXPECT_NE(error.find("tuned on a Some Other GPU"), std::string::npos) << error;
 }
 
+// Tuning inside training (train.gemm_choices): the call that tunes computes exactly what later
+// calls with the chosen algorithm compute, also for an accumulating problem (beta = 1, the
+// weight gradients), whose candidates must not add into C; and a problem first run with tuning
+// off is tuned at its next call with tuning on. Shapes of their own, as above.
+TEST(CudaGemm, TuningLeavesTheTunedCallsResultIntact) {
+  if (cuda_device_count() == 0) GTEST_SKIP() << "no CUDA device";
+  const DType dt = DType::kBF16;
+  const int64_t N = 520, K = 1032;
+  auto check = [&](int64_t M, bool run_before_tuning) {
+    std::vector<uint16_t> a(size_t(M * K)), b(size_t(N * K)), c0(size_t(M * N));
+    for (size_t i = 0; i < a.size(); ++i) a[i] = to_bits(float(random_uniform(8, 1, i) * 2 - 1), dt);
+    for (size_t i = 0; i < b.size(); ++i) b[i] = to_bits(float(random_uniform(8, 2, i) * 2 - 1), dt);
+    for (size_t i = 0; i < c0.size(); ++i) c0[i] = to_bits(float(random_uniform(8, 3, i) * 8 - 4), dt);
+    DeviceArray da(a), db(b);
+    // C <- C0 + A B^T, through a fresh copy of C0 each time.
+    auto accumulate = [&]() {
+      DeviceArray dc(c0);
+      cuda::gemm(ctx(), false, true, M, N, K, 1.0f, da.data(), K, db.data(), K, 1.0f, dc.data(), N,
+                 dt, dt);
+      return dc.download<uint16_t>(size_t(M * N));
+    };
+    if (run_before_tuning) accumulate();  // makes the plan with the heuristic's pick
+    const int64_t tuned_before = cuda::gemm_problems_tuned();
+    cuda::set_gemm_tuning(true);
+    const std::vector<uint16_t> tuned = accumulate();
+    cuda::set_gemm_tuning(false);
+    EXPECT_EQ(cuda::gemm_problems_tuned(), tuned_before + 1) << "M=" << M;
+    // The chosen algorithm again, tuning off: the same bits. Had the candidates added into C,
+    // the tuned call would hold C0 plus several products.
+    EXPECT_EQ(accumulate(), tuned) << "M=" << M;
+    std::vector<float> got;
+    std::vector<double> ref, tol;
+    for (int64_t i = 0; i < M; ++i) {
+      for (int64_t j = 0; j < N; ++j) {
+        const auto [dot, abs_dot] = exact_nt_dot(a, b, i, j, K, dt);
+        const double c = from_bits(c0[size_t(i * N + j)], dt);
+        got.push_back(from_bits(tuned[size_t(i * N + j)], dt));
+        ref.push_back(c + dot);
+        // One rounding to bf16 of an fp32 sum of K products and C, and one more of the product:
+        // accumulating kernels may round it to bf16 before adding C (as in the linear tests).
+        tol.push_back(rounding(dt, c + dot) + rounding(dt, dot) +
+                      double(K + 1) * kU32 * (abs_dot + std::fabs(c)));
+      }
+    }
+    expect_close(label("accumulating gemm ", M, "x", N, "x", K), got, ref, tol);
+  };
+  check(280, false);
+  check(288, true);
+}
+
 
 // ---------------------------------------------------------------------------------------------
 // linear

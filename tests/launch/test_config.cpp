@@ -113,6 +113,7 @@ RunConfig every_key_changed() {
   c.model.init_from = "models/gpt-j-6b";
   c.train.on_checkpoint_error = "continue";
   c.train.max_skipped_steps = 7;
+  c.train.gemm_choices = "tuned/h200 gemms.txt";
   c.comm.timeout_s = 12.5;
   c.comm.backend = "mpi";  // with train.device = "cpu" below: "nccl" would be refused
   c.optimizer.lr = 2.0 / 3.0;

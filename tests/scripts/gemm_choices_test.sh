@@ -1,0 +1,64 @@
+#!/usr/bin/env bash
+# train.gemm_choices end to end on a GPU (launch/run_gemm_choices.h): a run without the file
+# tunes every GEMM problem and writes it; a second run reads it, tunes nothing, and computes the
+# same losses to the last written digit (tuning must not disturb the step that tunes, the
+# accumulating weight-gradient GEMMs included); a file from another GPU kind is warned about and
+# left as it was; ZT_GEMM_CHOICES beside the key, or a folder as the path, is a config error
+# (exit 2) that names the key. Exits 77 (skipped) without a GPU.
+#
+# usage: gemm_choices_test.sh ZEROTRAIN
+set -euo pipefail
+
+zerotrain=$1
+if ! nvidia-smi -L >/dev/null 2>&1; then
+  echo "gemm_choices_test: no GPU, skipped"
+  exit 77
+fi
+work=$(mktemp -d)
+trap 'rm -rf "$work"' EXIT
+fail() {
+  echo "gemm_choices_test: FAILED: $*" >&2
+  exit 1
+}
+train() {  # train NAME [--set ...]: the tiny model on the GPU, 3 steps; log in $work/NAME.log
+  local name=$1
+  shift
+  "$zerotrain" train --set train.device=cuda --set train.precision=bf16 --set train.steps=3 \
+    --set train.log_every=1 --set train.out_dir="$work/$name" "$@" >"$work/$name.log" 2>&1
+}
+losses() { sed -E 's/^\{"step": ([0-9]+), "loss": ([^,]+),.*/\1 \2/' "$1/metrics.jsonl"; }
+choices=$work/sub/gemms.txt  # its folder does not exist yet: the run creates it
+
+# 1. Tuning: the file appears with a choice per GEMM problem of the step.
+train tune --set train.gemm_choices="$choices" || fail "the tuning run failed: $(tail -5 "$work/tune.log")"
+[[ -f $choices ]] || fail "the tuning run wrote no $choices"
+problems=$(grep -c '^choice ' "$choices")
+(( problems >= 6 )) || fail "only $problems problems in $choices"
+grep -q "problems tuned, $problems written to $choices" "$work/tune.log" || fail "no line about the written file in tune.log"
+
+# 2. Reading: nothing tuned, the file unchanged, the same losses.
+cp "$choices" "$work/before.txt"
+train read --set train.gemm_choices="$choices" || fail "the run reading the file failed"
+grep -q "GEMM choices from $choices: $problems problems" "$work/read.log" || fail "read.log does not say it used the file"
+! grep -q "problems tuned" "$work/read.log" || fail "the run with a complete file tuned again"
+cmp -s "$choices" "$work/before.txt" || fail "the run with a complete file rewrote it"
+[[ "$(losses "$work/tune")" == "$(losses "$work/read")" ]] ||
+  fail "losses differ: tuning run $(losses "$work/tune" | tr '\n' ' ') against $(losses "$work/read" | tr '\n' ' ')"
+
+# 3. Another GPU kind's file: a warning, the heuristic's picks, the file left as it was.
+sed 's/^device .*/device Some Other GPU/' "$work/before.txt" >"$work/other.txt"
+cp "$work/other.txt" "$work/other-before.txt"
+train other --set train.gemm_choices="$work/other.txt" || fail "the run with another GPU's file failed"
+grep -q "not used, not tuned and not replaced" "$work/other.log" || fail "no warning about another GPU's file"
+cmp -s "$work/other.txt" "$work/other-before.txt" || fail "another GPU's file was changed"
+
+# 4. Config errors: exit status 2, naming what to change.
+status=0
+ZT_GEMM_CHOICES="$choices" train both --set train.gemm_choices="$choices" || status=$?
+[[ $status == 2 ]] || fail "ZT_GEMM_CHOICES with train.gemm_choices: exit $status, expected 2"
+grep -q "unset ZT_GEMM_CHOICES" "$work/both.log" || fail "the error does not say what to unset"
+status=0
+train folder --set train.gemm_choices="$work" || status=$?
+[[ $status == 2 ]] || fail "a folder as train.gemm_choices: exit $status, expected 2"
+grep -q "is a folder" "$work/folder.log" || fail "the error does not say the path is a folder"
+echo "gemm_choices_test: passed ($problems GEMM problems; losses $(losses "$work/read" | tr '\n' ' '))"
