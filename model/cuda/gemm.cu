@@ -241,8 +241,9 @@ int query_candidates(const CudaContext& ctx, const MatmulPlan& plan, int wanted,
 // go over all the candidates in turn, so a clock or interference swing touches them alike) and
 // is scored by its mean time over both. (The fastest of three 4 ms rounds was tried first and
 // favoured kernels that are fast only at the unthrottled clock: GPT-J-6B on an H200 gained
-// 0.6-0.9% per step with its picks, 1.6-1.7% with these.) Another candidate replaces the heuristic's first only when it is
-// more than 1% faster, so noise does not move a problem off the heuristic's pick.
+// 0.6-0.9% per step with its picks, 1.6-1.7% with these.) Another candidate replaces the
+// heuristic's first only when it is more than 1% faster, so noise does not move a problem off
+// the heuristic's pick.
 int fastest_candidate(const CudaContext& ctx, const MatmulArgs& args, const MatmulPlan& plan,
                       const cublasLtMatmulAlgo_t* candidates, int count, void* d) {
   cudaEvent_t start, stop;
@@ -349,17 +350,17 @@ std::unique_ptr<MatmulPlan> make_plan(const CudaContext& ctx, const MatmulArgs& 
   ZT_CUBLAS_CHECK(cublasLtMatrixLayoutCreate(&plan->layout_c, c_type, m, n, args.ldc));
 
   ZT_CUBLAS_CHECK(cublasLtMatmulPreferenceCreate(&plan->pref));
-  const cublasLtMatmulPreference_t raw_pref = plan->pref;
-  set_pref(raw_pref, CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES, uint64_t(ctx.workspace_bytes()));
+  const cublasLtMatmulPreference_t pref = plan->pref;
+  set_pref(pref, CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES, uint64_t(ctx.workspace_bytes()));
   // Split-K only with its partial sums kept in fp32 in the workspace and reduced in a fixed order:
   // the in-place and output-type schemes round partial sums to the 16-bit output (more than one
   // rounding per result).
-  set_pref(raw_pref, CUBLASLT_MATMUL_PREF_REDUCTION_SCHEME_MASK,
+  set_pref(pref, CUBLASLT_MATMUL_PREF_REDUCTION_SCHEME_MASK,
            uint32_t(CUBLASLT_REDUCTION_SCHEME_COMPUTE_TYPE));
-  set_pref(raw_pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_A_BYTES, key.align_b);  // its A = our B
-  set_pref(raw_pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_B_BYTES, key.align_a);
-  set_pref(raw_pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_C_BYTES, key.align_c);
-  set_pref(raw_pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_D_BYTES, key.align_c);
+  set_pref(pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_A_BYTES, key.align_b);  // its A = our B
+  set_pref(pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_B_BYTES, key.align_a);
+  set_pref(pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_C_BYTES, key.align_c);
+  set_pref(pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_D_BYTES, key.align_c);
   const PlanCache& cache = plan_cache();
   const auto chosen = cache.choices.find(text);
   cublasLtMatmulAlgo_t candidates[kCandidates];
