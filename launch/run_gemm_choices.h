@@ -2,11 +2,13 @@
 // training-time side of `zerotrain bench --tune-gemms`. When the file exists and was written on
 // this GPU kind with this cuBLASLt, its choices are used; every GEMM problem it does not list
 // (all of them, the first time) is tuned when the run first meets it, and rank 0 writes the file
-// again after each step in which tuning added problems. A later run with the same file repeats
+// again after each step in which tuning added problems (keeping the choices it read for problems
+// this run does not meet: another micro-batch size, evaluation shapes). A later run with the same file repeats
 // the tuning run's algorithms, so its bits; it starts at full speed without tuning.
 #pragma once
 
 #include <cstdint>
+#include <map>
 #include <string>
 
 #include "runtime/device.h"
@@ -36,6 +38,8 @@ class RunGemmChoices {
   bool tuning_ = false;
   bool writes_file_ = false;
   int64_t tuned_written_ = 0;  // gemm_problems_tuned() when the file was last written
+  // The file's choices as read: a rewrite keeps those of problems this run never met.
+  std::map<std::string, int> read_;
 };
 
 }  // namespace zt::launch

@@ -11,9 +11,10 @@ namespace zt::model {
 
 std::string format_gemm_choices(const GemmChoices& choices) {
   std::ostringstream out;
-  out << "# zerotrain GEMM choices, written by `zerotrain bench --tune-gemms`: for each GEMM\n"
-         "# problem, which of cuBLASLt's heuristic candidates runs (0 is the heuristic's pick).\n"
-         "# Used by a run with ZT_GEMM_CHOICES=<this file> on the same GPU and cuBLASLt.\n";
+  out << "# zerotrain GEMM choices, written by `zerotrain bench --tune-gemms` or by a run with\n"
+         "# train.gemm_choices: for each GEMM problem, which of cuBLASLt's heuristic candidates\n"
+         "# runs (0 is the heuristic's pick). Used by a run with train.gemm_choices (or\n"
+         "# ZT_GEMM_CHOICES) naming this file, on the same GPU and cuBLASLt.\n";
   out << "device " << choices.device << "\n";
   out << "cublaslt " << choices.library << "\n";
   for (const auto& [key, index] : choices.index) out << "choice " << index << " " << key << "\n";

@@ -2,7 +2,8 @@
 # train.gemm_choices end to end on a GPU (launch/run_gemm_choices.h): a run without the file
 # tunes every GEMM problem and writes it; a second run reads it, tunes nothing, and computes the
 # same losses to the last written digit (tuning must not disturb the step that tunes, the
-# accumulating weight-gradient GEMMs included); a file from another GPU kind is warned about and
+# accumulating weight-gradient GEMMs included); a partial file is completed without losing the
+# lines of problems the run does not meet; a file from another GPU kind is warned about and
 # left as it was; ZT_GEMM_CHOICES beside the key, or a folder as the path, is a config error
 # (exit 2) that names the key. Exits 77 (skipped) without a GPU.
 #
@@ -45,14 +46,23 @@ cmp -s "$choices" "$work/before.txt" || fail "the run with a complete file rewro
 [[ "$(losses "$work/tune")" == "$(losses "$work/read")" ]] ||
   fail "losses differ: tuning run $(losses "$work/tune" | tr '\n' ' ') against $(losses "$work/read" | tr '\n' ' ')"
 
-# 3. Another GPU kind's file: a warning, the heuristic's picks, the file left as it was.
+# 3. A file that lacks one problem and lists one this run never meets: the run tunes the missing
+#    one and writes it, and the other line stays.
+unmet="choice 3 bf16>bf16 NN m=7 n=8 k=9 lda=9 ldb=8 ldc=8 epilogue=none aux_ld=0 align=16,16,16,16,16 workspace=1"
+{ grep -v '^choice' "$work/before.txt"; grep '^choice' "$work/before.txt" | tail -n +2; echo "$unmet"; } >"$choices"
+train partial --set train.gemm_choices="$choices" || fail "the run with a partial file failed"
+grep -q "1 problems tuned, $((problems + 1)) written to $choices" "$work/partial.log" ||
+  fail "the partial file was not completed: $(grep 'GEMM choices' "$work/partial.log")"
+grep -qxF "$unmet" "$choices" || fail "the rewrite dropped a problem this run did not meet"
+
+# 4. Another GPU kind's file: a warning, the heuristic's picks, the file left as it was.
 sed 's/^device .*/device Some Other GPU/' "$work/before.txt" >"$work/other.txt"
 cp "$work/other.txt" "$work/other-before.txt"
 train other --set train.gemm_choices="$work/other.txt" || fail "the run with another GPU's file failed"
 grep -q "not used, not tuned and not replaced" "$work/other.log" || fail "no warning about another GPU's file"
 cmp -s "$work/other.txt" "$work/other-before.txt" || fail "another GPU's file was changed"
 
-# 4. Config errors: exit status 2, naming what to change.
+# 5. Config errors: exit status 2, naming what to change.
 status=0
 ZT_GEMM_CHOICES="$choices" train both --set train.gemm_choices="$choices" || status=$?
 [[ $status == 2 ]] || fail "ZT_GEMM_CHOICES with train.gemm_choices: exit $status, expected 2"
