@@ -118,7 +118,9 @@ void linear_backward(const CudaContext& ctx, const void* dy, const void* x, cons
     gemm(ctx, false, false, n, in, out, 1.0f, dy, out, w, in, accumulate_dx ? 1.0f : 0.0f, dx, in,
          dt, dt);
   }
-  // dw[out, in] += dy[N, out]^T @ x[N, in]: beta = 1 adds in fp32 and rounds once to dt.
+  // dw[out, in] += dy[N, out]^T @ x[N, in] with beta = 1. Some cuBLASLt algorithms add C in fp32
+  // and round once to dt, others round the product to dt before adding: up to two roundings
+  // (the tests allow both; CudaGemm.TuningLeavesTheTunedCallsResultIntact saw the second).
   gemm(ctx, true, false, out, in, n, 1.0f, dy, out, x, in, 1.0f, dw, in, dt, dt);
   // db[out] += column sums of dy. (cuBLASLt's BGRADB epilogue would overwrite db, not add to it,
   // and rounds the sum to dt before we could add it: two roundings. A column sum is cheap.)
