@@ -5,16 +5,40 @@
 // input to host memory and starts the host collective there; wait() finishes that collective and
 // copies the result into the device buffer, so work queued after wait() sees it. Every
 // collective therefore blocks the host, crosses PCIe twice and overlaps nothing, far slower than
-// NCCL. What it buys: no NCCL and no one-rank-per-GPU rule, so several ranks may share a GPU
+// NCCL. The host memory is pinned staging reused from collective to collective (StagingPool). What it buys: no NCCL and no one-rank-per-GPU rule, so several ranks may share a GPU
 // (a 2-rank run debugged on one GPU, multi-rank tests on a 1-GPU machine) and the reductions are
 // the host engine's own (MpiComm's order and rounding).
 #pragma once
 
 #include <cuda_runtime.h>
 
+#include <cstddef>
+#include <map>
+#include <memory>
+#include <mutex>
+
 #include "runtime/comm.h"
+#include "runtime/memory.h"
 
 namespace zt {
+
+// Host staging blocks for HostStagedComm: pinned (cudaMallocHost), accounted as host "buffers",
+// and kept for reuse once a collective's request returns its block. Memory fresh from the
+// allocator at every collective paid first-touch page faults and pageable copy speed each time.
+// The pool holds about what the largest set of concurrent collectives needs: when no free block
+// is large enough, the free ones are released and a block of the asked size is pinned. When
+// pinning fails it warns once and stages in pageable memory. Thread-safe.
+class StagingPool {
+ public:
+  Buffer take(size_t bytes);  // at least `bytes` (and at least 1) bytes
+  void give(Buffer staging);
+  size_t free_blocks() const;  // blocks returned and not taken again
+
+ private:
+  mutable std::mutex mutex_;
+  std::multimap<size_t, Buffer> free_;  // by size
+  bool pageable_ = false;               // pinning failed once
+};
 
 class HostStagedComm final : public Comm {
  public:
@@ -42,6 +66,8 @@ class HostStagedComm final : public Comm {
   // returns on the host (there is no event for a stream to wait on).
   static bool owns(const CommRequest& request);
 
+  const StagingPool& staging_pool() const { return *pool_; }
+
  private:
   // Waits for the GPU's queued work, then copies `bytes` from device (or pinned) memory at `src`
   // to host memory at `dst`.
@@ -50,6 +76,9 @@ class HostStagedComm final : public Comm {
   Comm& host_;
   int device_;
   cudaStream_t stream_ = nullptr;  // the staging copies
+  // Shared with the requests, which return their blocks when they complete (even after this
+  // object is gone).
+  std::shared_ptr<StagingPool> pool_;
 };
 
 }  // namespace zt
