@@ -5,9 +5,10 @@
 // input to host memory and starts the host collective there; wait() finishes that collective and
 // copies the result into the device buffer, so work queued after wait() sees it. Every
 // collective therefore blocks the host, crosses PCIe twice and overlaps nothing, far slower than
-// NCCL. The host memory is pinned staging reused from collective to collective (StagingPool). What it buys: no NCCL and no one-rank-per-GPU rule, so several ranks may share a GPU
-// (a 2-rank run debugged on one GPU, multi-rank tests on a 1-GPU machine) and the reductions are
-// the host engine's own (MpiComm's order and rounding).
+// NCCL. The host memory is pinned staging reused from collective to collective (StagingPool).
+// What it buys: no NCCL and no one-rank-per-GPU rule, so several ranks may share a GPU (a 2-rank
+// run debugged on one GPU, multi-rank tests on a 1-GPU machine) and the reductions are the host
+// engine's own (MpiComm's order and rounding).
 #pragma once
 
 #include <cuda_runtime.h>

@@ -98,7 +98,9 @@ class RecordingHostComm final : public Comm {
   CommHandle all_gather(const void*, void*, size_t, DType) override {
     return std::make_unique<Request>(*this);
   }
-  CommHandle broadcast(void*, size_t, DType, int) override { return std::make_unique<Request>(*this); }
+  CommHandle broadcast(void*, size_t, DType, int) override {
+    return std::make_unique<Request>(*this);
+  }
   void barrier() override {}
 
   const StagingPool* pool = nullptr;
