@@ -3,8 +3,8 @@
 // this GPU kind with this cuBLASLt, its choices are used; every GEMM problem it does not list
 // (all of them, the first time) is tuned when the run first meets it, and rank 0 writes the file
 // again after each step in which tuning added problems (keeping the choices it read for problems
-// this run does not meet: another micro-batch size, evaluation shapes). A later run with the same file repeats
-// the tuning run's algorithms, so its bits; it starts at full speed without tuning.
+// this run does not meet: another micro-batch size, evaluation shapes). A later run with the same
+// file repeats the tuning run's algorithms, so its bits; it starts at full speed without tuning.
 #pragma once
 
 #include <cstdint>

@@ -2,8 +2,8 @@
 // the shape, dtypes, epilogue and alignments), which of cuBLASLt's heuristic candidates runs.
 // `zerotrain bench --tune-gemms FILE`, or a training run with train.gemm_choices = FILE, times the
 // candidates and writes the file; such a run, or a process with ZT_GEMM_CHOICES=FILE in its
-// environment, runs them. The same file gives the same algorithms,
-// hence the same bits, in every run. Plain C++: the format is tested without a GPU.
+// environment, runs them. The same file gives the same algorithms, hence the same bits, in every
+// run. Plain C++: the format is tested without a GPU.
 #pragma once
 
 #include <map>

@@ -264,21 +264,17 @@ int fastest_candidate(const CudaContext& ctx, const MatmulArgs& args, const Matm
   constexpr int kRounds = 2;
   constexpr double kLoadMs = 10.0, kRoundMs = 12.0;
   int calls[kCandidates];
-  double total_ms[kCandidates] = {}, total_calls[kCandidates] = {};
+  double total_ms[kCandidates] = {};
   for (int i = 0; i < count; ++i) calls[i] = calls_for(kRoundMs, time_ms(candidates[i], 1));
   time_ms(candidates[0], calls_for(kLoadMs, kRoundMs / calls[0]));
-  for (int round = 0; round < kRounds; ++round) {
-    for (int i = 0; i < count; ++i) {
-      total_ms[i] += time_ms(candidates[i], calls[i]);
-      total_calls[i] += calls[i];
-    }
-  }
+  for (int round = 0; round < kRounds; ++round)
+    for (int i = 0; i < count; ++i) total_ms[i] += time_ms(candidates[i], calls[i]);
   cudaEventDestroy(start);
   cudaEventDestroy(stop);
   double mean_ms[kCandidates];
   int best = 0;
   for (int i = 0; i < count; ++i) {
-    mean_ms[i] = total_ms[i] / total_calls[i];
+    mean_ms[i] = total_ms[i] / (kRounds * calls[i]);
     if (mean_ms[i] < mean_ms[best]) best = i;
   }
   return mean_ms[best] < 0.99 * mean_ms[0] ? best : 0;
