@@ -54,8 +54,9 @@ std::string bench_usage_text() {
          "\n"
          "--tune-gemms FILE times up to 8 of cuBLASLt's candidate algorithms for each GEMM of the\n"
          "model's layers and head (at this micro-batch and sequence length) and writes the fastest\n"
-         "to FILE (problems already chosen by ZT_GEMM_CHOICES keep their choice). A training run\n"
-         "with train.gemm_choices = FILE, or any run with ZT_GEMM_CHOICES=FILE in its environment,\n"
+         "to FILE; with ZT_GEMM_CHOICES=FILE2, FILE2's problems keep their choice and FILE gets\n"
+         "its other lines too (so FILE2 = FILE adds to FILE). A training run with\n"
+         "train.gemm_choices = FILE, or any run with ZT_GEMM_CHOICES=FILE in its environment,\n"
          "then uses them on the same GPU kind and cuBLASLt version; the same file gives the same\n"
          "algorithms, so the same bits, in every run. (train.gemm_choices also tunes by itself, at\n"
          "the run's own shapes.) The GEMM rows of the tuning run itself include the tuning.\n";

@@ -43,7 +43,6 @@ RunGemmChoices::RunGemmChoices(const std::string& path, const Device& device, bo
                "). Name another file to tune for this GPU, one file per GPU kind");
       return;
     }
-    read_ = choices.index;
     log_info("GEMM choices from ", path, ": ", choices.index.size(),
              " problems; any other problem is tuned when first met and added to the file");
   } else {
@@ -69,8 +68,8 @@ void RunGemmChoices::after_step() {
   if (!tuning_ || !writes_file_) return;
   const int64_t tuned = model::cuda::gemm_problems_tuned();
   if (tuned == tuned_written_) return;
-  model::GemmChoices choices = model::cuda::gemm_choices_in_use(device_);
-  for (const auto& [key, index] : read_) choices.index.emplace(key, index);  // not met in this run
+  // With the file's choices for problems this run has not met (another micro-batch size...).
+  const model::GemmChoices choices = model::cuda::gemm_choices_in_use(device_);
   const int64_t new_problems = tuned - tuned_written_;
   tuned_written_ = tuned;  // a failed write is tried again when more problems are tuned
   try {

@@ -8,7 +8,6 @@
 #pragma once
 
 #include <cstdint>
-#include <map>
 #include <string>
 
 #include "runtime/device.h"
@@ -38,8 +37,6 @@ class RunGemmChoices {
   bool tuning_ = false;
   bool writes_file_ = false;
   int64_t tuned_written_ = 0;  // gemm_problems_tuned() when the file was last written
-  // The file's choices as read: a rewrite keeps those of problems this run never met.
-  std::map<std::string, int> read_;
 };
 
 }  // namespace zt::launch

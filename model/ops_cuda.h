@@ -41,7 +41,8 @@ void gemm(const CudaContext& ctx, bool trans_a, bool trans_b, int64_t M, int64_t
 void set_gemm_tuning(bool on);
 void use_gemm_choices(const GemmChoices& choices, int device);
 // The choices on `device` that came from a file or from tuning, labelled with its kind and
-// cuBLASLt: what a GEMM choices file for the problems run so far holds.
+// cuBLASLt, with those given for problems not run yet: what a GEMM choices file written now holds
+// (rewriting the file they were read from loses none of its lines).
 GemmChoices gemm_choices_in_use(int device);
 // Problems tuned so far in this process: a run writes its file again when this grows.
 int64_t gemm_problems_tuned();

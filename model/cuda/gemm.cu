@@ -11,6 +11,7 @@
 #include <map>
 #include <memory>
 #include <mutex>
+#include <set>
 #include <sstream>
 #include <type_traits>
 
@@ -523,9 +524,16 @@ GemmChoices gemm_choices_in_use(int device) {
   GemmChoices c;
   c.device = detail::device_name(device);
   c.library = detail::library_version();
-  for (const auto& [key, plan] : cache.plans)
-    if (key.device == device && plan->found && plan->source != detail::Source::kHeuristic)
-      c.index[detail::key_text(key)] = plan->choice;
+  std::set<std::string> met;
+  for (const auto& [key, plan] : cache.plans) {
+    if (key.device != device) continue;
+    const std::string text = detail::key_text(key);
+    met.insert(text);
+    if (plan->found && plan->source != detail::Source::kHeuristic) c.index[text] = plan->choice;
+  }
+  // Choices given for problems not run yet stay: a file written from this keeps them.
+  for (const auto& [text, index] : cache.choices)
+    if (met.count(text) == 0) c.index.emplace(text, index);
   return c;
 }
 

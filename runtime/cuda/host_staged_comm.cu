@@ -81,8 +81,9 @@ Buffer StagingPool::take(size_t bytes) {
       return Buffer::allocate_pinned(bytes, MemCategory::kBuffers, "HostStagedComm staging");
     } catch (const Error& e) {
       pageable_ = true;
-      log_warn("HostStagedComm: cannot pin ", bytes, " bytes of host memory for staging (",
-               e.what(), "); staging in pageable memory from now on (slower copies)");
+      log_warn("HostStagedComm: cannot pin ", format_bytes(double(bytes)),
+               " of host memory for staging (", e.what(),
+               "); staging in pageable memory from now on (slower copies)");
     }
   }
   return Buffer::allocate(Device::cpu(), bytes, MemCategory::kBuffers, "HostStagedComm staging");

@@ -1,8 +1,11 @@
 // HostStagedComm's staging (comm.backend = "mpi" on GPUs): pinned blocks reused from collective
-// to collective, and a block goes back to the pool only after the host collective let go of it.
+// to collective (pageable ones once pinning fails), and a block goes back to the pool only after
+// the host collective let go of it.
+#include <cuda_runtime.h>
 #include <gtest/gtest.h>
 
 #include <cstring>
+#include <string>
 #include <vector>
 
 #include "runtime/cuda/cuda_device.h"
@@ -10,6 +13,7 @@
 #include "runtime/device.h"
 #include "runtime/memory.h"
 #include "runtime/self_comm.h"
+#include "tests/support/user_error.h"
 
 namespace zt {
 namespace {
@@ -46,6 +50,29 @@ TEST(StagingPool, ReusesPinnedBlocksAndReplacesTooSmallOnes) {
   // Zero bytes still gets a block (MPI may be handed its address).
   Buffer e = pool.take(0);
   EXPECT_FALSE(e.empty());
+}
+
+// When pinning fails (here: a request for 1 PiB, which neither cudaMallocHost nor the host
+// allocator can meet), the pool warns and stages in pageable memory from then on; the request
+// that failed to pin is an out-of-memory error only because pageable memory cannot hold it either.
+TEST(StagingPool, StagesInPageableMemoryAfterPinningFails) {
+  if (cuda_device_count() == 0) GTEST_SKIP() << "no CUDA device";
+  StagingPool pool;
+  Buffer pinned = pool.take(100);
+  EXPECT_TRUE(pinned.pinned());
+  const std::string error = zt::testing::user_error_of([&] { pool.take(size_t(1) << 50); });
+  EXPECT_NE(error.find("out of memory on cpu"), std::string::npos) << error;
+  EXPECT_EQ(cudaGetLastError(), cudaSuccess) << "the failed pinning left a CUDA error behind";
+  const int64_t before = host_buffer_bytes();
+  Buffer b = pool.take(4096);
+  ASSERT_GE(b.bytes(), 4096u);
+  EXPECT_FALSE(b.pinned());
+  EXPECT_EQ(host_buffer_bytes(), before + int64_t(b.bytes()));
+  std::memset(b.data(), 0x5a, b.bytes());  // usable host memory
+  // Pageable blocks are reused like pinned ones.
+  const void* address = b.data();
+  pool.give(std::move(b));
+  EXPECT_EQ(pool.take(1000).data(), address);
 }
 
 // On one rank every collective returns its input; repeated collectives of the same size reuse

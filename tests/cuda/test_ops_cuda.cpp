@@ -334,7 +334,8 @@ TEST(CudaGemm, GptjFcInShapeSampled) {
 }
 
 // GEMM choices (model/gemm_choices.h): a tuned problem runs one of the heuristic's candidates, a
-// problem given a choice runs that one, and both compute what the CPU does. Shapes of their own,
+// problem given a choice runs that one (and is listed among those in use before it first runs),
+// and both compute what the CPU does. Shapes of their own,
 // so that no earlier test has fixed their algorithms in this process.
 TEST(CudaGemm, TunedAndChosenCandidatesMatchTheCpuTwin) {
   if (cuda_device_count() == 0) GTEST_SKIP() << "no CUDA device";
@@ -382,6 +383,7 @@ TEST(CudaGemm, TunedAndChosenCandidatesMatchTheCpuTwin) {
   key.replace(key.find(" m=264 "), 7, " m=272 ");
   chosen.index[key] = 1;
   cuda::use_gemm_choices(chosen, ctx().device());
+  EXPECT_EQ(choice_of(272), std::make_pair(key, 1)) << "a choice for a problem not run yet is kept";
   run(272);
   EXPECT_EQ(choice_of(272), std::make_pair(key, 1));
   // Choices made on another GPU kind are refused, naming both kinds.

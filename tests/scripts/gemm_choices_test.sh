@@ -5,7 +5,8 @@
 # accumulating weight-gradient GEMMs included); a partial file is completed without losing the
 # lines of problems the run does not meet; a file from another GPU kind is warned about and
 # left as it was; ZT_GEMM_CHOICES beside the key, or a folder as the path, is a config error
-# (exit 2) that names the key. Exits 77 (skipped) without a GPU.
+# (exit 2) that names the key; `bench --tune-gemms` into the file it reads keeps its lines. Exits
+# 77 (skipped) without a GPU.
 #
 # usage: gemm_choices_test.sh ZEROTRAIN
 set -euo pipefail
@@ -71,4 +72,15 @@ status=0
 train folder --set train.gemm_choices="$work" || status=$?
 [[ $status == 2 ]] || fail "a folder as train.gemm_choices: exit $status, expected 2"
 grep -q "is a folder" "$work/folder.log" || fail "the error does not say the path is a folder"
+# 6. `bench --tune-gemms FILE` with ZT_GEMM_CHOICES=FILE (the same file) adds its problems to
+#    the file and keeps the lines of problems the bench does not run.
+bench_file=$work/bench-gemms.txt
+cp "$choices" "$bench_file"
+ZT_GEMM_CHOICES="$bench_file" "$zerotrain" bench --model gptj-tiny --micro-batch 1 --seq-len 64 \
+  --iters 2 --tune-gemms "$bench_file" >"$work/bench.log" 2>&1 || fail "the tuning bench failed: $(tail -5 "$work/bench.log")"
+grep -qxF "$unmet" "$bench_file" || fail "bench --tune-gemms dropped a line of the file it read"
+while read -r line; do
+  grep -qxF "$line" "$bench_file" || fail "bench --tune-gemms changed or dropped: $line"
+done < <(grep '^choice' "$choices")
+(( $(grep -c '^choice ' "$bench_file") > problems + 1 )) || fail "bench --tune-gemms added no problems to $bench_file"
 echo "gemm_choices_test: passed ($problems GEMM problems; losses $(losses "$work/read" | tr '\n' ' '))"
