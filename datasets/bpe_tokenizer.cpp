@@ -26,40 +26,6 @@ constexpr const char* kEndOfText = "<|endoftext|>";
 // ---------------------------------------------------------------------------------------------
 // Files
 
-// Decodes one well-formed UTF-8 sequence (Unicode Table 3-7: no overlong forms, no surrogates,
-// nothing above U+10FFFF) at p. Returns its length in bytes, or 0 when the byte at p does not
-// begin one; *cp receives the code point.
-inline size_t decode_utf8(const unsigned char* p, const unsigned char* end, uint32_t* cp) {
-  const unsigned b0 = p[0];
-  if (b0 < 0x80) {
-    *cp = b0;
-    return 1;
-  }
-  const size_t left = size_t(end - p);
-  auto cont = [](unsigned b) { return (b & 0xC0) == 0x80; };
-  if (b0 >= 0xC2 && b0 <= 0xDF) {
-    if (left < 2 || !cont(p[1])) return 0;
-    *cp = ((b0 & 0x1Fu) << 6) | (p[1] & 0x3Fu);
-    return 2;
-  }
-  if (b0 >= 0xE0 && b0 <= 0xEF) {
-    if (left < 3) return 0;
-    const unsigned b1 = p[1];
-    const unsigned lo = b0 == 0xE0 ? 0xA0 : 0x80, hi = b0 == 0xED ? 0x9F : 0xBF;
-    if (b1 < lo || b1 > hi || !cont(p[2])) return 0;
-    *cp = ((b0 & 0x0Fu) << 12) | ((b1 & 0x3Fu) << 6) | (p[2] & 0x3Fu);
-    return 3;
-  }
-  if (b0 >= 0xF0 && b0 <= 0xF4) {
-    if (left < 4) return 0;
-    const unsigned b1 = p[1];
-    const unsigned lo = b0 == 0xF0 ? 0x90 : 0x80, hi = b0 == 0xF4 ? 0x8F : 0xBF;
-    if (b1 < lo || b1 > hi || !cont(p[2]) || !cont(p[3])) return 0;
-    *cp = ((b0 & 0x07u) << 18) | ((b1 & 0x3Fu) << 12) | ((p[2] & 0x3Fu) << 6) | (p[3] & 0x3Fu);
-    return 4;
-  }
-  return 0;
-}
 
 // GPT-2's bytes_to_unicode: printable Latin-1 bytes map to themselves, the other 68 bytes to
 // U+0100 onwards in byte order, so every token is a printable string in the files.
@@ -139,7 +105,7 @@ inline CharClass next_class(const unsigned char* p, const unsigned char* end, si
     return CharClass(bmp[*p]);
   }
   uint32_t cp;
-  const size_t n = decode_utf8(p, end, &cp);
+  const size_t n = unicode::decode_utf8(p, end, &cp);
   if (n == 0) {
     *len = 1;
     return kOther;
@@ -592,7 +558,7 @@ bool unmap_token(std::string_view mapped, const std::array<int16_t, 324>& invers
   const auto* end = p + mapped.size();
   while (p < end) {
     uint32_t cp;
-    const size_t n = decode_utf8(p, end, &cp);
+    const size_t n = unicode::decode_utf8(p, end, &cp);
     if (n == 0 || cp >= inverse.size() || inverse[cp] < 0) return false;
     out += char(inverse[cp]);
     p += n;

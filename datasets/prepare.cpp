@@ -20,6 +20,7 @@
 
 #include "datasets/jsonl.h"
 #include "datasets/shard_writer.h"
+#include "datasets/unicode_classes.h"
 #include "runtime/error.h"
 #include "runtime/rng.h"
 
@@ -31,8 +32,6 @@ namespace {
 
 constexpr uint64_t kSplitStream = 0x7a11d;  // stream of the counter-based RNG (rng.h)
 constexpr int kFallbackPieces = 16;         // bytes without an exact split point before a hard cut
-
-bool printable_ascii(char c) { return c > 0x20 && c < 0x7f; }
 
 // Length of a prefix of `text` of at most `limit` bytes that ends on a UTF-8 character boundary.
 size_t utf8_boundary(std::string_view text, size_t limit) {
@@ -201,7 +200,8 @@ class Pipeline {
         size_t cut = find_piece_end(buffer, size_t(o_.piece_bytes));
         if (cut == 0) {
           if (int64_t(buffer.size()) < kFallbackPieces * o_.piece_bytes) break;  // read more first
-          cut = utf8_boundary(buffer, size_t(o_.piece_bytes));
+          cut = find_piece_end(buffer, size_t(kFallbackPieces * o_.piece_bytes));
+          if (cut == 0) cut = utf8_boundary(buffer, size_t(o_.piece_bytes));
         }
         if (!any) begin_document();
         any = true;
@@ -455,11 +455,23 @@ class Pipeline {
 }  // namespace
 
 size_t find_piece_end(std::string_view text, size_t limit) {
-  // The last position p <= limit with text[p] == ' ' between two printable ASCII characters.
-  if (text.size() < 3) return 0;
-  size_t p = std::min(limit, text.size() - 2);
-  for (; p >= 1; --p)
-    if (text[p] == ' ' && printable_ascii(text[p - 1]) && printable_ascii(text[p + 1])) return p;
+  // The last p in [1, limit] where a whitespace character begins that a non-whitespace one
+  // follows. A lead or ASCII byte never continues an earlier sequence, so the tokenizer's walk
+  // over the code points reaches p itself; a byte that begins no well-formed sequence is a
+  // one-byte non-whitespace character to it, as here.
+  const auto* base = reinterpret_cast<const unsigned char*>(text.data());
+  const unsigned char* end = base + text.size();
+  if (text.size() < 2) return 0;
+  for (size_t p = std::min(limit, text.size() - 1); p >= 1; --p) {
+    const unsigned char b = base[p];
+    if ((b > 0x20 && b < 0x7f) || (b & 0xc0) == 0x80) continue;  // printable ASCII, mid-character
+    uint32_t cp = 0;
+    const size_t n = unicode::decode_utf8(base + p, end, &cp);
+    if (n == 0 || !unicode::is_space(cp) || p + n >= text.size()) continue;
+    uint32_t next = 0;
+    const size_t m = unicode::decode_utf8(base + p + n, end, &next);
+    if (m == 0 || !unicode::is_space(next)) return p;
+  }
   return 0;
 }
 

@@ -4,11 +4,13 @@
 // token_format.h).
 //
 // Note "prepare pipeline":
-// - One reader (the calling thread) cuts documents into pieces of about piece_bytes, at a single
-//   ASCII space between two printable ASCII characters: GPT-2's pre-tokenizer never joins text
-//   across such a space (no pattern crosses it except as a leading space), so the pieces give
-//   exactly the tokens of the whole document. A text with no such space in 16 pieces' worth of
-//   bytes is cut at a UTF-8 character boundary instead (inexact at that one point).
+// - One reader (the calling thread) cuts documents into pieces of about piece_bytes, before a
+//   whitespace character (Unicode White_Space) that a non-whitespace character follows: the last
+//   whitespace of a run. GPT-2's pre-tokenizer ends a word there in any text (a run followed by
+//   a word splits as run-minus-last + last, the last joining the word when it is a space), and
+//   matches the same words on either side of the cut, so the pieces give exactly the tokens of
+//   the whole document. A text with no such point in 16 pieces' worth of bytes is cut at a UTF-8
+//   character boundary instead (inexact at that one point).
 // - `threads` workers tokenize pieces in any order; one writer thread appends them to the
 //   current shard strictly in input order, so the output is byte-identical for any thread count.
 // - At most 4 * threads + 8 pieces are in flight between reader and writer: memory stays bounded

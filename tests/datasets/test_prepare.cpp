@@ -4,6 +4,7 @@
 #include <gtest/gtest.h>
 
 #include <filesystem>
+#include <map>
 #include <mutex>
 #include <string>
 #include <vector>
@@ -264,11 +265,47 @@ TEST(Prepare, WideVocabulariesUseUint32) {
   check_dataset(out, {});
 }
 
-TEST(Prepare, PieceSplitsFallBetweenWords) {
+// A piece ends before a whitespace character that a non-whitespace one follows (Unicode
+// White_Space, as the pre-tokenizer's \s): the last such point within the limit.
+TEST(Prepare, PieceSplitsFallBeforeTheLastWhitespaceOfARun) {
   EXPECT_EQ(find_piece_end("hello world again", 100), 11u);
   EXPECT_EQ(find_piece_end("hello world again", 8), 5u);
-  EXPECT_EQ(find_piece_end("hello  world", 100), 0u);  // a double space is no exact split
-  EXPECT_EQ(find_piece_end("a\n b", 100), 0u);
+  EXPECT_EQ(find_piece_end("hello  world", 100), 6u);  // "hello", " ", " world" either way
+  EXPECT_EQ(find_piece_end("ab \n\n cd", 4), 0u);  // inside a run: " \n\n" is one word of it
+  EXPECT_EQ(find_piece_end("a\n b", 100), 2u);
+  EXPECT_EQ(find_piece_end("a\r\nb", 100), 2u);  // "\r", "\n" are two words either way
+  EXPECT_EQ(find_piece_end("\xd0\xbf\xd1\x80\xd0\xb8 \xd0\xbc\xd0\xb8\xd1\x80", 100), 6u);  // Cyrillic
+  EXPECT_EQ(find_piece_end("a\xc2\xa0" "b", 100), 1u);      // no-break space is White_Space
+  EXPECT_EQ(find_piece_end("a \xe3\x80\x80" "b", 100), 2u);  // before U+3000, not before " "
+  EXPECT_EQ(find_piece_end("a \xff" "b", 100), 1u);  // a stray byte is a non-whitespace character
+  EXPECT_EQ(find_piece_end("abc def ", 100), 3u);  // trailing whitespace: nothing follows it
+  EXPECT_EQ(find_piece_end(" abc", 100), 0u);      // no empty first piece
+  EXPECT_EQ(find_piece_end("x", 100), 0u);
+  EXPECT_EQ(find_piece_end("", 100), 0u);
+}
+
+// Reading a long text: with no split point in the first piece, one further on (within 16
+// pieces) is taken before any cut inside a word.
+TEST(Prepare, ReadingLooksAheadForASplitPointBeforeCuttingAWord) {
+  const std::string dir = fresh_dir("lookahead");
+  const std::string text = std::string(200, 'x') + " " + std::string(400, 'y');
+  const std::string out = (fs::path(dir) / "ds").string();
+  PrepareOptions o = options(out, {write_file(dir, "a.txt", text)});
+  o.piece_bytes = 16;
+  o.threads = 1;
+  std::map<std::string, int> pieces;
+  std::mutex m;
+  TokenizerRef t = byte_tokenizer();
+  t.encode_append = [&](std::string_view piece, std::vector<int32_t>& ids) {
+    {
+      std::lock_guard<std::mutex> lock(m);
+      ++pieces[std::string(piece)];
+    }
+    for (unsigned char c : piece) ids.push_back(c);
+  };
+  prepare_dataset(o, t);
+  EXPECT_EQ(read_all(out, Split::kTrain), expected_bytes({text}, 256));
+  EXPECT_EQ(pieces.count(std::string(200, 'x')), 1u) << "the x run was cut inside";
 }
 
 // The real GPT-2 tokenizer: shards hold encode(document) + <|endoftext|>, and documents cut
@@ -284,7 +321,16 @@ TEST(Prepare, Gpt2TokensMatchTheTokenizer) {
   std::string long_doc;
   for (int i = 0; i < 300; ++i)
     long_doc += "The quick brown fox's " + std::to_string(i * 37) + " jumps, over   the lazy dog!\n  ";
-  const std::vector<std::string> docs = {"Hello, world! It's   a test.\n\n", long_doc, "  caf\xc3\xa9 \xe2\x80\x94 end"};
+  // Non-Latin words, lines without spaces, CRLF, tabs, runs of mixed whitespace, Unicode spaces
+  // and stray bytes: cut points of every kind.
+  std::string mixed_doc;
+  for (int i = 0; i < 200; ++i) {
+    mixed_doc += "\xd0\x9f\xd1\x80\xd0\xb8\xd0\xb2\xd0\xb5\xd1\x82 \xd0\xbc\xd0\xb8\xd1\x80 " +
+                 std::to_string(i) + "\xe4\xb8\xad\xe6\x96\x87\xe3\x80\x82\n";
+    mixed_doc += i % 3 == 0 ? "it's\r\n" : i % 3 == 1 ? "\t \xc2\xa0" "x\xe3\x80\x80" "y\n \n" : "\xff" " 's  \n\nz";
+  }
+  const std::vector<std::string> docs = {"Hello, world! It's   a test.\n\n", long_doc,
+                                         "  caf\xc3\xa9 \xe2\x80\x94 end", mixed_doc};
   std::vector<std::string> inputs;
   for (size_t i = 0; i < docs.size(); ++i) inputs.push_back(write_file(dir, "d" + std::to_string(i) + ".txt", docs[i]));
   const std::string out = (fs::path(dir) / "ds").string();
