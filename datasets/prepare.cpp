@@ -4,6 +4,7 @@
 
 #include <unistd.h>
 
+#include <algorithm>
 #include <atomic>
 #include <chrono>
 #include <condition_variable>
@@ -57,27 +58,47 @@ std::string shard_name(Split split, int index) {
   return buf;
 }
 
-bool is_our_file(const std::string& name) {
-  const bool shard = (name.starts_with("train-") || name.starts_with("val-")) &&
-                     (name.ends_with(".h5") || name.ends_with(".h5.tmp"));
-  return shard || name == kManifestFile || name == std::string(kManifestFile) + ".tmp";
+bool is_our_temp_file(const std::string& name) {
+  return ((name.starts_with("train-") || name.starts_with("val-")) && name.ends_with(".h5.tmp")) ||
+         name == std::string(kManifestFile) + ".tmp";
 }
 
-// Prepares out_dir: refuses a non-empty one without overwrite; with it, removes the manifest
-// first (so no manifest ever points at shards being replaced), then our shard files.
+bool is_our_dataset_file(const std::string& name) {
+  return ((name.starts_with("train-") || name.starts_with("val-")) && name.ends_with(".h5")) ||
+         name == kManifestFile;
+}
+
+// The regular files in `dir` that `keep` selects, by name.
+template <class F>
+std::vector<std::string> files_in(const std::string& dir, F keep) {
+  std::vector<std::string> names;
+  std::error_code ec;
+  for (const auto& entry : fs::directory_iterator(dir, ec)) {
+    const std::string name = entry.path().filename().string();
+    if (entry.is_regular_file(ec) && keep(name)) names.push_back(name);
+  }
+  return names;
+}
+
+// Prepares out_dir: refuses a non-empty one without overwrite; with it, removes only the
+// temporary files an interrupted prepare left (the dataset in it goes once the new one is
+// complete: Pipeline::finalize).
 void prepare_out_dir(const PrepareOptions& o) {
   std::error_code ec;
   if (fs::exists(o.out_dir, ec) && !fs::is_directory(o.out_dir, ec))
     throw_user_error("--out \"", o.out_dir, "\" is a file, not a folder: choose another --out");
   if (fs::is_directory(o.out_dir, ec) && !fs::is_empty(o.out_dir, ec)) {
-    if (!o.overwrite)
+    const std::vector<std::string> temps = files_in(o.out_dir, is_our_temp_file);
+    if (!o.overwrite) {
+      if (!temps.empty() && files_in(o.out_dir, [](const std::string&) { return true; }).size() ==
+                                temps.size())
+        throw_user_error("--out \"", o.out_dir, "\" holds only the temporary files of an interrupted "
+                         "prepare (", temps.front(), "...): pass --overwrite to replace them, or "
+                         "remove them");
       throw_user_error("--out \"", o.out_dir, "\" is not empty: choose a new or empty folder, or pass --overwrite "
                        "to replace the dataset in it");
-    fs::remove(fs::path(o.out_dir) / kManifestFile, ec);
-    for (const auto& entry : fs::directory_iterator(o.out_dir, ec)) {
-      const std::string name = entry.path().filename().string();
-      if (entry.is_regular_file() && is_our_file(name)) fs::remove(entry.path(), ec);
     }
+    for (const std::string& name : temps) fs::remove(fs::path(o.out_dir) / name, ec);
   }
   fs::create_directories(o.out_dir, ec);
   if (!fs::is_directory(o.out_dir))
@@ -123,6 +144,7 @@ class Pipeline {
       std::rethrow_exception(error_);
     }
     try {
+      check_not_empty();
       finalize();
     } catch (...) {
       cleanup();
@@ -168,7 +190,11 @@ class Pipeline {
     }
   }
 
+  // True once another thread failed; throws when the caller asked the run to stop.
   bool stopped() {
+    if (o_.stop && o_.stop())
+      throw_user_error("prepare was interrupted; nothing was written to \"", o_.out_dir, "\"",
+                       o_.overwrite ? " (the dataset in it is as it was)" : "");
     std::lock_guard<std::mutex> lock(mutex_);
     return failed_;
   }
@@ -187,6 +213,7 @@ class Pipeline {
     bool any = false;
     bool eof = false;
     while (!eof) {
+      if (stopped()) return;
       in.read(block.data(), std::streamsize(block.size()));
       const std::streamsize got = in.gcount();
       if (got < std::streamsize(block.size())) {
@@ -368,7 +395,27 @@ class Pipeline {
 
   // ---- the end ----
 
+  // A dataset training cannot use is an error, not a success to find out about later.
+  void check_not_empty() const {
+    if (documents_ == 0)
+      throw_user_error("no documents in the inputs: ",
+                       o_.format == InputFormat::kText
+                           ? "every file is empty"
+                           : "every line is blank or has an empty \"" + o_.jsonl_key + "\"",
+                       "; nothing was written to \"", o_.out_dir, "\"");
+    if (manifest_.train.empty())
+      throw_user_error("all ", documents_, " documents went to the validation split (--val-fraction ",
+                       o_.val_fraction, "), so there is nothing to train on: lower --val-fraction "
+                       "(0 keeps every document for training); nothing was written to \"",
+                       o_.out_dir, "\"");
+  }
+
   void finalize() {
+    // A dataset being replaced: its manifest goes first, so that none points at a mix of old
+    // and new shards; its shards are renamed over or, beyond the new ones, removed below.
+    const std::vector<std::string> old_files = files_in(o_.out_dir, is_our_dataset_file);
+    std::error_code removed;
+    fs::remove(fs::path(o_.out_dir) / kManifestFile, removed);
     for (Split split : {Split::kTrain, Split::kVal}) {
       for (const ShardInfo& s : manifest_shards(split)) {
         const fs::path final_path = fs::path(o_.out_dir) / s.file;
@@ -379,6 +426,11 @@ class Pipeline {
       }
     }
     temp_files_.clear();
+    for (const std::string& name : old_files) {
+      const std::string path = (fs::path(o_.out_dir) / name).string();
+      if (std::find(final_files_.begin(), final_files_.end(), path) == final_files_.end())
+        fs::remove(path, removed);
+    }
     const fs::path manifest_path = fs::path(o_.out_dir) / kManifestFile;
     const std::string tmp = manifest_path.string() + ".tmp";
     temp_files_.push_back(tmp);

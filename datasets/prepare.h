@@ -20,7 +20,9 @@
 //   same for the same inputs and seed, whatever the thread count or shard size.
 // - Shards are written as NAME.h5.tmp and renamed when all are complete; manifest.toml is
 //   written last (through manifest.toml.tmp and a rename), so an interrupted prepare never leaves
-//   a manifest that points at partial shards. On an error the temporary files are removed.
+//   a manifest that points at partial shards. On an error the temporary files are removed. A
+//   dataset replaced with `overwrite` loses its manifest only once the new shards are complete,
+//   then its shards (renamed over, or removed when the new dataset has fewer).
 #pragma once
 
 #include <cstdint>
@@ -54,7 +56,12 @@ struct PrepareOptions {
   int64_t split_seed = 1234;
   int threads = 0;        // tokenizer threads; 0 = one per core
   int compression = 0;    // gzip level of /tokens, 0 = none
-  bool overwrite = false; // replace a dataset already in out_dir
+  // Replace a dataset already in out_dir. Its files stay until the new shards are complete
+  // (an error or interrupt leaves it as it was); only then do its manifest and shards go.
+  bool overwrite = false;
+  // Polled by the reader between pieces and lines: once it returns true the run stops as on an
+  // error (a zt::UserError saying it was interrupted; temporary files removed). Null: never.
+  std::function<bool()> stop;
   // Progress on stderr: on a terminal a self-updating line, elsewhere a line every 10 s.
   bool progress = true;
   int64_t piece_bytes = 1 << 20;
@@ -67,9 +74,10 @@ struct PrepareSummary {
   double seconds = 0.0;
 };
 
-// Throws zt::UserError for bad inputs (a missing file, a malformed jsonl line: "FILE:LINE: ..."),
-// a non-empty out_dir without overwrite, or a failed write; nothing is left behind but the
-// temporary files' removal.
+// Throws zt::UserError for bad inputs (a missing file, a malformed jsonl line: "FILE:LINE: ...",
+// inputs without a document, or documents that all went to the validation split), a non-empty
+// out_dir without overwrite, a failed write, or a stop; out_dir is then left as it was (the
+// temporary files are removed).
 PrepareSummary prepare_dataset(const PrepareOptions& options, const TokenizerRef& tokenizer);
 
 // Cuts `text` at the last exact split point (see the note) at or before `limit` bytes; returns

@@ -305,6 +305,15 @@ void TokenDataset::read(int64_t begin, int64_t count, int32_t* out) const {
       // HDF5 widens uint16/uint32 to int32 as it reads.
       ZT_HDF5_CHECK(H5Dread(shard.tokens.get(), H5T_NATIVE_INT32, mem_space.get(), file_space.get(), H5P_DEFAULT, out),
                     "reading tokens [", local, ", ", local + n, ") of ", shard.path);
+      // What data.verify = true checks up front, here for the tokens read (the model would index
+      // its embedding out of range): a few compares per token beside the HDF5 read.
+      const int64_t vocab = manifest_.vocab_size;
+      for (int64_t i = 0; i < n; ++i)
+        if (out[i] < 0 || out[i] >= vocab) [[unlikely]]
+          throw_user_error(shard.path, " holds token id ", out[i], " at position ", local + i,
+                           ", outside the dataset's vocab_size ", vocab, ": the shard is corrupt. "
+                           "Prepare it again (data.verify = true finds every such shard before "
+                           "training)");
       out += n;
       begin += n;
       count -= n;

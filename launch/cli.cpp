@@ -175,8 +175,27 @@ int run_cli(const std::vector<std::string>& args) {
     }
     // `prepare` runs on one process, like `tokenize`.
     if (!args.empty() && args[0] == "prepare") {
-      const PrepareArgs p = parse_prepare_args({args.begin() + 1, args.end()});
-      std::fputs(p.help ? prepare_usage_text().c_str() : run_prepare(p).c_str(), stdout);
+      PrepareArgs p = parse_prepare_args({args.begin() + 1, args.end()});
+      if (p.help) {
+        std::fputs(prepare_usage_text().c_str(), stdout);
+        return 0;
+      }
+      // SIGINT / SIGTERM stop it cleanly: temporary files removed, out_dir as it was, exit
+      // status 128 + signal (a second signal ends it at once).
+      install_stop_handlers(false);
+      p.options.stop = [] { return stop_requested(); };
+      std::string report;
+      try {
+        report = run_prepare(p);
+      } catch (const UserError& e) {
+        const int sig = stop_signal();
+        restore_default_stop_handlers();
+        if (sig == 0) throw;
+        std::fprintf(stderr, "zerotrain: %s (%s)\n", e.what(), stop_signal_name(sig));
+        return 128 + sig;
+      }
+      restore_default_stop_handlers();
+      std::fputs(report.c_str(), stdout);
       return 0;
     }
     // So does `convert`.

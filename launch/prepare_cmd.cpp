@@ -2,6 +2,7 @@
 #include "launch/prepare_cmd.h"
 
 #include <charconv>
+#include <cstdint>
 #include <cstdio>
 #include <filesystem>
 
@@ -24,6 +25,9 @@ int64_t parse_int(const std::string& flag, const std::string& text, int64_t min)
   if (!t.empty() && t.back() == 'G') scale = 1000000000;
   if (scale > 1) t.pop_back();
   auto [end, ec] = std::from_chars(t.data(), t.data() + t.size(), v);
+  if (ec == std::errc::result_out_of_range ||
+      (ec == std::errc() && (v > INT64_MAX / scale || v < INT64_MIN / scale)))
+    throw_user_error(flag, " ", text, ": too large (at most ", INT64_MAX, ")");
   if (t.empty() || ec != std::errc() || end != t.data() + t.size() || v * scale < min)
     throw_user_error(flag, " ", text, ": expected an integer >= ", min, " (a k, M or G suffix is allowed)");
   return v * scale;
@@ -56,7 +60,8 @@ std::string prepare_usage_text() {
          "  --shard-tokens N      tokens per shard before a new one starts (default 100M)\n"
          "  --compress LEVEL      gzip level 1-9 for the token data (default 0: none, fastest reads)\n"
          "  --threads N           tokenizer threads (default: one per core)\n"
-         "  --overwrite           replace the dataset already in DATASET_DIR\n"
+         "  --overwrite           replace the dataset already in DATASET_DIR (kept until the new\n"
+         "                        one is complete)\n"
          "  --quiet               no progress line\n"
          "\n"
          "example:\n"

@@ -57,6 +57,10 @@ void TrainingData::start() {
              samples, " samples of ", seq + 1, " tokens per epoch = ", double(samples) / double(samples_per_step),
              " steps; ", tokens_per_step, " tokens per step = ", world_, " ranks x ", accum, " micro-batches x ", b,
              " sequences x ", seq, " tokens");
+    if (samples < samples_per_step)
+      log_warn("data: the train split holds ", samples, " samples, fewer than one step's ",
+               samples_per_step, ": every step repeats some of them (the epoch wraps inside the "
+               "step). Prepare more data, or lower train.seq_len or the global batch");
     if (resume_state_)
       log_info("data: resuming the sample order at position ", start.position, " (epoch ", start.epoch,
                ", seed ", start.seed, ")");

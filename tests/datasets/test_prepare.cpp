@@ -200,7 +200,7 @@ TEST(Prepare, RefusesANonEmptyFolderUnlessOverwrite) {
   EXPECT_TRUE(fs::exists(fs::path(out) / "notes.txt"));  // only our own files are replaced
 }
 
-TEST(Prepare, AFailureMidwayLeavesNoManifestAndNoTemporaryFiles) {
+TEST(Prepare, AFailureMidwayLeavesTheFolderAsItWas) {
   const std::string dir = fresh_dir("midway");
   std::vector<std::string> inputs;
   for (int d = 0; d < 30; ++d) {
@@ -220,9 +220,66 @@ TEST(Prepare, AFailureMidwayLeavesNoManifestAndNoTemporaryFiles) {
   o.overwrite = true;
   o.shard_tokens = 10;  // several shards are finished before the failure
   o.threads = 3;
+  const std::vector<int32_t> before = read_all(out, Split::kTrain);
   EXPECT_NE(user_error_of([&] { prepare_dataset(o, failing); }).find("doc 20"), std::string::npos);
-  // The old manifest went first, the new one was never written, and no shard is left.
-  EXPECT_TRUE(fs::is_empty(out));
+  // The earlier dataset is whole (--overwrite replaces it only once the new one is complete),
+  // and no temporary file is left.
+  EXPECT_EQ(read_all(out, Split::kTrain), before);
+  check_dataset(out, {});
+  for (const auto& entry : fs::directory_iterator(out))
+    EXPECT_FALSE(entry.path().string().ends_with(".tmp")) << entry.path();
+  // A stop request is such a failure too.
+  o.stop = [] { return true; };
+  const std::string msg = user_error_of([&] { prepare_dataset(o, byte_tokenizer()); });
+  EXPECT_NE(msg.find("interrupted"), std::string::npos) << msg;
+  EXPECT_NE(msg.find("as it was"), std::string::npos) << msg;
+  EXPECT_EQ(read_all(out, Split::kTrain), before);
+}
+
+// A replaced dataset with more shards than the new one: the extra shards go; files that are not
+// the dataset's stay. Temporary files of an interrupted run are named in the refusal, and
+// --overwrite removes them.
+TEST(Prepare, OverwriteRemovesTheOldShardsOnlyAfterTheNewOnesAndNamesLeftovers) {
+  const std::string dir = fresh_dir("overwrite-shards");
+  std::vector<std::string> inputs;
+  for (int d = 0; d < 6; ++d) inputs.push_back(write_file(dir, "d" + std::to_string(d) + ".txt", "document"));
+  const std::string out = (fs::path(dir) / "ds").string();
+  PrepareOptions o = options(out, inputs);
+  o.shard_tokens = 5;  // one shard per document
+  prepare_dataset(o, byte_tokenizer());
+  ASSERT_TRUE(fs::exists(fs::path(out) / "train-00005.h5"));
+  o.inputs = {write_file(dir, "new.txt", "new")};
+  o.overwrite = true;
+  prepare_dataset(o, byte_tokenizer());
+  EXPECT_EQ(read_all(out, Split::kTrain), expected_bytes({"new"}, 256));
+  EXPECT_FALSE(fs::exists(fs::path(out) / "train-00001.h5"));
+  check_dataset(out, {});
+
+  const std::string left = (fs::path(dir) / "left").string();
+  fs::create_directories(left);
+  write_file(left, "train-00000.h5.tmp", "partial");
+  o.out_dir = left;
+  o.overwrite = false;
+  const std::string msg = user_error_of([&] { prepare_dataset(o, byte_tokenizer()); });
+  EXPECT_NE(msg.find("interrupted prepare (train-00000.h5.tmp"), std::string::npos) << msg;
+  o.overwrite = true;
+  prepare_dataset(o, byte_tokenizer());
+  EXPECT_EQ(read_all(left, Split::kTrain), expected_bytes({"new"}, 256));
+}
+
+// Inputs that give nothing to train on are an error, and nothing is written.
+TEST(Prepare, NoDocumentsOrNoTrainingDocumentsIsAnError) {
+  const std::string dir = fresh_dir("nothing");
+  const std::string out = (fs::path(dir) / "ds").string();
+  std::string msg = user_error_of(
+      [&] { prepare_dataset(options(out, {write_file(dir, "empty.txt", "")}), byte_tokenizer()); });
+  EXPECT_NE(msg.find("no documents in the inputs: every file is empty"), std::string::npos) << msg;
+  EXPECT_TRUE(!fs::exists(out) || fs::is_empty(out));
+  PrepareOptions o = options(out, {write_file(dir, "a.txt", "a")});
+  o.val_fraction = 0.999999;
+  msg = user_error_of([&] { prepare_dataset(o, byte_tokenizer()); });
+  EXPECT_NE(msg.find("all 1 documents went to the validation split"), std::string::npos) << msg;
+  EXPECT_TRUE(!fs::exists(out) || fs::is_empty(out));
 }
 
 TEST(Prepare, TextWithoutSpacesIsCutAtCharacterBoundaries) {

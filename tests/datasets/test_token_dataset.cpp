@@ -152,20 +152,27 @@ TEST(TokenDatasetErrors, CorruptedTokenIsAChecksumMismatch) {
 TEST(TokenDatasetErrors, TokenIdOutsideTheVocabulary) {
   const std::string ds = make_dataset("outofrange");
   const std::string shard = (fs::path(ds) / "train-00000.h5").string();
-  poke_token(shard, 3, 300);
-  // Make the checksum match so the range check is what fails.
+  // Make the checksum match the poked shard so the range check is what fails.
   Manifest m = read_manifest(ds);
   {
     auto data = TokenDataset::open(ds, Split::kTrain);
     std::vector<int32_t> t(size_t(m.train[0].tokens));
     data->read(0, m.train[0].tokens, t.data());
+    t[3] = 300;
     std::vector<uint16_t> u(t.begin(), t.end());
     Checksum64 c;
     c.update(u.data(), u.size() * 2);
     m.train[0].checksum = c.value();
   }
+  poke_token(shard, 3, 300);
   write_file(ds, "manifest.toml", manifest_to_toml(m));
   expect_error([&] { check_dataset(ds, {}); }, {shard, "token id 300", "vocab_size 257"});
+  // Without the up-front check (data.verify = false), reading it names the shard and the fix.
+  auto data = TokenDataset::open(ds, Split::kTrain);
+  std::vector<int32_t> t(8);
+  data->read(0, 3, t.data());  // the tokens before it are fine
+  expect_error([&] { data->read(0, 8, t.data()); },
+               {shard, "token id 300 at position 3", "vocab_size 257", "data.verify = true"});
 }
 
 TEST(TokenDatasetErrors, WrongDtype) {
@@ -210,14 +217,12 @@ TEST(TokenDatasetErrors, TokenizerMismatch) {
 }
 
 TEST(TokenDatasetErrors, EmptyDatasetAndTooFewTokens) {
-  const std::string dir = fresh_dir("empty");
-  const std::string in = write_file(dir, "empty.txt", "");
-  PrepareOptions o;
-  o.inputs = {in};
-  o.out_dir = (fs::path(dir) / "ds").string();
-  o.progress = false;
-  prepare_dataset(o, byte_tokenizer());
-  expect_error([&] { check_dataset(o.out_dir, {}); }, {o.out_dir + "/manifest.toml", "empty"});
+  // prepare refuses to write an empty dataset: its manifest, written here, lists no shards.
+  const std::string empty = make_dataset("empty-ds", 60, 400, 0.0);
+  Manifest m = read_manifest(empty);
+  m.train.clear();
+  write_file(empty, "manifest.toml", manifest_to_toml(m));
+  expect_error([&] { check_dataset(empty, {}); }, {empty + "/manifest.toml", "empty"});
 
   const std::string ds = make_dataset("few", 60, 400, 0.0);
   DatasetRequirements req;

@@ -117,6 +117,19 @@ TEST(TrainerHdf5, BadDataStopsTheRunBeforeAnythingIsWritten) {
   EXPECT_NE(m3.find("gpt2-bpe:"), std::string::npos) << m3;
 }
 
+TEST(TrainerHdf5, ATrainSplitSmallerThanOneStepIsWarnedAbout) {
+  const std::string dir = fresh_dir("small");
+  const std::string ds = testing::make_tiny_dataset(dir, 10, 1);  // about 6 samples of 33 tokens
+  RunConfig c = hdf5_config(ds, (fs::path(dir) / "run").string(), 1);
+  c.train.micro_batch_size = 8;
+  SelfComm comm;
+  ::testing::internal::CaptureStderr();
+  train(c, comm);
+  const std::string err = ::testing::internal::GetCapturedStderr();
+  EXPECT_NE(err.find("fewer than one step's 8: every step repeats some of them"), std::string::npos)
+      << err;
+}
+
 TEST(TrainerHdf5, EvaluationLeavesTheSyntheticRunUnchanged) {
   // Held-out synthetic samples give a val loss without changing a training step.
   const std::string dir = fresh_dir("synthetic");
