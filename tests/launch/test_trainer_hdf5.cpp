@@ -208,6 +208,13 @@ TEST(PrepareCli, ParsesFlags) {
   EXPECT_NE(message({"--tokenizer", "t", "--out", "ds", "--val-fraction", "1.5", "a"}).find("[0, 1)"), std::string::npos);
   EXPECT_NE(message({"--tokenizer", "t", "--out", "ds", "--format", "csv", "a"}).find("text or jsonl"), std::string::npos);
   EXPECT_NE(message({"--tokenizer", "t", "--out", "ds", "--bogus", "1", "a"}).find("--bogus"), std::string::npos);
+  // Past int64 once scaled (it wrapped to 384 before), or before.
+  EXPECT_NE(message({"--tokenizer", "t", "--out", "ds", "--shard-tokens", "18446744073709552k", "a"})
+                .find("--shard-tokens 18446744073709552k: too large"),
+            std::string::npos);
+  EXPECT_NE(message({"--tokenizer", "t", "--out", "ds", "--shard-tokens", "9300000000000000k", "a"})
+                .find("too large"),
+            std::string::npos);
 }
 
 // The command end to end with the real GPT-2 tokenizer.
