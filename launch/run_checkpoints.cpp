@@ -14,6 +14,7 @@
 
 #include "runtime/error.h"
 #include "runtime/log.h"
+#include "launch/config_schema.h"
 #include "zero/checkpoint.h"
 
 namespace zt::launch {
@@ -77,6 +78,14 @@ std::map<std::string, std::string> checkpoint_fingerprint(const RunConfig& c, in
 }
 
 
+std::map<std::string, std::string> checkpoint_settings(const RunConfig& c) {
+  std::map<std::string, std::string> settings;
+  for (const ConfigKey& k : config_schema())
+    if (k.section == "optimizer" || k.section == "fp16")
+      settings["setting." + k.key] = format_config_value(k.get(c));
+  return settings;
+}
+
 std::string step_dir_name(int64_t step) {
   char buf[32];
   std::snprintf(buf, sizeof(buf), "step-%08lld", static_cast<long long>(step));
@@ -95,9 +104,24 @@ std::string latest_checkpoint(const std::string& checkpoint_dir, const std::stri
   std::getline(in, name);
   while (!name.empty() && (name.back() == '\r' || name.back() == ' ')) name.pop_back();
   const std::string dir = (fs::path(checkpoint_dir) / name).string();
-  if (name.empty() || !zero::is_complete_checkpoint(dir))
+  if (name.empty() || !zero::is_complete_checkpoint(dir)) {
+    // A save that replaced DIR on a filesystem without an atomic exchange and died between its
+    // two renames leaves the complete old and new folders beside it (runtime/file_io.h).
+    std::string beside;
+    for (const auto& entry : fs::directory_iterator(checkpoint_dir, ec)) {
+      const std::string other = entry.path().filename().string();
+      if (!name.empty() && (other.starts_with(name + ".old-") || other.starts_with(name + ".tmp-")) &&
+          zero::is_complete_checkpoint(entry.path().string()))
+        beside += (beside.empty() ? "" : ", ") + entry.path().string();
+    }
     throw_user_error(what, ": ", latest.string(), " names \"", name, "\", but ", dir,
-                     " is not a complete checkpoint (it has no manifest.toml)");
+                     fs::exists(dir, ec) ? " is not a complete checkpoint (it has no manifest.toml)"
+                                         : " does not exist",
+                     beside.empty() ? std::string()
+                                    : "; a save replacing it was interrupted, and complete "
+                                      "checkpoints are beside it: " + beside +
+                                      " (rename the one to keep to " + dir + ")");
+  }
   return dir;
 }
 
@@ -127,6 +151,16 @@ std::optional<ResumePoint> find_resume_point(const RunConfig& config, int world)
     p.dir = t.resume;
     if (!fs::is_directory(p.dir, ec))
       throw_user_error("train.resume = \"", p.dir, "\": no such checkpoint folder");
+    // A checkpoint of another folder: this run's saves would replace and prune the checkpoints
+    // of whatever run train.checkpoint_dir holds, as a fresh start's would.
+    const fs::path latest = fs::path(t.checkpoint_dir) / "latest";
+    if (!t.checkpoint_dir.empty() && !t.overwrite && fs::exists(latest, ec) &&
+        fs::weakly_canonical(p.dir, ec).parent_path() != fs::weakly_canonical(t.checkpoint_dir, ec))
+      throw_user_error("train.resume = \"", p.dir, "\" is not in train.checkpoint_dir \"",
+                       t.checkpoint_dir, "\", which holds another run's checkpoints (",
+                       latest.string(), "), and this run's saves would replace and prune them: "
+                       "choose another train.checkpoint_dir, or set train.overwrite = true to "
+                       "replace them");
     if (!zero::is_complete_checkpoint(p.dir))
       throw_user_error("train.resume = \"", p.dir, "\" is not a complete checkpoint: it has no ",
                        (fs::path(p.dir) / "manifest.toml").string(),
@@ -151,6 +185,7 @@ std::optional<ResumePoint> find_resume_point(const RunConfig& config, int world)
   if (p.step >= t.steps)
     throw_user_error("checkpoint ", p.dir, " is at step ", p.step, " but train.steps = ", t.steps,
                      ": nothing is left to run; raise train.steps to train further");
+  zero::check_resumable(p.dir, config.model.shape, t.precision);
   for (const auto& [key, value] : checkpoint_fingerprint(config, world)) {
     const auto it = extra.find(key);
     if (it == extra.end())
@@ -160,6 +195,13 @@ std::optional<ResumePoint> find_resume_point(const RunConfig& config, int world)
       throw_user_error("checkpoint ", p.dir, " was saved with ", fingerprint_field(key), " = \"", it->second,
                        "\", but this run has \"", value, "\": an exact resume needs the same value (change it "
                        "back, or start a fresh run)");
+  }
+  for (const auto& [key, value] : checkpoint_settings(config)) {
+    const auto it = extra.find(key);  // absent in checkpoints saved before they were recorded
+    if (it != extra.end() && it->second != value)
+      log_warn("resume: ", key.substr(8), " was ", it->second, " when ", p.dir, " was saved; this run "
+               "uses ", value, " from step ", p.step + 1, " on (the run is no longer the one it "
+               "continues; change it back to continue exactly)");
   }
   if (config.data.source == "hdf5") {
     datasets::SamplerState s;
@@ -187,7 +229,10 @@ void prune_checkpoints(const fs::path& dir, int64_t keep_last, int64_t step, con
   std::vector<std::pair<int64_t, fs::path>> found;
   for (const fs::directory_entry& e : fs::directory_iterator(dir)) {
     const int64_t s = step_of_dir_name(e.path().filename().string());
-    if (s >= 0 && s <= step && e.is_directory()) found.emplace_back(s, e.path());
+    // Only complete checkpoints count (and go): a step-N folder without a manifest is no
+    // checkpoint of this run's, and must not push out one that is.
+    if (s >= 0 && s <= step && e.is_directory() && zero::is_complete_checkpoint(e.path().string()))
+      found.emplace_back(s, e.path());
   }
   std::sort(found.begin(), found.end(), [](const auto& a, const auto& b) { return a.first > b.first; });
   for (size_t i = size_t(keep_last); i < found.size(); ++i)

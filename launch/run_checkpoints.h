@@ -16,8 +16,9 @@ namespace zt::launch {
 // Note "trainer checkpoints": train.checkpoint_dir holds step-NNNNNNNN folders (engine
 // checkpoints, zero/checkpoint.h) and `latest`, a text file naming the newest complete one, moved
 // (latest.tmp + rename) only after its save completed. Beside the engine state, meta.extra holds
-// what an exact resume needs: the HDF5 sampler state ("data.*") and a fingerprint of the settings
-// that must not change ("fingerprint.*"; the model shape is checked by load_checkpoint).
+// what an exact resume needs: the HDF5 sampler state ("data.*"), a fingerprint of the settings
+// that must not change ("fingerprint.*"; the model shape and precision are checked by
+// zero::check_resumable) and the optimizer settings a resume warns about changing ("setting.*").
 
 // Where a run continues from.
 struct ResumePoint {
@@ -28,6 +29,11 @@ struct ResumePoint {
 
 // The settings a resume must not change, as meta.extra entries ("fingerprint.*").
 std::map<std::string, std::string> checkpoint_fingerprint(const RunConfig& c, int world);
+
+// The settings a resume may change but should say it does: every [optimizer] and [fp16] key, as
+// meta.extra entries ("setting.optimizer.lr" = "0.0003"). find_resume_point warns about each one
+// that differs (a new learning rate, schedule or clipping makes it another run from there on).
+std::map<std::string, std::string> checkpoint_settings(const RunConfig& c);
 
 // "step-NNNNNNNN", the folder of the checkpoint saved after `step`.
 std::string step_dir_name(int64_t step);

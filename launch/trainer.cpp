@@ -251,13 +251,8 @@ TrainSummary train(const RunConfig& given, Comm& comm, const TrainOptions& optio
              "computes on the parameters from before it; evaluations and checkpoint saves apply it "
              "first");
 
-  std::optional<MetricsWriter> metrics;
-  if (writer) {
-    const std::string resolved = config_to_toml(given);
-    metrics.emplace(open_run_outputs(t, resolved, resume ? std::optional<int64_t>(resume->step)
-                                                         : std::nullopt));
-    log_info("resolved config:\n", resolved);
-  }
+  const std::string resolved = config_to_toml(given);
+  if (writer) log_info("resolved config:\n", resolved);
 
   // The backend: on the CPU the engine uses `comm` directly; on a GPU it gets a CUDA context
   // (stream, cuBLASLt) and an NcclComm bootstrapped over `comm`, or with comm.backend = "mpi" a
@@ -376,6 +371,15 @@ TrainSummary train(const RunConfig& given, Comm& comm, const TrainOptions& optio
   } else if (resume && !config.model.init_from.empty()) {
     log_info("model.init_from is not used: the run continues from its checkpoint");
   }
+  // Only now, with the state loaded, does the run write to out_dir: a checkpoint refused while
+  // loading (a checksum, a shape), a device or memory failure, must leave an out_dir it would
+  // continue (its metrics past the checkpoint, its config.toml) as it was.
+  std::optional<MetricsWriter> metrics;
+  run_agreed(comm, "opening the run's outputs", [&] {
+    if (writer)
+      metrics.emplace(open_run_outputs(t, resolved, resume ? std::optional<int64_t>(resume->step)
+                                                           : std::nullopt));
+  });
   summary.first_step = first_step;
   data.start();
   // Mean loss over every token of the eval batches of all ranks: loss sums and counts are
@@ -412,6 +416,7 @@ TrainSummary train(const RunConfig& given, Comm& comm, const TrainOptions& optio
     zero::CheckpointMeta meta;
     meta.step = step;
     meta.extra = checkpoint_fingerprint(config, world);
+    meta.extra.merge(checkpoint_settings(config));
     if (const std::optional<datasets::SamplerState> s = data.state()) {
       meta.extra["data.seed"] = std::to_string(s->seed);
       meta.extra["data.epoch"] = std::to_string(s->epoch);

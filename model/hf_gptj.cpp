@@ -444,31 +444,8 @@ void write_hf_gptj(const std::string& dir, WeightSource& src, DType dtype, bool 
                     "check the disk space and permissions of the output directory");
   sync_path(tmp);
 
-  const fs::path parent = out.parent_path();
-  if (!replace) {
-    // A missing or empty DIR: rename replaces an empty directory atomically.
-    if (std::rename(tmp.c_str(), out.c_str()) != 0)
-      throw_user_error("cannot rename ", tmp.string(), " to ", out.string(), ": ",
-                       std::strerror(errno));
-  } else if (::renameat2(AT_FDCWD, tmp.c_str(), AT_FDCWD, out.c_str(), RENAME_EXCHANGE) == 0) {
-    // Swapped atomically: tmp now holds the old directory, which the guard removes.
-  } else {
-    // A filesystem without RENAME_EXCHANGE: move the old one aside first. DIR is missing for
-    // the moment between the two renames, never half-written.
-    const fs::path old = out.string() + ".old-" + std::to_string(::getpid());
-    fs::remove_all(old, ec);
-    if (std::rename(out.c_str(), old.c_str()) != 0)
-      throw_user_error("cannot move ", out.string(), " aside to replace it: ",
-                       std::strerror(errno));
-    if (std::rename(tmp.c_str(), out.c_str()) != 0) {
-      const int err = errno;
-      std::rename(old.c_str(), out.c_str());
-      throw_user_error("cannot rename ", tmp.string(), " to ", out.string(), ": ",
-                       std::strerror(err));
-    }
-    fs::remove_all(old, ec);
-  }
-  sync_path(parent);
+  replace_dir(tmp, out, out.string() + ".old-" + std::to_string(::getpid()));
+  guard.keep = true;  // renamed, or the old directory already removed
 }
 
 }  // namespace zt::model

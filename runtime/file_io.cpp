@@ -2,9 +2,11 @@
 #include "runtime/file_io.h"
 
 #include <fcntl.h>
+#include <stdio.h>  // renameat2, RENAME_EXCHANGE (glibc)
 #include <unistd.h>
 
 #include <cerrno>
+#include <cstdio>
 #include <cstring>
 #include <fstream>
 #include <sstream>
@@ -73,6 +75,28 @@ void replace_file(const fs::path& path, std::string_view text, std::string_view 
     throw_user_error("cannot replace \"", path.string(), "\": ", why, ": ", hint);
   }
   sync_path(path.parent_path());
+}
+
+void replace_dir(const fs::path& tmp, const fs::path& dir, const fs::path& aside) {
+  std::error_code ec;
+  const bool replace = fs::exists(dir, ec) && !fs::is_empty(dir, ec);
+  if (!replace) {
+    if (std::rename(tmp.c_str(), dir.c_str()) != 0)  // onto nothing, or onto an empty folder
+      throw_user_error("cannot rename ", tmp.string(), " to ", dir.string(), ": ", std::strerror(errno));
+  } else if (::renameat2(AT_FDCWD, tmp.c_str(), AT_FDCWD, dir.c_str(), RENAME_EXCHANGE) == 0) {
+    fs::remove_all(tmp, ec);  // the old folder now
+  } else {
+    fs::remove_all(aside, ec);
+    if (std::rename(dir.c_str(), aside.c_str()) != 0)
+      throw_user_error("cannot move ", dir.string(), " aside to replace it: ", std::strerror(errno));
+    if (std::rename(tmp.c_str(), dir.c_str()) != 0) {
+      const int err = errno;
+      std::rename(aside.c_str(), dir.c_str());
+      throw_user_error("cannot rename ", tmp.string(), " to ", dir.string(), ": ", std::strerror(err));
+    }
+    fs::remove_all(aside, ec);
+  }
+  sync_path(dir.has_parent_path() ? dir.parent_path() : fs::path("."));
 }
 
 }  // namespace zt

@@ -27,4 +27,14 @@ void write_file_synced(const std::filesystem::path& path, std::string_view text,
 void replace_file(const std::filesystem::path& path, std::string_view text,
                   std::string_view hint = "check that the folder is writable and has space");
 
+// Publishes the complete folder `tmp` as `dir` (same filesystem), flushing the parent folder
+// after. A missing or empty `dir` is replaced by one rename. A non-empty one is swapped with
+// `tmp` atomically (renameat2 RENAME_EXCHANGE), so `dir` holds the old folder or the new one at
+// every moment, and the old one, then at `tmp`, is removed. A filesystem without the exchange
+// moves the old one to `aside` first (put back if the second rename fails): `dir` is then
+// missing between the two renames, and a crash there leaves the old folder at `aside` and the
+// new one at `tmp`. Failures are UserErrors naming the paths; `dir` is then as it was.
+void replace_dir(const std::filesystem::path& tmp, const std::filesystem::path& dir,
+                 const std::filesystem::path& aside);
+
 }  // namespace zt

@@ -60,9 +60,15 @@ void write_rank_file(Engine& engine, const fs::path& path, bool holds_pieces) {
   ZT_HDF5_CHECK(H5Fflush(f, H5F_SCOPE_GLOBAL), "flushing ", path.string());
 }
 
-// The manifest's model shape and dtype against the loading engine's.
-void check_compatible(const CheckpointManifest& m, const Engine& engine, const std::string& source) {
-  const model::GptjConfig& c = engine.config();
+// The manifest's kind, model shape and dtype against a run's that would resume from it.
+void check_compatible(const CheckpointManifest& m, const fs::path& root,
+                      const model::GptjConfig& c, DType param_dtype) {
+  const std::string source = (root / kManifest).string();
+  // A weights-only checkpoint has no moments or counters to continue from.
+  if (!m.optimizer_state)
+    throw_user_error(root.string(), " holds weights only (no optimizer state; e.g. written by `zerotrain "
+                     "convert hf-to-zt`), so a run cannot resume from it: start training from it with "
+                     "model.init_from = \"", root.string(), "\" instead of train.resume");
   std::string diff;
   auto field = [&](const char* name, int64_t saved, int64_t mine) {
     if (saved != mine)
@@ -79,13 +85,17 @@ void check_compatible(const CheckpointManifest& m, const Engine& engine, const s
   if (!diff.empty())
     throw_user_error(source, ": the checkpoint is of another model shape: ", diff,
                      "; load it with the model config it was saved with");
-  if (m.param_dtype != engine.param_dtype())
+  if (m.param_dtype != param_dtype)
     throw_user_error(source, ": the checkpoint was trained with param_dtype ", dtype_name(m.param_dtype),
-                     ", this run uses ", dtype_name(engine.param_dtype()),
+                     ", this run uses ", dtype_name(param_dtype),
                      "; resume with the same precision");
 }
 
 }  // namespace
+
+void check_resumable(const std::string& dir, const model::GptjConfig& shape, DType param_dtype) {
+  check_compatible(read_manifest(fs::path(dir)), fs::path(dir), shape, param_dtype);
+}
 
 bool is_complete_checkpoint(const std::string& dir) {
   std::error_code ec;
@@ -164,16 +174,10 @@ CheckpointMeta load_checkpoint(Engine& engine, Comm& comm, const std::string& di
            "load_checkpoint: the comm is not the engine's");
   engine.finish_update();  // nothing may still write the state being replaced
   const fs::path root(dir);
-  const fs::path manifest_path = root / kManifest;
   CheckpointManifest m;
   agreed(engine, "reading the checkpoint manifest", [&] {
     m = read_manifest(root);
-    // A weights-only checkpoint has no moments or counters to continue from.
-    if (!m.optimizer_state)
-      throw_user_error(root.string(), " holds weights only (no optimizer state; e.g. written by `zerotrain "
-                       "convert hf-to-zt`), so a run cannot resume from it: start training from it with "
-                       "model.init_from = \"", root.string(), "\" instead of train.resume");
-    check_compatible(m, engine, manifest_path.string());
+    check_compatible(m, root, engine.config(), engine.param_dtype());
   });
   agreed(engine, "verifying the checkpoint files", [&] {
     for (int64_t f = comm.rank(); f < m.world_size; f += comm.size()) verify_rank_file(root, m, size_t(f));

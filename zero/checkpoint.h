@@ -48,8 +48,9 @@
 // manifest.toml.tmp) and renames the folder to DIR. A crash at any point leaves DIR either absent
 // or the previous complete checkpoint; a stale DIR.tmp-* is removed by the next save to DIR.
 // Files and folders are fsync'ed before the renames that publish them.
-// Overwriting a complete DIR (SaveOptions::overwrite) moves it to DIR.old-<steps_taken>, renames
-// the new one into place, then deletes the old one.
+// Overwriting a complete DIR (SaveOptions::overwrite) swaps the new one into place atomically
+// and deletes the old one (runtime/file_io.h replace_dir; a filesystem without the exchange
+// moves the old one to DIR.old-<steps_taken> first).
 //
 // Re-partitioning: each loading rank takes, for each of its own owned pieces (parameter p,
 // elements [b, b + n)), the overlap with every saved piece of p, and checks that the overlaps
@@ -103,5 +104,10 @@ CheckpointMeta load_checkpoint(Engine& engine, Comm& comm, const std::string& di
 
 // True when DIR holds a manifest.toml (a complete checkpoint, see the note above).
 bool is_complete_checkpoint(const std::string& dir);
+
+// What load_checkpoint checks of DIR's manifest before it reads any state, for a run to refuse a
+// checkpoint before it writes anything: it holds optimizer state, and `shape` and `param_dtype`
+// are its own. zt::UserError otherwise.
+void check_resumable(const std::string& dir, const model::GptjConfig& shape, DType param_dtype);
 
 }  // namespace zt::zero

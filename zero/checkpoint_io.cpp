@@ -330,19 +330,9 @@ void write_manifest(const fs::path& tmp_dir, const CheckpointManifest& m) {
 
 void publish(const fs::path& tmp_dir, const fs::path& final_dir, bool overwrite, int64_t steps) {
   check_destination(final_dir, overwrite);
-  std::error_code ec;
-  if (fs::exists(final_dir, ec) && is_complete_checkpoint(final_dir.string())) {
-    // overwrite (check_destination refused otherwise): the old one is moved aside first, so
-    // some complete checkpoint exists at every moment.
-    const fs::path old = final_dir.string() + ".old-" + std::to_string(steps);
-    fs::remove_all(old);
-    fs::rename(final_dir, old);
-    fs::rename(tmp_dir, final_dir);
-    fs::remove_all(old);
-  } else {
-    fs::rename(tmp_dir, final_dir);  // onto nothing, or onto an empty folder
-  }
-  sync_path(final_dir.has_parent_path() ? final_dir.parent_path() : fs::path("."));
+  // With overwrite (check_destination refused otherwise) a complete checkpoint at final_dir is
+  // swapped with the new one atomically, so `latest` never names a missing folder.
+  replace_dir(tmp_dir, final_dir, final_dir.string() + ".old-" + std::to_string(steps));
 }
 
 }  // namespace zt::zero::checkpoint_io

@@ -123,6 +123,20 @@ TEST_F(TrainerCheckpoint, KeepLastKeepsTheNewestAndLatest) {
   run(once, 0, false);
   EXPECT_EQ(step_dirs(once.train.checkpoint_dir), (std::vector<std::string>{"step-00000003"}));
 
+  // A step folder without a manifest is no checkpoint of the run's: pruning neither counts nor
+  // deletes it (it pushed a real checkpoint out, and went itself, before).
+  RunConfig junk = testing::tiny_run_config(dir, 7);
+  junk.train.out_dir = (fs::path(dir) / "junk-run").string();
+  junk.train.checkpoint_dir = (fs::path(dir) / "junk").string();
+  junk.train.save_every = 2;
+  junk.train.keep_last = 2;
+  fs::create_directories(fs::path(junk.train.checkpoint_dir) / "step-00000005");
+  write_file(fs::path(junk.train.checkpoint_dir) / "step-00000005", "notes.txt", "mine");
+  run(junk, 0, false);
+  EXPECT_EQ(step_dirs(junk.train.checkpoint_dir),
+            (std::vector<std::string>{"step-00000005", "step-00000006", "step-00000007"}));
+  EXPECT_TRUE(fs::exists(fs::path(junk.train.checkpoint_dir) / "step-00000005" / "notes.txt"));
+
   // A fresh run into a folder that holds checkpoints is refused unless train.overwrite is set.
   EXPECT_NE(user_error_of([&] { run(once, 0, false); }).find("already holds checkpoints"), std::string::npos);
   once.train.overwrite = true;
@@ -170,6 +184,18 @@ TEST_F(TrainerCheckpoint, ResumeErrorsNameTheProblem) {
   e = user_error_of([&] { run(r, 0, false); });
   EXPECT_NE(e.find("is at step 2 but train.steps = 2"), std::string::npos) << e;
 
+  // `latest` naming a folder that a save replacing it (without an atomic exchange) left aside:
+  // the error names the complete copies beside it.
+  RunConfig torn = r;
+  torn.train.resume = "auto";
+  torn.train.checkpoint_dir = (fs::path(dir) / "torn").string();
+  fs::create_directories(fs::path(torn.train.checkpoint_dir) / "step-00000002.old-2");
+  write_file(fs::path(torn.train.checkpoint_dir) / "step-00000002.old-2", "manifest.toml", "");
+  write_file(torn.train.checkpoint_dir, "latest", "step-00000002\n");
+  e = user_error_of([&] { run(torn, 0, false); });
+  EXPECT_NE(e.find("step-00000002 does not exist; a save replacing it was interrupted"), std::string::npos) << e;
+  EXPECT_NE(e.find("step-00000002.old-2 (rename the one to keep to "), std::string::npos) << e;
+
   // The explicit path works, and nothing was written by the refused attempts.
   r.train.steps = 3;
   const TrainSummary s = run(r, 0, false);
@@ -188,6 +214,72 @@ std::vector<std::pair<int64_t, std::string>> losses_of(const std::string& metric
       out.emplace_back(step, loss);
   }
   return out;
+}
+
+// A resume refused after the run's own checks passed (a precision the checkpoint was not saved
+// in, a corrupt rank file found while loading) leaves out_dir as it was: metrics.jsonl keeps the
+// steps after the checkpoint and config.toml its content. A checkpoint from outside a
+// checkpoint_dir that holds another run's is refused before it could replace and prune them.
+// A changed optimizer setting is allowed, with a warning.
+TEST_F(TrainerCheckpoint, RefusedResumesLeaveTheRunsFilesAsTheyWere) {
+  const std::string dir = fresh_dir("refused");
+  RunConfig c = testing::tiny_run_config(dir, 4);
+  c.train.checkpoint_dir = (fs::path(dir) / "ckpt").string();
+  c.train.save_every = 2;
+  SelfComm comm;
+  train(c, comm);
+  const fs::path metrics = fs::path(c.train.out_dir) / "metrics.jsonl";
+  const fs::path config = fs::path(c.train.out_dir) / "config.toml";
+  const std::string metrics_before = read_file(metrics), config_before = read_file(config);
+  ASSERT_EQ(losses_of(metrics_before).size(), 4u);
+
+  RunConfig r = c;
+  r.train.steps = 6;
+  r.train.resume = (fs::path(c.train.checkpoint_dir) / "step-00000002").string();
+  r.train.precision = DType::kBF16;
+  std::string e = user_error_of([&] { train(r, comm); });
+  EXPECT_NE(e.find("param_dtype fp32, this run uses bf16"), std::string::npos) << e;
+  EXPECT_EQ(read_file(metrics), metrics_before);
+  EXPECT_EQ(read_file(config), config_before);
+
+  r.train.precision = c.train.precision;
+  {  // one byte of the rank file flipped: found by the checksum, while loading
+    const fs::path file = fs::path(r.train.resume) / "rank-00000.h5";
+    std::fstream f(file, std::ios::in | std::ios::out | std::ios::binary);
+    f.seekp(std::streamoff(fs::file_size(file) / 2));
+    f.put('\x5a');
+  }
+  e = user_error_of([&] { train(r, comm); });
+  EXPECT_NE(e.find("checksum"), std::string::npos) << e;
+  EXPECT_EQ(read_file(metrics), metrics_before);
+  EXPECT_EQ(read_file(config), config_before);
+
+  // Another run's checkpoint into this checkpoint_dir: refused, the folder untouched.
+  RunConfig other = testing::tiny_run_config(dir, 2);
+  other.train.out_dir = (fs::path(dir) / "other-run").string();
+  other.train.checkpoint_dir = (fs::path(dir) / "other-ckpt").string();
+  train(other, comm);
+  RunConfig foreign = c;
+  foreign.train.out_dir = (fs::path(dir) / "foreign-run").string();
+  foreign.train.resume = (fs::path(other.train.checkpoint_dir) / "step-00000002").string();
+  e = user_error_of([&] { train(foreign, comm); });
+  EXPECT_NE(e.find("is not in train.checkpoint_dir"), std::string::npos) << e;
+  EXPECT_NE(e.find("train.overwrite = true"), std::string::npos) << e;
+  EXPECT_EQ(step_dirs(c.train.checkpoint_dir),
+            (std::vector<std::string>{"step-00000002", "step-00000004"}));
+  EXPECT_EQ(latest_of(c.train.checkpoint_dir), "step-00000004");
+  EXPECT_FALSE(fs::exists(foreign.train.out_dir));
+
+  // A new learning rate: the run continues, and says what changed.
+  RunConfig lr = c;
+  lr.train.steps = 5;
+  lr.train.resume = "auto";
+  lr.optimizer.lr = 0.5 * c.optimizer.lr;
+  ::testing::internal::CaptureStderr();
+  train(lr, comm);
+  const std::string err = ::testing::internal::GetCapturedStderr();
+  EXPECT_NE(err.find("resume: optimizer.lr was "), std::string::npos) << err;
+  EXPECT_EQ(losses_of(read_file(metrics)).size(), 5u);
 }
 
 // Relaunching an interrupted run with the same command and train.resume = "auto" continues its

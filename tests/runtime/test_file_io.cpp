@@ -77,6 +77,30 @@ TEST(FileIo, AFailedReplaceLeavesWhatWasThere) {
   EXPECT_EQ(zt::testing::read_file(file), "old");
 }
 
+// A folder published onto nothing, onto an empty folder, and onto a full one (swapped, the old
+// one removed); no aside folder stays. A failed publish leaves the destination as it was.
+TEST(FileIo, ReplaceDirPublishesAFolderWhateverIsThere) {
+  const std::string dir = fresh_dir("replace_dir");
+  auto make = [&](const std::string& name, const std::string& text) {
+    fs::create_directories(dir + "/" + name);
+    zt::testing::write_file(dir + "/" + name, "file", text);
+    return fs::path(dir) / name;
+  };
+  const fs::path target = fs::path(dir) / "published", aside = fs::path(dir) / "published.old";
+  replace_dir(make("tmp1", "one"), target, aside);  // onto nothing
+  EXPECT_EQ(zt::testing::read_file(target / "file"), "one");
+  replace_dir(make("tmp2", "two"), target, aside);  // onto a complete folder
+  EXPECT_EQ(zt::testing::read_file(target / "file"), "two");
+  EXPECT_FALSE(fs::exists(dir + "/tmp2"));
+  EXPECT_FALSE(fs::exists(aside));
+  fs::create_directories(dir + "/empty");
+  replace_dir(make("tmp3", "three"), dir + "/empty", aside);  // onto an empty folder
+  EXPECT_EQ(zt::testing::read_file(dir + "/empty/file"), "three");
+  const std::string message = user_error_of([&] { replace_dir(dir + "/absent", target, aside); });
+  EXPECT_NE(message.find(dir + "/absent"), std::string::npos) << message;
+  EXPECT_EQ(zt::testing::read_file(target / "file"), "two");
+}
+
 TEST(FileIo, SyncPathFlushesFilesAndFoldersAndNamesAMissingOne) {
   const std::string dir = fresh_dir("sync");
   sync_path(zt::testing::write_file(dir, "f", "x"));
