@@ -14,6 +14,7 @@
 #include "runtime/json_reader.h"
 #include "datasets/unicode_classes.h"
 #include "runtime/error.h"
+#include "runtime/text.h"
 #include "runtime/file_io.h"
 #include "runtime/rng.h"
 
@@ -105,7 +106,7 @@ inline CharClass next_class(const unsigned char* p, const unsigned char* end, si
     return CharClass(bmp[*p]);
   }
   uint32_t cp;
-  const size_t n = unicode::decode_utf8(p, end, &cp);
+  const size_t n = decode_utf8(p, end, &cp);
   if (n == 0) {
     *len = 1;
     return kOther;
@@ -558,7 +559,7 @@ bool unmap_token(std::string_view mapped, const std::array<int16_t, 324>& invers
   const auto* end = p + mapped.size();
   while (p < end) {
     uint32_t cp;
-    const size_t n = unicode::decode_utf8(p, end, &cp);
+    const size_t n = decode_utf8(p, end, &cp);
     if (n == 0 || cp >= inverse.size() || inverse[cp] < 0) return false;
     out += char(inverse[cp]);
     p += n;

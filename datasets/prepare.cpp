@@ -23,6 +23,7 @@
 #include "datasets/shard_writer.h"
 #include "datasets/unicode_classes.h"
 #include "runtime/error.h"
+#include "runtime/text.h"
 #include "runtime/rng.h"
 
 namespace zt::datasets {
@@ -518,10 +519,10 @@ size_t find_piece_end(std::string_view text, size_t limit) {
     const unsigned char b = base[p];
     if ((b > 0x20 && b < 0x7f) || (b & 0xc0) == 0x80) continue;  // printable ASCII, mid-character
     uint32_t cp = 0;
-    const size_t n = unicode::decode_utf8(base + p, end, &cp);
+    const size_t n = decode_utf8(base + p, end, &cp);
     if (n == 0 || !unicode::is_space(cp) || p + n >= text.size()) continue;
     uint32_t next = 0;
-    const size_t m = unicode::decode_utf8(base + p + n, end, &next);
+    const size_t m = decode_utf8(base + p + n, end, &next);
     if (m == 0 || !unicode::is_space(next)) return p;
   }
   return 0;

@@ -47,7 +47,17 @@ int run_train(const CliCommand& cmd) {
     return 2;
   }
   resolved = mpi.broadcast_string(resolved);
-  if (me.rank != 0) config = parse_config(resolved, "(resolved config from rank 0)", {});
+  if (me.rank != 0) {
+    // Rank 0 checked it; should it still not read back here, rank 0 must not wait for this rank.
+    try {
+      config = parse_config(resolved, "(resolved config from rank 0)", {});
+    } catch (const std::exception& e) {
+      std::fprintf(stderr, "zerotrain: internal error on rank %d of %d: %s\n", me.rank, me.size, e.what());
+      std::fflush(stderr);
+      mpi.abort(1);
+      return 1;
+    }
+  }
   // SIGTERM / SIGINT from here on: finish the step, save, exit 0 (launch/signals.h). Earlier, the
   // default (exit at once) is right: nothing is worth saving before training starts.
   install_stop_handlers(me.rank == 0);
@@ -103,7 +113,8 @@ std::string usage_text() {
 std::string train_usage_text() {
   return "usage: zerotrain train [CONFIG.toml] [--set section.key=value ...]\n"
          "\n"
-         "CONFIG.toml holds sections [model], [train], [optimizer], [data]; every key is optional.\n"
+         "CONFIG.toml holds sections [model], [train], [optimizer], [data], [zero], [comm] and [fp16];\n"
+         "every key is optional.\n"
          "--set overrides one key after the file is read (repeatable; later ones win).\n"
          "Outputs go to train.out_dir: config.toml (the resolved config) and metrics.jsonl.\n"
          "\n" +

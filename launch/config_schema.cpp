@@ -239,6 +239,7 @@ std::vector<ConfigKey> build_schema() {
   keys.push_back(int_key(
       "train", "threads", [](auto& c) -> auto& { return c.train.threads; }, 0,
       "OpenMP threads per rank; 0 = OpenMP's default (all cores, or OMP_NUM_THREADS)"));
+  keys.back().max = 4096;  // more than any host has cores; far more threads crash OpenMP
   keys.push_back(enum_key(
       "train", "precision",
       {std::string(dtype_name(DType::kF32)), std::string(dtype_name(DType::kBF16)),
@@ -508,8 +509,13 @@ std::string check_config_range(const ConfigKey& k, const ConfigValue& value) {
       return low || high ? "must be " + rule : "";
     }
     case KeyType::kBool: return "";
-    case KeyType::kString:
-      return k.non_empty && std::get<std::string>(value).empty() ? "must be non-empty" : "";
+    case KeyType::kString: {
+      // config.toml is TOML, which is UTF-8: a --set value of other bytes would be written into
+      // it and read back as an error (on the other ranks, too late to report it cleanly).
+      const std::string& s = std::get<std::string>(value);
+      if (!is_valid_utf8(s)) return "must be UTF-8 text (it holds other bytes)";
+      return k.non_empty && s.empty() ? "must be non-empty" : "";
+    }
     case KeyType::kEnum: {
       const std::string& s = std::get<std::string>(value);
       if (std::find(k.choices.begin(), k.choices.end(), s) != k.choices.end()) return "";

@@ -14,15 +14,19 @@ namespace zt::launch {
 
 namespace {
 
-int64_t parse_int(const std::string& flag, const std::string& text, int64_t min) {
+int64_t parse_int(const std::string& flag, const std::string& text, int64_t min,
+                  int64_t max = INT64_MAX) {
   char* end = nullptr;
   errno = 0;
   const long long v = std::strtoll(text.c_str(), &end, 10);
-  if (text.empty() || *end != '\0' || errno != 0)
+  if (text.empty() || *end != '\0' || (errno != 0 && errno != ERANGE))
     throw_user_error(flag, " ", text, ": expected an integer");
+  if (errno == ERANGE || v > max) throw_user_error(flag, " ", text, ": must be <= ", max);
   if (v < min) throw_user_error(flag, " ", text, ": must be >= ", min);
   return v;
 }
+
+constexpr int64_t kMaxGpus = int64_t(1) << 20;
 
 bool parse_on_off(const std::string& flag, const std::string& text) {
   if (text == "on" || text == "true") return true;
@@ -45,8 +49,13 @@ int64_t parse_byte_size(const std::string& flag, const std::string& text) {
   } units[] = {{"", 1},           {"B", 1},           {"KB", 1e3},        {"MB", 1e6},
                {"GB", 1e9},       {"TB", 1e12},       {"KiB", 1024.0},    {"MiB", 1048576.0},
                {"GiB", 1073741824.0}, {"TiB", 1099511627776.0}};
-  for (const auto& u : units)
-    if (unit == u.name) return int64_t(std::llround(v * u.factor));
+  for (const auto& u : units) {
+    if (unit != u.name) continue;
+    const double bytes = std::round(v * u.factor);
+    if (bytes < 1 || bytes > 0x1p60)
+      throw_user_error(flag, " ", text, ": must be between 1 byte and 1 EiB");
+    return int64_t(bytes);
+  }
   throw_user_error(flag, " ", text, ": unknown unit \"", unit,
                    "\"; use B, KB, MB, GB, TB or KiB, MiB, GiB, TiB");
 }
@@ -138,9 +147,9 @@ EstimateArgs parse_estimate_args(const std::vector<std::string>& args) {
       apply_run_config(config, in);
       a.keep_auto = config.model.keep_activations == kKeepActivationsAuto;
     } else if (flag == "--gpus") {
-      in.gpus = int(parse_int(flag, value, 1));
+      in.gpus = int(parse_int(flag, value, 1, kMaxGpus));
     } else if (flag == "--gpus-per-node") {
-      in.gpus_per_node = int(parse_int(flag, value, 1));
+      in.gpus_per_node = int(parse_int(flag, value, 1, kMaxGpus));
     } else if (flag == "--gpu-mem") {
       in.gpu_bytes = parse_byte_size(flag, value);
     } else if (flag == "--cpu-mem") {
@@ -181,6 +190,13 @@ EstimateArgs parse_estimate_args(const std::vector<std::string>& args) {
   if (a.input.seq_len > a.input.model.n_positions)
     throw_user_error("--seq-len ", a.input.seq_len, " exceeds the model's n_positions ",
                      a.input.model.n_positions);
+  // As parse_config bounds a run's: a micro-batch's largest activation within 2^48 elements.
+  const model::GptjConfig& m = a.input.model;
+  if (double(a.input.micro_batch) * double(a.input.seq_len) *
+          std::max({double(m.vocab_size), double(m.d_ff), 3.0 * double(m.d_model)}) >
+      0x1p48)
+    throw_user_error("--micro-batch ", a.input.micro_batch, " x --seq-len ", a.input.seq_len,
+                     ": a micro-batch's activations would pass 2^48 elements");
   return a;
 }
 

@@ -7,6 +7,8 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <cerrno>
+#include <cstring>
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
@@ -125,9 +127,31 @@ std::string latest_checkpoint(const std::string& checkpoint_dir, const std::stri
   return dir;
 }
 
+namespace {
+
+// A save there would fail only after the steps before it: refuse a checkpoint_dir that is a file,
+// or under one, or whose nearest existing folder this process cannot write into.
+void check_checkpoint_dir(const std::string& dir) {
+  if (dir.empty()) return;
+  std::error_code ec;
+  fs::path p = fs::absolute(dir, ec);
+  while (!p.empty() && !fs::exists(p, ec) && p.has_parent_path() && p.parent_path() != p)
+    p = p.parent_path();
+  if (!fs::is_directory(p, ec))
+    throw_user_error("train.checkpoint_dir \"", dir, "\": ", p.string(), " is not a folder, so "
+                     "no checkpoint could be saved there; choose another train.checkpoint_dir");
+  if (::access(p.c_str(), W_OK | X_OK) != 0)
+    throw_user_error("train.checkpoint_dir \"", dir, "\": ", p.string(), " is not writable (",
+                     std::strerror(errno), "), so no checkpoint could be saved there; choose "
+                     "another train.checkpoint_dir");
+}
+
+}  // namespace
+
 std::optional<ResumePoint> find_resume_point(const RunConfig& config, int world) {
   const TrainSection& t = config.train;
   std::error_code ec;
+  check_checkpoint_dir(t.checkpoint_dir);
   if (t.resume.empty()) {
     const fs::path latest = fs::path(t.checkpoint_dir) / "latest";
     if (!t.checkpoint_dir.empty() && !t.overwrite && fs::exists(latest, ec))

@@ -24,6 +24,18 @@ void GptjConfig::validate() const {
     throw_user_error("model.rotary_dim = ", rotary_dim,
                      " must be even and between 0 and the head dim d_model / n_head = ",
                      head_dim());
+  // Sizes are int64 products of these: bounded far above any trainable model, and far below
+  // overflow (2^63), in double so that the check itself cannot overflow.
+  if (n_positions > (int64_t(1) << 24))
+    throw_user_error("model.n_positions = ", n_positions, " is out of range: at most 2^24 = ",
+                     int64_t(1) << 24, " positions");
+  const double d = double(d_model), f = double(d_ff), v = double(vocab_size);
+  const double params = 2 * v * d + v + 2 * d + double(n_layer) * (2 * d + 4 * d * d + 2 * f * d + f + d);
+  constexpr double kMaxParams = double(int64_t(1) << 48);
+  if (params > kMaxParams)
+    throw_user_error("model.vocab_size = ", vocab_size, ", model.d_model = ", d_model,
+                     ", model.n_layer = ", n_layer, " and model.d_ff = ", d_ff, " give ", params,
+                     " parameters: at most 2^48 (", kMaxParams, ") are supported");
   if (!(layer_norm_eps > 0.0))
     throw_user_error("model.layer_norm_eps must be positive, got ", layer_norm_eps);
   if (!(init_std > 0.0)) throw_user_error("model.init_std must be positive, got ", init_std);

@@ -405,6 +405,25 @@ void write_hf_gptj(const std::string& dir, WeightSource& src, DType dtype, bool 
   if (replace && !overwrite)
     throw_user_error("cannot export to ", out.string(), ": the directory exists and is not "
                      "empty; choose a new directory or allow overwriting it");
+  // Overwriting replaces the whole directory: only an earlier export (config.json and its
+  // safetensors files) may be there, never other files, a checkpoint or the export's own input.
+  if (replace) {
+    std::vector<std::string> foreign;
+    for (const auto& entry : fs::directory_iterator(out, ec)) {
+      const std::string name = entry.path().filename().string();
+      const bool ours = entry.is_regular_file(ec) &&
+                        (name == kConfigName || name == kIndexName ||
+                         (name.starts_with("model") && name.ends_with(".safetensors")));
+      if (!ours) foreign.push_back(name + (entry.is_directory(ec) ? "/" : ""));
+    }
+    std::sort(foreign.begin(), foreign.end());
+    std::string named;
+    for (size_t i = 0; i < foreign.size() && i < 3; ++i) named += (i ? ", " : "") + foreign[i];
+    if (!foreign.empty())
+      throw_user_error("cannot export to ", out.string(), ": it holds what an export does not write (",
+                       named, foreign.size() > 3 ? ", ..." : "", "), and overwriting would delete "
+                       "it; choose a new directory, or one that holds only an earlier export");
+  }
 
   const GptjConfig& config = src.config();
   config.validate();

@@ -520,6 +520,26 @@ TEST(ConfigErrors, OverrideErrors) {
   EXPECT_EQ(set_error("train.precision=fp8"),
             "--set train.precision=fp8: train.precision = \"fp8\" is not allowed: use one of "
             "\"fp32\", \"bf16\", \"fp16\"");
+  // Bytes that are not UTF-8 would make config.toml unreadable (and other ranks fail late).
+  EXPECT_NE(set_error("train.out_dir=runs/a\xff" "b").find("must be UTF-8 text"), std::string::npos);
+  EXPECT_EQ(set_error("train.threads=100000"),
+            "--set train.threads=100000: train.threads = 100000 is out of range: must be in [0, 4096]");
+}
+
+// Sizes are int64 products of the shape and batch keys: values that would overflow them are
+// refused (they crashed, or ran with a wrapped size).
+TEST(ConfigErrors, SizesThatWouldOverflowAreRefused) {
+  EXPECT_NE(set_error("model.d_ff=9223372036854775807").find("at most 2^48"), std::string::npos);
+  EXPECT_NE(parse_error("", {"model.d_model=4611686018427387904", "model.n_head=1", "model.rotary_dim=0"})
+                .find("at most 2^48"),
+            std::string::npos);
+  EXPECT_NE(set_error("model.n_positions=100000000").find("at most 2^24"), std::string::npos);
+  EXPECT_NE(set_error("train.micro_batch_size=100000000000").find("would pass 2^48 elements"),
+            std::string::npos);
+  EXPECT_NE(set_error("train.global_batch_size=9223372036854775800").find("would pass 2^48"),
+            std::string::npos);
+  parse_config("", "run.toml", {"model.preset=gptj-6b", "train.micro_batch_size=64",
+                                "train.seq_len=2048"});  // a large real run is fine
 }
 
 TEST(ConfigErrors, CrossKeyRules) {

@@ -32,6 +32,9 @@ TEST(Estimate, ParsesSizes) {
   EXPECT_THROW(parse_byte_size("--gpu-mem", "80GiBs"), UserError);
   EXPECT_THROW(parse_byte_size("--gpu-mem", "-1GB"), UserError);
   EXPECT_THROW(parse_byte_size("--gpu-mem", "lots"), UserError);
+  // Rounding to nothing, or past what int64 bytes hold (llround overflowed to a negative size).
+  EXPECT_THROW(parse_byte_size("--gpu-mem", "0.1B"), UserError);
+  EXPECT_THROW(parse_byte_size("--gpu-mem", "1e30GiB"), UserError);
 }
 
 TEST(Estimate, ParsesFlagsAndRejectsBadOnes) {
@@ -51,6 +54,10 @@ TEST(Estimate, ParsesFlagsAndRejectsBadOnes) {
   EXPECT_NE(error_of({"--model", "gpt2"}).find("unknown model preset \"gpt2\""), std::string::npos);
   EXPECT_NE(error_of({"--seq-len", "4096"}).find("exceeds the model's n_positions 2048"), std::string::npos);
   EXPECT_NE(error_of({"--precision", "fp32"}).find("bf16 or fp16"), std::string::npos);
+  // Counts that wrapped in int, and sizes whose products would overflow.
+  EXPECT_NE(error_of({"--gpus", "4294967297"}).find("--gpus 4294967297: must be <= 1048576"), std::string::npos);
+  EXPECT_NE(error_of({"--gpus", "99999999999999999999"}).find("must be <="), std::string::npos);
+  EXPECT_NE(error_of({"--micro-batch", "100000000000"}).find("would pass 2^48 elements"), std::string::npos);
 }
 
 // Each kept block (--keep-activations) adds its saved tensors except the input, which

@@ -65,6 +65,11 @@ std::vector<std::string> step_dirs(const std::string& checkpoint_dir) {
   return names;
 }
 
+SelfComm& comm_for_errors() {
+  static SelfComm comm;
+  return comm;
+}
+
 class TrainerCheckpoint : public ::testing::Test {
  protected:
   void SetUp() override { log_configure(LogOptions{LogLevel::kWarn}, false); }
@@ -195,6 +200,14 @@ TEST_F(TrainerCheckpoint, ResumeErrorsNameTheProblem) {
   e = user_error_of([&] { run(torn, 0, false); });
   EXPECT_NE(e.find("step-00000002 does not exist; a save replacing it was interrupted"), std::string::npos) << e;
   EXPECT_NE(e.find("step-00000002.old-2 (rename the one to keep to "), std::string::npos) << e;
+
+  // A checkpoint_dir under a file could take no save: refused before step 1, nothing written.
+  RunConfig bad = testing::tiny_run_config(dir, 2);
+  bad.train.out_dir = (fs::path(dir) / "bad-run").string();
+  bad.train.checkpoint_dir = write_file(dir, "afile", "x") + "/ckpt";
+  e = user_error_of([&] { train(bad, comm_for_errors()); });
+  EXPECT_NE(e.find(dir + "/afile is not a folder, so no checkpoint could be saved there"), std::string::npos) << e;
+  EXPECT_FALSE(fs::exists(bad.train.out_dir));
 
   // The explicit path works, and nothing was written by the refused attempts.
   r.train.steps = 3;

@@ -374,10 +374,21 @@ TEST(HfGptjExport, WritesAStreamedCompleteDirectory) {
   EXPECT_EQ(SafetensorsFile(out + "/model.safetensors").at("lm_head.bias").dtype, "F32");
   EXPECT_EQ(std::distance(fs::directory_iterator(root), fs::directory_iterator()), 1);
   src.fail_at = -1;
-  write_file(out, "stale.txt", "from the old export");
+  // Overwriting deletes the old directory whole, so it must hold only an export: anything else
+  // (a user's file, a checkpoint, the export's own input) is refused and kept.
+  write_file(out, "notes.txt", "the user's");
+  fs::create_directories(out + "/ckpt");
+  EXPECT_EQ(user_error_of([&] { write_hf_gptj(out, src, DType::kBF16, true); }),
+            "cannot export to " + out + ": it holds what an export does not write (ckpt/, "
+            "notes.txt), and overwriting would delete it; choose a new directory, or one that "
+            "holds only an earlier export");
+  EXPECT_EQ(read_file(out + "/notes.txt"), "the user's");
+  fs::remove(out + "/notes.txt");
+  fs::remove(out + "/ckpt");
+  write_file(out, "model-00002-of-00002.safetensors", "from an older, sharded export");
   write_hf_gptj(out, src, DType::kBF16, true);
   EXPECT_EQ(SafetensorsFile(out + "/model.safetensors").at("lm_head.bias").dtype, "BF16");
-  EXPECT_FALSE(fs::exists(out + "/stale.txt"));
+  EXPECT_FALSE(fs::exists(out + "/model-00002-of-00002.safetensors"));
   EXPECT_EQ(std::distance(fs::directory_iterator(root), fs::directory_iterator()), 1);
 
   // An existing empty directory is used as is; a file in the way and fp64 are refused.
