@@ -23,8 +23,8 @@
 #include "datasets/shard_writer.h"
 #include "datasets/unicode_classes.h"
 #include "runtime/error.h"
-#include "runtime/text.h"
 #include "runtime/rng.h"
+#include "runtime/text.h"
 
 namespace zt::datasets {
 

@@ -52,7 +52,8 @@ int run_train(const CliCommand& cmd) {
     try {
       config = parse_config(resolved, "(resolved config from rank 0)", {});
     } catch (const std::exception& e) {
-      std::fprintf(stderr, "zerotrain: internal error on rank %d of %d: %s\n", me.rank, me.size, e.what());
+      std::fprintf(stderr, "zerotrain: internal error on rank %d of %d: %s\n", me.rank, me.size,
+                   e.what());
       std::fflush(stderr);
       mpi.abort(1);
       return 1;
@@ -113,8 +114,8 @@ std::string usage_text() {
 std::string train_usage_text() {
   return "usage: zerotrain train [CONFIG.toml] [--set section.key=value ...]\n"
          "\n"
-         "CONFIG.toml holds sections [model], [train], [optimizer], [data], [zero], [comm] and [fp16];\n"
-         "every key is optional.\n"
+         "CONFIG.toml holds sections [model], [train], [optimizer], [data], [zero], [comm] and\n"
+         "[fp16]; every key is optional.\n"
          "--set overrides one key after the file is read (repeatable; later ones win).\n"
          "Outputs go to train.out_dir: config.toml (the resolved config) and metrics.jsonl.\n"
          "\n" +

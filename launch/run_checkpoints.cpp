@@ -8,15 +8,15 @@
 
 #include <algorithm>
 #include <cerrno>
-#include <cstring>
 #include <cstdio>
+#include <cstring>
 #include <filesystem>
 #include <fstream>
 #include <system_error>
 
+#include "launch/config_schema.h"
 #include "runtime/error.h"
 #include "runtime/log.h"
-#include "launch/config_schema.h"
 #include "zero/checkpoint.h"
 
 namespace zt::launch {
@@ -79,7 +79,6 @@ std::map<std::string, std::string> checkpoint_fingerprint(const RunConfig& c, in
   };
 }
 
-
 std::map<std::string, std::string> checkpoint_settings(const RunConfig& c) {
   std::map<std::string, std::string> settings;
   for (const ConfigKey& k : config_schema())
@@ -112,7 +111,8 @@ std::string latest_checkpoint(const std::string& checkpoint_dir, const std::stri
     std::string beside;
     for (const auto& entry : fs::directory_iterator(checkpoint_dir, ec)) {
       const std::string other = entry.path().filename().string();
-      if (!name.empty() && (other.starts_with(name + ".old-") || other.starts_with(name + ".tmp-")) &&
+      if (!name.empty() &&
+          (other.starts_with(name + ".old-") || other.starts_with(name + ".tmp-")) &&
           zero::is_complete_checkpoint(entry.path().string()))
         beside += (beside.empty() ? "" : ", ") + entry.path().string();
     }

@@ -30,7 +30,8 @@ void GptjConfig::validate() const {
     throw_user_error("model.n_positions = ", n_positions, " is out of range: at most 2^24 = ",
                      int64_t(1) << 24, " positions");
   const double d = double(d_model), f = double(d_ff), v = double(vocab_size);
-  const double params = 2 * v * d + v + 2 * d + double(n_layer) * (2 * d + 4 * d * d + 2 * f * d + f + d);
+  const double params =
+      2 * v * d + v + 2 * d + double(n_layer) * (2 * d + 4 * d * d + 2 * f * d + f + d);
   constexpr double kMaxParams = double(int64_t(1) << 48);
   if (params > kMaxParams)
     throw_user_error("model.vocab_size = ", vocab_size, ", model.d_model = ", d_model,
