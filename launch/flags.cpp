@@ -23,6 +23,10 @@ bool FlagReader::next() {
       inline_value_ = arg_.substr(eq + 1);
       has_inline_value_ = true;
     }
+  } else if (values_ == Values::kNextOnly && is_flag() && arg_.find('=') != std::string::npos) {
+    const size_t eq = arg_.find('=');
+    throw_user_error(arg_, ": give the value after a space, as in ", arg_.substr(0, eq), " ",
+                     arg_.substr(eq + 1), " (see `zerotrain ", command_, " --help`)");
   }
   return true;
 }

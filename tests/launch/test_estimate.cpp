@@ -50,6 +50,8 @@ TEST(Estimate, ParsesFlagsAndRejectsBadOnes) {
   EXPECT_EQ(a.input.precision, DType::kF16);
   EXPECT_NE(error_of({"--gpus", "0"}).find("--gpus 0: must be >= 1"), std::string::npos);
   EXPECT_NE(error_of({"--gpus"}).find("--gpus needs a value"), std::string::npos);
+  EXPECT_NE(error_of({"--gpus=2"}).find("--gpus=2: give the value after a space, as in --gpus 2"),
+            std::string::npos);
   EXPECT_NE(error_of({"--gpu", "8"}).find("unknown option \"--gpu\""), std::string::npos);
   EXPECT_NE(error_of({"--model", "gpt2"}).find("unknown model preset \"gpt2\""), std::string::npos);
   EXPECT_NE(error_of({"--seq-len", "4096"}).find("exceeds the model's n_positions 2048"), std::string::npos);
