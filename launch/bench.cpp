@@ -28,17 +28,6 @@
 
 namespace zt::launch {
 
-namespace {
-
-int64_t parse_positive(const std::string& flag, const std::string& text) {
-  char* end = nullptr;
-  const long long v = std::strtoll(text.c_str(), &end, 10);
-  if (text.empty() || *end != '\0' || v < 1) throw_user_error(flag, " ", text, ": expected a positive integer");
-  return v;
-}
-
-}  // namespace
-
 std::string bench_usage_text() {
   return "usage: zerotrain bench [--model gptj-6b|gptj-tiny] [--micro-batch B] [--seq-len T]\n"
          "                       [--precision bf16|fp16] [--iters N] [--tune-gemms FILE]\n"
@@ -73,11 +62,11 @@ BenchArgs parse_bench_args(const std::vector<std::string>& args) {
     if (flag == "--model") {
       b.model = model::gptj_preset(value);
     } else if (flag == "--micro-batch") {
-      b.micro_batch = parse_positive(flag, value);
+      b.micro_batch = parse_int_flag(flag, value, 1);
     } else if (flag == "--seq-len") {
-      b.seq_len = parse_positive(flag, value);
+      b.seq_len = parse_int_flag(flag, value, 1);
     } else if (flag == "--iters") {
-      b.iters = int(parse_positive(flag, value));
+      b.iters = int(parse_int_flag(flag, value, 1, INT32_MAX));
     } else if (flag == "--tune-gemms") {
       b.tune_gemms = value;
     } else if (flag == "--precision") {

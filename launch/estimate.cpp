@@ -14,18 +14,6 @@ namespace zt::launch {
 
 namespace {
 
-int64_t parse_int(const std::string& flag, const std::string& text, int64_t min,
-                  int64_t max = INT64_MAX) {
-  char* end = nullptr;
-  errno = 0;
-  const long long v = std::strtoll(text.c_str(), &end, 10);
-  if (text.empty() || *end != '\0' || (errno != 0 && errno != ERANGE))
-    throw_user_error(flag, " ", text, ": expected an integer");
-  if (errno == ERANGE || v > max) throw_user_error(flag, " ", text, ": must be <= ", max);
-  if (v < min) throw_user_error(flag, " ", text, ": must be >= ", min);
-  return v;
-}
-
 constexpr int64_t kMaxGpus = int64_t(1) << 20;
 
 bool parse_on_off(const std::string& flag, const std::string& text) {
@@ -147,17 +135,17 @@ EstimateArgs parse_estimate_args(const std::vector<std::string>& args) {
       apply_run_config(config, in);
       a.keep_auto = config.model.keep_activations == kKeepActivationsAuto;
     } else if (flag == "--gpus") {
-      in.gpus = int(parse_int(flag, value, 1, kMaxGpus));
+      in.gpus = int(parse_int_flag(flag, value, 1, kMaxGpus));
     } else if (flag == "--gpus-per-node") {
-      in.gpus_per_node = int(parse_int(flag, value, 1, kMaxGpus));
+      in.gpus_per_node = int(parse_int_flag(flag, value, 1, kMaxGpus));
     } else if (flag == "--gpu-mem") {
       in.gpu_bytes = parse_byte_size(flag, value);
     } else if (flag == "--cpu-mem") {
       in.cpu_bytes = parse_byte_size(flag, value);
     } else if (flag == "--micro-batch") {
-      in.micro_batch = parse_int(flag, value, 1);
+      in.micro_batch = parse_int_flag(flag, value, 1);
     } else if (flag == "--seq-len") {
-      in.seq_len = parse_int(flag, value, 1);
+      in.seq_len = parse_int_flag(flag, value, 1);
     } else if (flag == "--precision") {
       if (value == "bf16") {
         in.precision = DType::kBF16;
@@ -172,7 +160,7 @@ EstimateArgs parse_estimate_args(const std::vector<std::string>& args) {
       a.keep_auto = value == "auto";
       if (!a.keep_auto && (value.empty() || value.find_first_not_of("+-0123456789") != std::string::npos))
         throw_user_error(flag, " ", value, ": expected an integer or auto");
-      in.keep_activations = a.keep_auto ? 0 : parse_int(flag, value, 0);
+      in.keep_activations = a.keep_auto ? 0 : parse_int_flag(flag, value, 0);
       keep_given = true;
     } else {
       r.unknown_option();

@@ -4,6 +4,7 @@
 #pragma once
 
 #include <cstddef>
+#include <cstdint>
 #include <string>
 #include <vector>
 
@@ -13,7 +14,7 @@ class FlagReader {
  public:
   // How a flag's value is written. kNextOrEquals: "--flag value" or "--flag=value". kNextOnly:
   // always "--flag value", and an argument is never split at '=' (`estimate` and `bench` have
-  // never taken "--flag=value": "--gpus=2" stays an unknown option there).
+  // never taken "--flag=value": "--gpus=2" is an error that says to write "--gpus 2").
   enum class Values { kNextOrEquals, kNextOnly };
 
   // `command` names the subcommand in messages ("prepare" -> `zerotrain prepare --help`). `args`
@@ -52,5 +53,12 @@ class FlagReader {
   bool has_inline_value_ = false;  // arg_ is "--flag=value"
   std::string inline_value_;
 };
+
+// An integer flag value in [min, max], with `suffixes` also 10k, 10M, 10G (x 10^3, 10^6, 10^9).
+// Throws zt::UserError "FLAG TEXT: ..." naming what is allowed: "expected an integer", "must be >=
+// MIN" (with suffixes both read "expected an integer >= MIN (a k, M or G suffix is allowed)"),
+// "must be <= MAX", and "too large: must be <= MAX" past what int64 holds.
+int64_t parse_int_flag(const std::string& flag, const std::string& text, int64_t min,
+                       int64_t max = INT64_MAX, bool suffixes = false);
 
 }  // namespace zt::launch

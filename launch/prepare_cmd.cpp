@@ -15,24 +15,6 @@ namespace zt::launch {
 
 namespace {
 
-int64_t parse_int(const std::string& flag, const std::string& text, int64_t min) {
-  int64_t v = 0;
-  std::string t = text;
-  // 1e8, 100M and 100_000_000 are easy to mean; accept plain integers and a k/M/G suffix.
-  int64_t scale = 1;
-  if (!t.empty() && (t.back() == 'k' || t.back() == 'K')) scale = 1000;
-  if (!t.empty() && t.back() == 'M') scale = 1000000;
-  if (!t.empty() && t.back() == 'G') scale = 1000000000;
-  if (scale > 1) t.pop_back();
-  auto [end, ec] = std::from_chars(t.data(), t.data() + t.size(), v);
-  if (ec == std::errc::result_out_of_range ||
-      (ec == std::errc() && (v > INT64_MAX / scale || v < INT64_MIN / scale)))
-    throw_user_error(flag, " ", text, ": too large (at most ", INT64_MAX, ")");
-  if (t.empty() || ec != std::errc() || end != t.data() + t.size() || v * scale < min)
-    throw_user_error(flag, " ", text, ": expected an integer >= ", min, " (a k, M or G suffix is allowed)");
-  return v * scale;
-}
-
 double parse_fraction(const std::string& flag, const std::string& text) {
   double v = 0;
   auto [end, ec] = std::from_chars(text.data(), text.data() + text.size(), v);
@@ -106,14 +88,14 @@ PrepareArgs parse_prepare_args(const std::vector<std::string>& args) {
     } else if (a == "--val-fraction") {
       o.val_fraction = parse_fraction(a, value);
     } else if (a == "--seed") {
-      o.split_seed = parse_int(a, value, 0);
+      o.split_seed = parse_int_flag(a, value, 0, INT64_MAX, true);
     } else if (a == "--shard-tokens") {
-      o.shard_tokens = parse_int(a, value, 1);
+      o.shard_tokens = parse_int_flag(a, value, 1, INT64_MAX, true);
     } else if (a == "--compress") {
-      o.compression = int(parse_int(a, value, 0));
+      o.compression = int(parse_int_flag(a, value, 0, INT32_MAX, true));
       if (o.compression > 9) throw_user_error("--compress ", value, ": use a gzip level 0-9");
     } else if (a == "--threads") {
-      o.threads = int(parse_int(a, value, 1));
+      o.threads = int(parse_int_flag(a, value, 1, 4096, true));  // as train.threads
     } else {
       r.unknown_option();
     }

@@ -7,6 +7,7 @@
 #include <sstream>
 #include <string>
 
+#include "launch/bench.h"
 #include "launch/estimate.h"
 #include "runtime/error.h"
 #include "runtime/self_comm.h"
@@ -60,6 +61,23 @@ TEST(Estimate, ParsesFlagsAndRejectsBadOnes) {
   EXPECT_NE(error_of({"--gpus", "4294967297"}).find("--gpus 4294967297: must be <= 1048576"), std::string::npos);
   EXPECT_NE(error_of({"--gpus", "99999999999999999999"}).find("must be <="), std::string::npos);
   EXPECT_NE(error_of({"--micro-batch", "100000000000"}).find("would pass 2^48 elements"), std::string::npos);
+}
+
+// bench reads its integer flags with the same parser (launch/flags.h): bounded before they are
+// narrowed (--iters 4294967297 ran 1 iteration), a positive count for the sizes.
+TEST(BenchCli, IntegerFlagsAreBoundedBeforeNarrowing) {
+  auto bench_error = [](const std::vector<std::string>& args) {
+    try {
+      parse_bench_args(args);
+    } catch (const UserError& e) {
+      return std::string(e.what());
+    }
+    return std::string("(no error)");
+  };
+  EXPECT_EQ(parse_bench_args({"--iters", "7"}).iters, 7);
+  EXPECT_EQ(bench_error({"--iters", "4294967297"}), "--iters 4294967297: must be <= 2147483647");
+  EXPECT_EQ(bench_error({"--micro-batch", "0"}), "--micro-batch 0: must be >= 1");
+  EXPECT_EQ(bench_error({"--seq-len", "x"}), "--seq-len x: expected an integer");
 }
 
 // Each kept block (--keep-activations) adds its saved tensors except the input, which

@@ -215,6 +215,13 @@ TEST(PrepareCli, ParsesFlags) {
   EXPECT_NE(message({"--tokenizer", "t", "--out", "ds", "--shard-tokens", "9300000000000000k", "a"})
                 .find("too large"),
             std::string::npos);
+  // Values that wrapped when narrowed to int (4294967300 became gzip level 4, 4294967297 one thread).
+  EXPECT_NE(message({"--tokenizer", "t", "--out", "ds", "--compress", "4294967300", "a"})
+                .find("--compress 4294967300: must be <= 2147483647"),
+            std::string::npos);
+  EXPECT_NE(message({"--tokenizer", "t", "--out", "ds", "--threads", "4294967297", "a"})
+                .find("--threads 4294967297: must be <= 4096"),
+            std::string::npos);
 }
 
 // The command end to end with the real GPT-2 tokenizer.
