@@ -376,15 +376,13 @@ RunConfig parse_config(std::string_view toml_text, std::string_view source_name,
   // A micro-batch's largest activation (the logits, fc_in's output or q/k/v) and a step's tokens
   // are int64 products: bounded far above any run that fits in memory, far below overflow.
   {
-    const model::GptjConfig& m = config.model.shape;
-    const double tokens = double(config.train.micro_batch_size) * double(config.train.seq_len);
-    const double widest = std::max({double(m.vocab_size), double(m.d_ff), 3.0 * double(m.d_model)});
     const double step_tokens =
         std::max(double(config.train.global_batch_size),
                  double(config.train.micro_batch_size) * double(config.train.grad_accum_steps)) *
         double(config.train.seq_len);
-    constexpr double kMax = double(int64_t(1) << 48);
-    if (tokens * widest > kMax || step_tokens > kMax)
+    if (model::gptj_widest_activation(config.model.shape, config.train.micro_batch_size,
+                                      config.train.seq_len) > model::kMaxElements ||
+        step_tokens > model::kMaxElements)
       throw_user_error(
           where_of({"train.micro_batch_size", "train.global_batch_size", "train.grad_accum_steps",
                     "train.seq_len"}),

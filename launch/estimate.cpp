@@ -179,10 +179,8 @@ EstimateArgs parse_estimate_args(const std::vector<std::string>& args) {
     throw_user_error("--seq-len ", a.input.seq_len, " exceeds the model's n_positions ",
                      a.input.model.n_positions);
   // As parse_config bounds a run's: a micro-batch's largest activation within 2^48 elements.
-  const model::GptjConfig& m = a.input.model;
-  if (double(a.input.micro_batch) * double(a.input.seq_len) *
-          std::max({double(m.vocab_size), double(m.d_ff), 3.0 * double(m.d_model)}) >
-      0x1p48)
+  if (model::gptj_widest_activation(a.input.model, a.input.micro_batch, a.input.seq_len) >
+      model::kMaxElements)
     throw_user_error("--micro-batch ", a.input.micro_batch, " x --seq-len ", a.input.seq_len,
                      ": a micro-batch's activations would pass 2^48 elements");
   return a;

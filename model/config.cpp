@@ -1,9 +1,29 @@
 // GPT-J presets and shape validation.
 #include "model/config.h"
 
+#include <algorithm>
+
 #include "runtime/error.h"
 
 namespace zt::model {
+
+namespace {
+
+// The parameter count in T: int64_t for the exact count, double for a bound that cannot overflow.
+template <class T>
+T param_count(const GptjConfig& c) {
+  const T d = T(c.d_model), f = T(c.d_ff), v = T(c.vocab_size);
+  const T per_layer = 2 * d          // ln_1
+                      + 4 * d * d    // q, k, v, out (no bias)
+                      + f * d + f    // fc_in
+                      + d * f + d;   // fc_out
+  return v * d                  // wte
+         + T(c.n_layer) * per_layer
+         + 2 * d                // ln_f
+         + v * d + v;           // lm_head with bias
+}
+
+}  // namespace
 
 void GptjConfig::validate() const {
   auto positive = [](const char* key, int64_t v) {
@@ -29,14 +49,11 @@ void GptjConfig::validate() const {
   if (n_positions > (int64_t(1) << 24))
     throw_user_error("model.n_positions = ", n_positions, " is out of range: at most 2^24 = ",
                      int64_t(1) << 24, " positions");
-  const double d = double(d_model), f = double(d_ff), v = double(vocab_size);
-  const double params =
-      2 * v * d + v + 2 * d + double(n_layer) * (2 * d + 4 * d * d + 2 * f * d + f + d);
-  constexpr double kMaxParams = double(int64_t(1) << 48);
-  if (params > kMaxParams)
+  const double params = param_count<double>(*this);
+  if (params > kMaxElements)
     throw_user_error("model.vocab_size = ", vocab_size, ", model.d_model = ", d_model,
                      ", model.n_layer = ", n_layer, " and model.d_ff = ", d_ff, " give ", params,
-                     " parameters: at most 2^48 (", kMaxParams, ") are supported");
+                     " parameters: at most 2^48 (", kMaxElements, ") are supported");
   if (!(layer_norm_eps > 0.0))
     throw_user_error("model.layer_norm_eps must be positive, got ", layer_norm_eps);
   if (!(init_std > 0.0)) throw_user_error("model.init_std must be positive, got ", init_std);
@@ -61,16 +78,11 @@ GptjConfig gptj_preset(std::string_view name) {
                    "shape key set beside it (model.d_model, model.n_layer, ...) overrides the preset");
 }
 
-int64_t gptj_param_count(const GptjConfig& c) {
-  const int64_t d = c.d_model, f = c.d_ff, v = c.vocab_size;
-  const int64_t per_layer = 2 * d          // ln_1
-                            + 4 * d * d    // q, k, v, out (no bias)
-                            + f * d + f    // fc_in
-                            + d * f + d;   // fc_out
-  return v * d                  // wte
-         + c.n_layer * per_layer
-         + 2 * d                // ln_f
-         + v * d + v;           // lm_head with bias
+int64_t gptj_param_count(const GptjConfig& c) { return param_count<int64_t>(c); }
+
+double gptj_widest_activation(const GptjConfig& c, int64_t micro_batch, int64_t seq_len) {
+  return double(micro_batch) * double(seq_len) *
+         std::max({double(c.vocab_size), double(c.d_ff), 3.0 * double(c.d_model)});
 }
 
 }  // namespace zt::model

@@ -33,6 +33,14 @@ GptjConfig gptj_preset(std::string_view name);
 // Number of parameters, computed from the shapes alone (no allocation).
 int64_t gptj_param_count(const GptjConfig& config);
 
+// The most elements a model's parameters or a micro-batch's activation may hold (validate and
+// the run config check it): far above any run that fits in memory, far below where the int64
+// products of sizes overflow.
+inline constexpr double kMaxElements = 0x1p48;
+// Elements of a micro-batch's largest activation (the logits, fc_in's output, or q, k and v
+// together), in double so that no shape overflows it.
+double gptj_widest_activation(const GptjConfig& config, int64_t micro_batch, int64_t seq_len);
+
 // Training FLOPs per token for MFU, the convention of DESIGN.md section 6: 6 N + 12 L d T
 // (dense matmuls forward and backward, plus attention scores and values; activation recompute
 // is not counted). 39.12 GFLOP for gptj-6b at T = 2048.
