@@ -3,7 +3,6 @@
 #include "launch/run_checkpoints.h"
 
 #include <fcntl.h>
-#include <toml++/toml.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -152,9 +151,11 @@ std::optional<ResumePoint> find_resume_point(const RunConfig& config, int world)
   const TrainSection& t = config.train;
   std::error_code ec;
   check_checkpoint_dir(t.checkpoint_dir);
+  // checkpoint_dir holds a run's checkpoints, which this run's saves would replace and prune.
+  const fs::path latest = fs::path(t.checkpoint_dir) / "latest";
+  const bool holds_checkpoints = !t.checkpoint_dir.empty() && !t.overwrite && fs::exists(latest, ec);
   if (t.resume.empty()) {
-    const fs::path latest = fs::path(t.checkpoint_dir) / "latest";
-    if (!t.checkpoint_dir.empty() && !t.overwrite && fs::exists(latest, ec))
+    if (holds_checkpoints)
       throw_user_error("train.checkpoint_dir \"", t.checkpoint_dir, "\" already holds checkpoints (", latest.string(),
                        "); set train.resume = \"auto\" to continue that run, choose another "
                        "train.checkpoint_dir, or set train.overwrite = true to replace them");
@@ -167,18 +168,16 @@ std::optional<ResumePoint> find_resume_point(const RunConfig& config, int world)
   if (t.resume == "auto") {
     p.dir = latest_checkpoint(t.checkpoint_dir, "train.resume = \"auto\"");
     if (p.dir.empty()) {
-      log_info("resume: no checkpoint in ", t.checkpoint_dir, " yet (no ",
-               (fs::path(t.checkpoint_dir) / "latest").string(), "); starting fresh");
+      log_info("resume: no checkpoint in ", t.checkpoint_dir, " yet (no ", latest.string(),
+               "); starting fresh");
       return std::nullopt;
     }
   } else {
     p.dir = t.resume;
     if (!fs::is_directory(p.dir, ec))
       throw_user_error("train.resume = \"", p.dir, "\": no such checkpoint folder");
-    // A checkpoint of another folder: this run's saves would replace and prune the checkpoints
-    // of whatever run train.checkpoint_dir holds, as a fresh start's would.
-    const fs::path latest = fs::path(t.checkpoint_dir) / "latest";
-    if (!t.checkpoint_dir.empty() && !t.overwrite && fs::exists(latest, ec) &&
+    // A checkpoint of another folder: its run is not the one checkpoint_dir holds.
+    if (holds_checkpoints &&
         fs::weakly_canonical(p.dir, ec).parent_path() != fs::weakly_canonical(t.checkpoint_dir, ec))
       throw_user_error("train.resume = \"", p.dir, "\" is not in train.checkpoint_dir \"",
                        t.checkpoint_dir, "\", which holds another run's checkpoints (",
@@ -191,25 +190,13 @@ std::optional<ResumePoint> find_resume_point(const RunConfig& config, int world)
                        " (written last, so the save that made this folder did not finish)");
   }
 
-  const std::string manifest = (fs::path(p.dir) / "manifest.toml").string();
-  toml::table root;
-  try {
-    root = toml::parse_file(manifest);
-  } catch (const toml::parse_error& e) {
-    throw_user_error("cannot read checkpoint manifest ", manifest, ": ", e.description());
-  }
-  const std::optional<int64_t> step = root["meta"]["step"].value<int64_t>();
-  if (!step) throw_user_error("checkpoint manifest ", manifest, " has no [meta] step");
-  p.step = *step;
-  std::map<std::string, std::string> extra;
-  if (const toml::table* table = root["meta"]["extra"].as_table())
-    for (const auto& [key, value] : *table)
-      if (const std::optional<std::string> v = value.value<std::string>()) extra[std::string(key.str())] = *v;
-
+  // The manifest, read once: its kind, shape and precision checked, its meta for the rest.
+  const zero::CheckpointMeta meta = zero::check_resumable(p.dir, config.model.shape, t.precision);
+  p.step = meta.step;
+  const std::map<std::string, std::string>& extra = meta.extra;
   if (p.step >= t.steps)
     throw_user_error("checkpoint ", p.dir, " is at step ", p.step, " but train.steps = ", t.steps,
                      ": nothing is left to run; raise train.steps to train further");
-  zero::check_resumable(p.dir, config.model.shape, t.precision);
   for (const auto& [key, value] : checkpoint_fingerprint(config, world)) {
     const auto it = extra.find(key);
     if (it == extra.end())

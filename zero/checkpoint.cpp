@@ -93,8 +93,11 @@ void check_compatible(const CheckpointManifest& m, const fs::path& root,
 
 }  // namespace
 
-void check_resumable(const std::string& dir, const model::GptjConfig& shape, DType param_dtype) {
-  check_compatible(read_manifest(fs::path(dir)), fs::path(dir), shape, param_dtype);
+CheckpointMeta check_resumable(const std::string& dir, const model::GptjConfig& shape,
+                               DType param_dtype) {
+  const CheckpointManifest m = read_manifest(fs::path(dir));
+  check_compatible(m, fs::path(dir), shape, param_dtype);
+  return m.meta;
 }
 
 bool is_complete_checkpoint(const std::string& dir) {

@@ -107,7 +107,9 @@ bool is_complete_checkpoint(const std::string& dir);
 
 // What load_checkpoint checks of DIR's manifest before it reads any state, for a run to refuse a
 // checkpoint before it writes anything: it holds optimizer state, and `shape` and `param_dtype`
-// are its own. zt::UserError otherwise.
-void check_resumable(const std::string& dir, const model::GptjConfig& shape, DType param_dtype);
+// are its own (zt::UserError otherwise, as for a manifest that cannot be read). Returns the
+// manifest's meta.
+CheckpointMeta check_resumable(const std::string& dir, const model::GptjConfig& shape,
+                               DType param_dtype);
 
 }  // namespace zt::zero
