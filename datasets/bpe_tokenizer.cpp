@@ -14,9 +14,9 @@
 #include "runtime/json_reader.h"
 #include "datasets/unicode_classes.h"
 #include "runtime/error.h"
-#include "runtime/text.h"
 #include "runtime/file_io.h"
 #include "runtime/rng.h"
+#include "runtime/text.h"
 
 namespace zt::datasets {
 
@@ -26,7 +26,6 @@ constexpr const char* kEndOfText = "<|endoftext|>";
 
 // ---------------------------------------------------------------------------------------------
 // Files
-
 
 // GPT-2's bytes_to_unicode: printable Latin-1 bytes map to themselves, the other 68 bytes to
 // U+0100 onwards in byte order, so every token is a printable string in the files.

@@ -91,8 +91,9 @@ void prepare_out_dir(const PrepareOptions& o) {
   if (fs::is_directory(o.out_dir, ec) && !fs::is_empty(o.out_dir, ec)) {
     const std::vector<std::string> temps = files_in(o.out_dir, is_our_temp_file);
     if (!o.overwrite) {
-      if (!temps.empty() && files_in(o.out_dir, [](const std::string&) { return true; }).size() ==
-                                temps.size())
+      const auto entries =
+          std::distance(fs::directory_iterator(o.out_dir, ec), fs::directory_iterator());
+      if (!temps.empty() && entries == std::ptrdiff_t(temps.size()))
         throw_user_error("--out \"", o.out_dir, "\" holds only the temporary files of an interrupted "
                          "prepare (", temps.front(), "...): pass --overwrite to replace them, or "
                          "remove them");

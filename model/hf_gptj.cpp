@@ -2,14 +2,11 @@
 // with its completeness checks, and the crash-safe streaming exporter.
 #include "model/hf_gptj.h"
 
-#include <fcntl.h>
 #include <unistd.h>
 
 #include <algorithm>
-#include <cerrno>
 #include <charconv>
 #include <cstdio>
-#include <cstring>
 #include <filesystem>
 #include <map>
 #include <set>

@@ -262,6 +262,10 @@ TEST(Prepare, OverwriteRemovesTheOldShardsOnlyAfterTheNewOnesAndNamesLeftovers) 
   o.overwrite = false;
   const std::string msg = user_error_of([&] { prepare_dataset(o, byte_tokenizer()); });
   EXPECT_NE(msg.find("interrupted prepare (train-00000.h5.tmp"), std::string::npos) << msg;
+  fs::create_directories(fs::path(left) / "notes");  // then it holds more than leftovers
+  EXPECT_NE(user_error_of([&] { prepare_dataset(o, byte_tokenizer()); }).find("is not empty"),
+            std::string::npos);
+  fs::remove(fs::path(left) / "notes");
   o.overwrite = true;
   prepare_dataset(o, byte_tokenizer());
   EXPECT_EQ(read_all(left, Split::kTrain), expected_bytes({"new"}, 256));
