@@ -136,7 +136,10 @@ TEST(Prepare, SameOutputForAnyThreadCountPieceSizeAndShardSize) {
     std::string text;
     for (int w = 0; w < 40 + 17 * d; ++w) text += "word" + std::to_string((w * 7 + d) % 23) + (w % 9 == 8 ? "\n" : " ");
     docs.push_back(text);
-    inputs.push_back(write_file(dir, "d" + std::to_string(d) + ".txt", text));
+    std::string name = "d";  // (appended piece by piece: GCC 12 warns falsely, -Wrestrict, on
+    name += std::to_string(d);  // literal + string concatenations here)
+    name += ".txt";
+    inputs.push_back(write_file(dir, name, text));
   }
   auto run = [&](const std::string& name, int threads, int64_t piece_bytes) {
     PrepareOptions o = options((fs::path(dir) / name).string(), inputs);
