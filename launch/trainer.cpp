@@ -251,7 +251,7 @@ TrainSummary train(const RunConfig& given, Comm& comm, const TrainOptions& optio
              "computes on the parameters from before it; evaluations and checkpoint saves apply it "
              "first");
 
-  const std::string resolved = config_to_toml(given);
+  const std::string resolved = writer ? config_to_toml(given) : std::string();  // for config.toml
   if (writer) log_info("resolved config:\n", resolved);
 
   // The backend: on the CPU the engine uses `comm` directly; on a GPU it gets a CUDA context

@@ -65,11 +65,6 @@ std::vector<std::string> step_dirs(const std::string& checkpoint_dir) {
   return names;
 }
 
-SelfComm& comm_for_errors() {
-  static SelfComm comm;
-  return comm;
-}
-
 class TrainerCheckpoint : public ::testing::Test {
  protected:
   void SetUp() override { log_configure(LogOptions{LogLevel::kWarn}, false); }
@@ -205,7 +200,8 @@ TEST_F(TrainerCheckpoint, ResumeErrorsNameTheProblem) {
   RunConfig bad = testing::tiny_run_config(dir, 2);
   bad.train.out_dir = (fs::path(dir) / "bad-run").string();
   bad.train.checkpoint_dir = write_file(dir, "afile", "x") + "/ckpt";
-  e = user_error_of([&] { train(bad, comm_for_errors()); });
+  SelfComm comm;
+  e = user_error_of([&] { train(bad, comm); });
   EXPECT_NE(e.find(dir + "/afile is not a folder, so no checkpoint could be saved there"), std::string::npos) << e;
   EXPECT_FALSE(fs::exists(bad.train.out_dir));
 
@@ -256,12 +252,8 @@ TEST_F(TrainerCheckpoint, RefusedResumesLeaveTheRunsFilesAsTheyWere) {
   EXPECT_EQ(read_file(config), config_before);
 
   r.train.precision = c.train.precision;
-  {  // one byte of the rank file flipped: found by the checksum, while loading
-    const fs::path file = fs::path(r.train.resume) / "rank-00000.h5";
-    std::fstream f(file, std::ios::in | std::ios::out | std::ios::binary);
-    f.seekp(std::streamoff(fs::file_size(file) / 2));
-    f.put('\x5a');
-  }
+  // One bit of the rank file flipped: found by the checksum, while loading.
+  testing::flip_middle_byte(fs::path(r.train.resume) / "rank-00000.h5");
   e = user_error_of([&] { train(r, comm); });
   EXPECT_NE(e.find("checksum"), std::string::npos) << e;
   EXPECT_EQ(read_file(metrics), metrics_before);

@@ -20,6 +20,7 @@
 #include "runtime/log.h"
 #include "runtime/mpi_comm.h"
 #include "tests/support/mpi_shared_dir.h"
+#include "tests/support/temp_dir.h"
 #include "runtime/self_comm.h"
 #include "runtime/tensor.h"
 #include "zero/engine.h"
@@ -54,19 +55,6 @@ inline std::vector<std::string> sorted_names(const std::filesystem::path& dir) {
     names.push_back(entry.path().filename().string());
   std::sort(names.begin(), names.end());
   return names;
-}
-
-// Flips one bit of the byte in the middle of `file` (in a rank file: inside /master), a
-// corruption that only the checksums can find.
-inline void flip_middle_byte(const std::filesystem::path& file) {
-  std::fstream f(file, std::ios::in | std::ios::out | std::ios::binary);
-  const auto at = std::streamoff(std::filesystem::file_size(file) / 2);
-  f.seekg(at);
-  char byte = 0;
-  f.read(&byte, 1);
-  byte = char(byte ^ 0x10);
-  f.seekp(at);
-  f.write(&byte, 1);
 }
 
 // gptj-tiny's CPU model and one fixed sequence of 32 tokens (one sequence keeps the tests fast),

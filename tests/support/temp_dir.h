@@ -51,4 +51,17 @@ inline std::string read_file(const std::filesystem::path& path) {
   return std::move(ss).str();
 }
 
+// Flips one bit of the byte in the middle of `file` (in a checkpoint rank file: inside /master), a
+// corruption that only the checksums can find.
+inline void flip_middle_byte(const std::filesystem::path& file) {
+  std::fstream f(file, std::ios::in | std::ios::out | std::ios::binary);
+  const auto at = std::streamoff(std::filesystem::file_size(file) / 2);
+  f.seekg(at);
+  char byte = 0;
+  f.read(&byte, 1);
+  byte = char(byte ^ 0x10);
+  f.seekp(at);
+  f.write(&byte, 1);
+}
+
 }  // namespace zt::testing
